@@ -1,0 +1,190 @@
+"""The validated run configuration: one object, every default in one place, hashed for the record.
+
+A YAML file may set any subset of these fields; unknown keys are errors, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_INCLUDE = [
+    "*.mp4", "*.m4v", "*.mov", "*.mkv", "*.avi", "*.webm", "*.ts", "*.mts", "*.m2ts", "*.mpg",
+    "*.mpeg", "*.m2v", "*.vob", "*.wmv", "*.asf", "*.flv", "*.3gp", "*.mxf", "*.dav", "*.h264",
+    "*.h265", "*.hevc", "*.264", "*.265", "*.ogv", "*.dv",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassDetection(_Strict):
+    """Detection settings for one class."""
+
+    enabled: bool = True
+    input_size: int = Field(640, ge=64, le=4096, description="Long side of the detector input, pixels.")
+    threshold: float = Field(0.2, gt=0.0, lt=1.0, description="Minimum score for a detection.")
+    nms_iou: float = Field(0.4, gt=0.0, le=1.0)
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError("must be a multiple of 32")
+        return v
+
+
+class DetectionConfig(_Strict):
+    face: ClassDetection = ClassDetection(input_size=640, threshold=0.2, nms_iou=0.3)
+    plate: ClassDetection = ClassDetection(input_size=1280, threshold=0.25, nms_iou=0.5)
+    batch_size: int = Field(8, ge=1, le=256, description="Frames per detector call.")
+    half_precision: bool = Field(True, description="fp16 on GPU (ignored on CPU).")
+
+
+class ClassTracking(_Strict):
+    """Tracking and gap filling for one class (counts are frames)."""
+
+    match_iou: float = Field(0.2, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
+    max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
+    pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
+    post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")
+    min_hits: int = Field(1, ge=1, description="Detections before a track is masked.")
+    smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
+
+
+class TrackingConfig(_Strict):
+    face: ClassTracking = ClassTracking()
+    plate: ClassTracking = ClassTracking(match_iou=0.15)
+
+
+class MaskConfig(_Strict):
+    style: Literal["blur", "pixelate", "solid"] = "blur"
+    color: str = Field("000000", description="RRGGBB for solid masks.")
+    face_margin: float = Field(1.3, ge=1.0, le=3.0, description="Box scale factor for faces.")
+    plate_margin: float = Field(1.15, ge=1.0, le=3.0, description="Box scale factor for plates.")
+    face_shape: Literal["ellipse", "box"] = "ellipse"
+    plate_shape: Literal["ellipse", "box"] = "box"
+    pixel_blocks: int = Field(8, ge=2, le=64, description="Pixelation: blocks across a region's long side.")
+
+    @field_validator("color")
+    @classmethod
+    def _hex_color(cls, v: str) -> str:
+        v = v.lstrip("#")
+        if not re.fullmatch(r"[0-9a-fA-F]{6}", v):
+            raise ValueError("must be six hex digits RRGGBB")
+        return v.lower()
+
+    def rgb(self) -> tuple[int, int, int]:
+        return (int(self.color[0:2], 16), int(self.color[2:4], 16), int(self.color[4:6], 16))
+
+
+class EncoderConfig(_Strict):
+    codec: Literal["libx264", "libx265"] = "libx264"
+    crf: int = Field(20, ge=0, le=51)
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = "veryfast"
+    threads: int = Field(0, ge=0, description="Encoder threads; 0 = the CPUs the worker holds.")
+
+
+class SegmentConfig(_Strict):
+    target_seconds: float = Field(2.0, gt=0.0, description="Short GOPs are merged up to this length.")
+
+
+class InputConfig(_Strict):
+    include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
+    exclude: list[str] = Field(default_factory=list)
+
+
+class ResourceConfig(_Strict):
+    decode_actors: int = Field(0, ge=0, description="0 = derived from the cluster's CPUs.")
+    detect_actors: int = Field(0, ge=0, description="0 = derived from the cluster's GPUs/CPUs.")
+    gpus_per_detector: float = Field(0.25, gt=0.0, le=1.0)
+    wave_videos: int = Field(16, ge=1, description="Videos per detection wave (bounds latency).")
+    encode_cpus: float = Field(1.0, gt=0.0)
+
+
+class Config(_Strict):
+    classes: list[Literal["face", "plate"]] = Field(default_factory=lambda: ["face", "plate"])
+    audio: Literal["keep", "drop"] = "keep"
+    input: InputConfig = InputConfig()
+    segment: SegmentConfig = SegmentConfig()
+    detection: DetectionConfig = DetectionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    mask: MaskConfig = MaskConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    resources: ResourceConfig = ResourceConfig()
+
+    @field_validator("classes")
+    @classmethod
+    def _nonempty_unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one class is required")
+        return sorted(set(v), key=v.index)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON of every parameter (first 16 hex digits)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    def with_overrides(self, **dotted: object) -> Config:
+        """A copy with dotted keys replaced, e.g. with_overrides(**{"mask.style": "solid"})."""
+        raw = self.model_dump(mode="json")
+        for key, value in dotted.items():
+            node = raw
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return validate_config(raw)
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def validate_config(raw: dict | None) -> Config:
+    try:
+        return Config.model_validate(raw or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a YAML config file; None gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file is not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError("config file must hold a mapping at its top level")
+    return validate_config(raw)
+
+
+def default_config_yaml() -> str:
+    """The full default configuration as YAML (documentation and a starting point)."""
+    return yaml.safe_dump(Config().model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,87 @@
+"""Find the input files: folders are walked recursively, files are taken as given.
+
+A folder INPUT is the root of its files; a file INPUT's root is its own folder. Files under a folder
+that match no include pattern (or match an exclude pattern) are counted as ignored. The output folder
+is never walked, so re-running into an output inside an input folder cannot feed outputs back in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from anonray.config import InputConfig
+
+STATE_DIR_NAME = "_anonray"
+
+
+class InputError(ValueError):
+    """An INPUT argument that cannot be used at all (usage error, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to process: where it is and where it sits relative to its root."""
+
+    source_path: Path
+    root: Path
+    relative_path: str
+
+
+@dataclass
+class Discovery:
+    files: list[InputFile]
+    ignored: int
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def discover(inputs: list[str | Path], output_dir: Path, input_config: InputConfig) -> Discovery:
+    """Expand INPUT arguments into files, in a stable order; raise InputError for a missing INPUT."""
+    output_dir = output_dir.resolve()
+    files: list[InputFile] = []
+    ignored = 0
+    seen: set[Path] = set()
+    for raw in inputs:
+        given = Path(raw).expanduser()
+        if not given.exists():
+            raise InputError(f"input does not exist: {raw}")
+        path = given.resolve()
+        if path.is_file():
+            if path not in seen:
+                seen.add(path)
+                files.append(InputFile(path, path.parent, path.name))
+            continue
+        if _is_within(path, output_dir):
+            raise InputError("an input folder lies inside the output folder")
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+            current = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames
+                                 if not _is_within((current / d).resolve(), output_dir)
+                                 and d != STATE_DIR_NAME)
+            for name in sorted(filenames):
+                file_path = current / name
+                if not _matches(name, input_config.include) or _matches(name, input_config.exclude):
+                    ignored += 1
+                    continue
+                if file_path.is_symlink() or not file_path.is_file():
+                    ignored += 1
+                    continue
+                if file_path in seen:
+                    continue
+                seen.add(file_path)
+                files.append(InputFile(file_path, path, file_path.relative_to(path).as_posix()))
+    return Discovery(files, ignored)

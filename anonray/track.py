@@ -1,0 +1,172 @@
+"""Tracking per class over a whole video, gap filling, smoothing, and the mask plan built from tracks.
+
+Pure numpy + lap: no Ray, no video. Detections in, MaskPlan out. Masks come from tracks, never from
+raw detections: a detection that starts no track (below ``min_hits``) is not masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lap
+import numpy as np
+
+from anonray.config import ClassTracking, Config
+from anonray.mask import enlarge_boxes
+from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
+
+
+@dataclass
+class Track:
+    """One object over time: observed (frame, box, score) triples in frame order."""
+
+    track_id: int
+    cls: int
+    frames: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def last_frame(self) -> int:
+        return self.frames[-1]
+
+    def predict(self, frame: int) -> np.ndarray:
+        """Constant-velocity prediction of the box at ``frame`` from the last two observations."""
+        last = self.boxes[-1]
+        if len(self.frames) < 2:
+            return last
+        dt = self.frames[-1] - self.frames[-2]
+        velocity = (self.boxes[-1] - self.boxes[-2]) / max(dt, 1)
+        return last + velocity * (frame - self.frames[-1])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes a (n,4) and b (m,4), xyxy."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def associate(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """Hungarian assignment (lap.lapjv) of detections to tracks on 1 - IoU, pairs below min_iou refused."""
+    if len(track_boxes) == 0 or len(det_boxes) == 0:
+        return []
+    cost = 1.0 - iou_matrix(track_boxes, det_boxes)
+    _, track_to_det, _ = lap.lapjv(cost.astype(np.float64), extend_cost=True, cost_limit=1.0 - min_iou)
+    return [(t, int(d)) for t, d in enumerate(track_to_det) if d >= 0]
+
+
+def track_class(dets: Detections, cls: int, params: ClassTracking) -> list[Track]:
+    """Link one class's detections into tracks, frame by frame."""
+    mine = dets.select(dets.cls == cls)
+    order = np.argsort(mine.frame_index, kind="stable")
+    mine = mine.select(order)
+    active: list[Track] = []
+    finished: list[Track] = []
+    next_id = 0
+    frames, starts = np.unique(mine.frame_index, return_index=True)
+    bounds = [*starts[1:], len(mine)] if len(mine) else []
+    for frame, start, end in zip(frames, starts, bounds, strict=True):
+        frame = int(frame)
+        still = [t for t in active if frame - t.last_frame <= params.max_gap + 1]
+        finished.extend(t for t in active if frame - t.last_frame > params.max_gap + 1)
+        active = still
+        boxes, scores = mine.xyxy[start:end], mine.score[start:end]
+        predicted = np.array([t.predict(frame) for t in active], np.float32).reshape(-1, 4)
+        pairs = associate(predicted, boxes, params.match_iou)
+        matched = set()
+        for t_idx, d_idx in pairs:
+            track = active[t_idx]
+            track.frames.append(frame)
+            track.boxes.append(boxes[d_idx].astype(np.float32))
+            track.scores.append(float(scores[d_idx]))
+            matched.add(d_idx)
+        for d_idx in range(len(boxes)):
+            if d_idx not in matched:
+                active.append(Track(next_id, cls, [frame], [boxes[d_idx].astype(np.float32)],
+                                    [float(scores[d_idx])]))
+                next_id += 1
+    finished.extend(active)
+    return [t for t in finished if len(t.frames) >= params.min_hits]
+
+
+def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:
+    """Zero-phase exponential smoothing (forward then backward) of a (n,4) box sequence."""
+    if weight <= 0 or len(boxes) < 3:
+        return boxes
+    fwd = boxes.copy()
+    for i in range(1, len(fwd)):
+        fwd[i] = weight * fwd[i - 1] + (1 - weight) * boxes[i]
+    out = fwd.copy()
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = weight * out[i + 1] + (1 - weight) * fwd[i]
+    return out
+
+
+def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and boxes a track covers: observations, interpolated gaps, pre- and post-roll.
+
+    Smoothing never shrinks coverage: at observed frames the box is the union of raw and smoothed.
+    """
+    obs_frames = np.asarray(track.frames, np.int64)
+    raw = np.asarray(track.boxes, np.float32)
+    smooth = _smooth(raw, params.smoothing)
+    union = np.concatenate([np.minimum(raw[:, :2], smooth[:, :2]), np.maximum(raw[:, 2:], smooth[:, 2:])], 1)
+    first = max(0, int(obs_frames[0]) - params.pre_roll)
+    last = min(frame_count - 1, int(obs_frames[-1]) + params.post_roll)
+    frames = np.arange(first, last + 1, dtype=np.int64)
+    boxes = np.stack([np.interp(frames, obs_frames, union[:, k]) for k in range(4)], 1).astype(np.float32)
+    return frames, boxes
+
+
+@dataclass
+class TrackingSummary:
+    """Counts only (no coordinates): what tracking produced for one video."""
+
+    tracks: dict[str, int]
+    regions: int
+    frames_masked: int
+
+
+def plan_masks(dets: Detections, frame_count: int, width: int, height: int,
+               config: Config) -> tuple[MaskPlan, TrackingSummary]:
+    """Track every enabled class and turn the tracks into a MaskPlan with margins and shapes."""
+    parts: list[tuple[np.ndarray, np.ndarray, int, int, int]] = []
+    track_counts: dict[str, int] = {}
+    next_track = 0
+    for cls, name in enumerate(CLASS_NAMES):
+        if name not in config.classes:
+            continue
+        params: ClassTracking = getattr(config.tracking, name)
+        margin = config.mask.face_margin if name == "face" else config.mask.plate_margin
+        shape_name = config.mask.face_shape if name == "face" else config.mask.plate_shape
+        shape = SHAPE_ELLIPSE if shape_name == "ellipse" else SHAPE_BOX
+        tracks = track_class(dets, cls, params)
+        track_counts[name] = len(tracks)
+        for track in tracks:
+            frames, boxes = dense_track_boxes(track, params, frame_count)
+            parts.append((frames, enlarge_boxes(boxes, margin, width, height), cls, shape, next_track))
+            next_track += 1
+    if not parts:
+        plan = MaskPlan(frame_count=frame_count)
+    else:
+        plan = MaskPlan(
+            frame_count=frame_count,
+            frame_index=np.concatenate([p[0] for p in parts]),
+            xyxy=np.concatenate([p[1] for p in parts]),
+            cls=np.concatenate([np.full(len(p[0]), p[2], np.int64) for p in parts]),
+            shape=np.concatenate([np.full(len(p[0]), p[3], np.int64) for p in parts]),
+            track_id=np.concatenate([np.full(len(p[0]), p[4], np.int64) for p in parts]),
+        )
+        valid = (plan.xyxy[:, 2] > plan.xyxy[:, 0]) & (plan.xyxy[:, 3] > plan.xyxy[:, 1])
+        plan = MaskPlan(frame_count, plan.frame_index[valid], plan.xyxy[valid], plan.cls[valid],
+                        plan.shape[valid], plan.track_id[valid])
+    return plan, TrackingSummary(track_counts, len(plan), plan.frames_masked())

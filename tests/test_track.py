@@ -1,0 +1,87 @@
+"""Tracking, gap filling and mask planning on synthetic detections (no video, no Ray)."""
+
+import numpy as np
+
+from anonray.config import Config
+from anonray.mask import enlarge_boxes
+from anonray.track import associate, iou_matrix, plan_masks, track_class
+from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections
+
+
+def _dets(rows: list[tuple[int, float, float, float, float, int]]) -> Detections:
+    arr = np.array(rows, np.float64).reshape(-1, 6)
+    return Detections(
+        frame_index=arr[:, 0].astype(np.int64),
+        xyxy=arr[:, 1:5].astype(np.float32),
+        score=np.full(len(arr), 0.9, np.float32),
+        cls=arr[:, 5].astype(np.int64),
+    )
+
+
+def test_iou_matrix_known_values():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b)[0], [1.0, 50 / 150, 0.0], rtol=1e-6)
+
+
+def test_associate_refuses_low_iou_and_solves_crossing():
+    tracks = np.array([[0, 0, 10, 10], [100, 0, 110, 10]], np.float32)
+    dets = np.array([[101, 0, 111, 10], [1, 0, 11, 10], [300, 300, 310, 310]], np.float32)
+    assert sorted(associate(tracks, dets, 0.2)) == [(0, 1), (1, 0)]
+
+
+def test_two_objects_moving_give_two_tracks_with_gaps_filled():
+    rows = []
+    for f in range(30):
+        if f in (10, 11, 12):  # detector misses three frames of object A
+            pass
+        else:
+            rows.append((f, 10 + f, 10, 50 + f, 50, 0))
+        rows.append((f, 200 - f, 100, 240 - f, 140, 0))
+    tracks = track_class(_dets(rows), 0, Config().tracking.face)
+    assert len(tracks) == 2
+    config = Config()
+    plan, summary = plan_masks(_dets(rows), 30, 640, 360, config)
+    assert summary.tracks["face"] == 2
+    by_frame = plan.regions_by_frame()
+    # every frame has both regions, including the three missed frames (interpolated)
+    assert all(len(by_frame[f]) == 2 for f in range(30))
+    missed = by_frame[11]
+    xs = sorted(plan.xyxy[missed][:, 0])
+    # object A at frame 11 would be at x1=21; the region (enlarged by 1.3) must cover it
+    assert any(x <= 21 for x in xs)
+
+
+def test_pre_and_post_roll_and_clip_to_video():
+    rows = [(f, 100, 100, 140, 140, 1) for f in range(5, 8)]
+    config = Config()
+    plan, _ = plan_masks(_dets(rows), 10, 640, 360, config)
+    frames = sorted(set(plan.frame_index.tolist()))
+    roll = config.tracking.plate
+    assert frames[0] == 5 - roll.pre_roll
+    assert frames[-1] == min(9, 7 + roll.post_roll)
+    assert set(plan.shape.tolist()) == {SHAPE_BOX}
+
+
+def test_faces_are_ellipses_with_margin():
+    rows = [(0, 100, 100, 200, 200, 0)]
+    plan, _ = plan_masks(_dets(rows), 1, 640, 360, Config())
+    assert plan.shape[0] == SHAPE_ELLIPSE
+    np.testing.assert_allclose(plan.xyxy[0], [85, 85, 215, 215], atol=1e-3)
+
+
+def test_disabled_class_is_not_planned():
+    rows = [(0, 100, 100, 200, 200, 1)]
+    plan, summary = plan_masks(_dets(rows), 1, 640, 360, Config(classes=["face"]))
+    assert len(plan) == 0 and "plate" not in summary.tracks
+
+
+def test_enlarge_boxes_clips_to_frame():
+    out = enlarge_boxes(np.array([[0, 0, 100, 50]], np.float32), 2.0, 120, 60)
+    np.testing.assert_allclose(out[0], [0, 0, 120, 60])
+
+
+def test_track_breaks_after_max_gap():
+    params = Config().tracking.face
+    rows = [(0, 10, 10, 50, 50, 0), (params.max_gap + 5, 10, 10, 50, 50, 0)]
+    assert len(track_class(_dets(rows), 0, params)) == 2
