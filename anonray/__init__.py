@@ -1,0 +1,3 @@
+"""anonray: batch video anonymization (faces and licence plates)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,350 @@
+"""One-pass transcode: demux, decode, hand each frame to a hook (the masker), encode, mux.
+
+The output keeps the input's geometry (size, sample aspect ratio, rotation), frame count, per-frame
+timestamps (the encoder works in the input stream's time base and frame pts pass through, so
+variable frame rate survives), colour tags and field order. Audio is packet-copied bit-exact where
+the output container can hold it unchanged, re-encoded to AAC otherwise, or dropped on request.
+Subtitle, data and attachment streams are dropped. Container and stream metadata are dropped (GPS,
+device and owner tags can be personal data) except the stream language and one container tag,
+``encoder = anonray <version>``; the muxer is run with ``fflags=+bitexact`` so that libavformat
+does not add its own encoder tag.
+
+What a reader still sees in the container metadata afterwards is written by the muxer itself: for
+MP4/MOV ``major_brand``, ``minor_version``, ``compatible_brands`` and per stream ``handler_name``
+(and ``vendor_id`` for MOV); for Matroska per stream ``DURATION``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+import anonray
+from anonray.config import Config, EncoderConfig
+from anonray.outputs import audio_fits, canonical_audio_codec, container_format_for
+from anonray.types import VideoInfo
+
+FrameHook = Callable[[int, av.VideoFrame], av.VideoFrame]
+
+_RANGE_MPEG = 1
+_RANGE_JPEG = 2
+
+
+class EncodeError(Exception):
+    """Transcoding failed. error_class is a short machine-readable tag; the message has no paths."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(f"{error_class}: {message}")
+        self.error_class = error_class
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TranscodeStats:
+    frames_in: int
+    frames_out: int
+    video_packets: int
+    audio_packets_copied: int
+    seconds: float
+    audio_frames_reencoded: int = 0
+
+
+def working_pixel_format(pix_fmt: str | None, width: int, height: int) -> tuple[str, bool]:
+    """The 8-bit planar pixel format frames are encoded (and masked) in, and whether it is full range.
+
+    4:2:0 -> yuv420p, 4:2:2 -> yuv422p, 4:4:4 -> yuv444p (any bit depth; yuvj* map to the non-j
+    format flagged full range); odd width or height -> yuv444p; RGB, grey and other formats ->
+    yuv420p.
+    """
+    name = pix_fmt or "yuv420p"
+    full = name.startswith("yuvj")
+    if width % 2 or height % 2:
+        return "yuv444p", full
+    try:
+        fmt = av.VideoFormat(name, width, height)
+    except (ValueError, av.error.FFmpegError):
+        return "yuv420p", full
+    if fmt.is_rgb or len(fmt.components) < 3 or fmt.has_palette:
+        return "yuv420p", full
+    cw, ch = fmt.components[1].width, fmt.components[1].height
+    if cw == width and ch == height:
+        return "yuv444p", full
+    if cw * 2 >= width and ch == height:
+        return "yuv422p", full
+    return "yuv420p", full
+
+
+def _ffmpeg_message(err: BaseException) -> str:
+    """An FFmpeg error's text without the file name PyAV appends."""
+    if isinstance(err, av.error.FFmpegError):
+        return f"{type(err).__name__}: {err.strerror or 'error'}"
+    return type(err).__name__
+
+
+def _muxer_options(fmt_name: str, inp: av.container.InputContainer) -> dict[str, str]:
+    """bitexact (no libavformat encoder tag); for MP4/MOV a movie time scale fine enough that edit
+    lists (a non-zero start, audio/video offsets) keep their timestamps exact instead of rounding
+    them to the default 1 ms."""
+    opts = {"fflags": "+bitexact"}
+    if fmt_name in ("mp4", "mov"):
+        tb = inp.streams.video[0].time_base
+        exact = tb is not None and tb.numerator == 1 and 1000 <= tb.denominator <= 1_000_000
+        opts["movie_timescale"] = str(tb.denominator if exact else 90000)
+    return opts
+
+
+def _encoder_options(enc: EncoderConfig) -> dict[str, str]:
+    opts = {"crf": str(enc.crf), "preset": enc.preset}
+    if enc.codec == "libx264":
+        opts["a53cc"] = "0"  # never carry closed captions from the source into the output
+    else:
+        opts["x265-params"] = "log-level=error"
+    return opts
+
+
+def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.VideoStream, info: VideoInfo,
+                      cfg: Config, fmt_name: str) -> tuple[av.video.stream.VideoStream, str, bool]:
+    """Add and configure the output video stream after the input stream. Returns (stream, pix_fmt, full)."""
+    icc = src.codec_context
+    width, height = icc.width or info.width, icc.height or info.height
+    pix_fmt, full = working_pixel_format(icc.pix_fmt or info.pixel_format, width, height)
+    rate = src.average_rate or src.guessed_rate or Fraction(info.fps or 25).limit_denominator(1001)
+    vs = out.add_stream(cfg.encoder.codec, rate=rate, options=_encoder_options(cfg.encoder))
+    cc = vs.codec_context
+    cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
+    cc.time_base = src.time_base
+    vs.time_base = src.time_base
+    cc.framerate = rate
+    cc.thread_count = cfg.encoder.threads
+    sar = icc.sample_aspect_ratio or src.sample_aspect_ratio
+    if sar and sar > 0:
+        cc.sample_aspect_ratio = sar
+        vs.sample_aspect_ratio = sar
+    cc.color_range = _RANGE_JPEG if full else (icc.color_range or 0)
+    cc.color_primaries = icc.color_primaries
+    cc.color_trc = icc.color_trc
+    cc.colorspace = icc.colorspace
+    cc.field_order = icc.field_order
+    if cfg.encoder.codec == "libx265" and fmt_name in ("mp4", "mov"):
+        cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC in MP4/MOV
+    if info.rotation:
+        vs.set_display_rotation(info.rotation)
+    return vs, pix_fmt, full
+
+
+def _keep_language(src: av.stream.Stream, dst: av.stream.Stream) -> None:
+    dst.metadata.clear()
+    lang = src.metadata.get("language")
+    if lang and lang != "und":
+        dst.metadata["language"] = lang
+
+
+@dataclass
+class _AudioRoute:
+    src: av.audio.stream.AudioStream
+    dst: av.stream.Stream
+    copy: bool
+
+
+def _add_audio_streams(out: av.container.OutputContainer, inp: av.container.InputContainer,
+                       cfg: Config, fmt_name: str) -> list[_AudioRoute]:
+    """Add one output stream per input audio stream: a packet copy where the muxer takes the codec."""
+    routes: list[_AudioRoute] = []
+    if cfg.audio == "drop":
+        return routes
+    for ia in inp.streams.audio:
+        codec = canonical_audio_codec(ia.codec_context.name if ia.codec_context else "")
+        if audio_fits(codec, fmt_name):
+            oa = out.add_stream_from_template(ia)
+            routes.append(_AudioRoute(ia, oa, True))
+        else:
+            if ia.codec_context is None:
+                continue  # no decoder for it: nothing sensible to carry over
+            oa = out.add_stream("aac", rate=ia.codec_context.sample_rate or 48000)
+            oa.codec_context.layout = ia.codec_context.layout
+            ia.thread_type = "AUTO"
+            routes.append(_AudioRoute(ia, oa, False))
+        _keep_language(ia, oa)
+    return routes
+
+
+class _Transcoder:
+    """The state of one transcode (kept small so each step is a short method)."""
+
+    def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer,
+                 info: VideoInfo, cfg: Config, fmt_name: str, frame_hook: FrameHook | None) -> None:
+        self.inp, self.out, self.hook = inp, out, frame_hook
+        streams = inp.streams.video
+        index = next((i for i, s in enumerate(streams) if s.index == info.video_stream_index), 0)
+        self.src = streams[index]
+        self.src.thread_type = "AUTO"
+        self.dst, self.pix_fmt, self.full = _add_video_stream(out, self.src, info, cfg, fmt_name)
+        self.audio = _add_audio_streams(out, inp, cfg, fmt_name)
+        self.by_index = {r.src.index: r for r in self.audio}
+        self.frames_in = self.frames_out = self.video_packets = 0
+        self.audio_copied = self.audio_reencoded = 0
+        self.last_pts: int | None = None
+        self.step = self._default_step()
+
+    def _default_step(self) -> int:
+        """Ticks per frame in the input time base, for frames that come without a pts."""
+        rate = self.src.average_rate or self.src.guessed_rate or Fraction(25)
+        return max(1, round(1 / (rate * self.src.time_base)))
+
+    def run(self) -> None:
+        self.out.metadata.clear()
+        self.out.metadata["comment"] = f"anonray {anonray.__version__}"
+        _keep_language(self.src, self.dst)
+        for packet in self.inp.demux([self.src] + [r.src for r in self.audio]):
+            route = self.by_index.get(packet.stream.index)
+            if route is None:
+                if packet.size:
+                    self._video_packet(packet)
+            elif packet.size:
+                self._audio_packet(route, packet)
+        self._flush()
+
+    def _video_packet(self, packet: av.Packet | None) -> None:
+        try:
+            frames = self.src.decode(packet)
+        except av.error.FFmpegError as err:
+            raise EncodeError("decode", _ffmpeg_message(err)) from None
+        for frame in frames:
+            self._frame(frame)
+
+    def _frame(self, frame: av.VideoFrame) -> None:
+        index = self.frames_in
+        self.frames_in += 1
+        frame = self._to_working(frame)
+        if self.hook is not None:
+            try:
+                frame = self.hook(index, frame)
+            except Exception as err:
+                raise EncodeError("mask", f"frame hook failed: {type(err).__name__}: {err}") from err
+        self._encode(frame)
+
+    def _to_working(self, frame: av.VideoFrame) -> av.VideoFrame:
+        pts = frame.pts if frame.pts is not None else self._synth_pts()
+        self.last_pts = pts
+        if frame.format.name != self.pix_fmt:
+            rng = "JPEG" if self.full or frame.color_range == _RANGE_JPEG else "MPEG"
+            frame = frame.reformat(format=self.pix_fmt, src_color_range=rng, dst_color_range=rng)
+            if self.full:
+                frame.color_range = _RANGE_JPEG
+        frame.pts = pts
+        frame.time_base = self.src.time_base
+        return frame
+
+    def _synth_pts(self) -> int:
+        return 0 if self.last_pts is None else self.last_pts + self.step
+
+    def _encode(self, frame: av.VideoFrame | None) -> None:
+        if frame is not None:
+            frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
+            frame.time_base = self.src.time_base
+        try:
+            packets = self.dst.encode(frame)
+        except av.error.FFmpegError as err:
+            raise EncodeError("encode", _ffmpeg_message(err)) from None
+        if frame is not None:
+            self.frames_out += 1
+        for pkt in packets:
+            self._mux(pkt)
+            self.video_packets += 1
+
+    def _mux(self, packet: av.Packet) -> None:
+        try:
+            self.out.mux(packet)
+        except av.error.FFmpegError as err:
+            raise EncodeError("mux", _ffmpeg_message(err)) from None
+
+    def _audio_packet(self, route: _AudioRoute, packet: av.Packet) -> None:
+        if route.copy:
+            packet.stream = route.dst
+            self._mux(packet)
+            self.audio_copied += 1
+            return
+        try:
+            frames = route.src.decode(packet)
+        except av.error.FFmpegError:
+            return  # a damaged audio packet is skipped; the video is what matters
+        for frame in frames:
+            self._audio_encode(route, frame)
+
+    def _audio_encode(self, route: _AudioRoute, frame: av.AudioFrame | None) -> None:
+        try:
+            packets = route.dst.encode(frame)
+        except av.error.FFmpegError as err:
+            raise EncodeError("audio", _ffmpeg_message(err)) from None
+        if frame is not None:
+            self.audio_reencoded += 1
+        for pkt in packets:
+            self._mux(pkt)
+
+    def _flush(self) -> None:
+        self._video_packet(None)
+        self._encode(None)
+        for route in self.audio:
+            if not route.copy:
+                for frame in route.src.decode(None):
+                    self._audio_encode(route, frame)
+                self._audio_encode(route, None)
+
+    def stats(self, seconds: float) -> TranscodeStats:
+        return TranscodeStats(self.frames_in, self.frames_out, self.video_packets, self.audio_copied,
+                              seconds, self.audio_reencoded)
+
+
+def _close_quietly(out: av.container.OutputContainer) -> None:
+    """Close an output after a failure; a second error while closing must not hide the first."""
+    with contextlib.suppress(Exception):
+        out.close()
+
+
+def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: FrameHook | None = None,
+              container_format: str | None = None) -> TranscodeStats:
+    """Transcode src to dst in one pass, calling frame_hook(presentation_index, frame) on every frame.
+
+    The muxer is container_format, or the one for dst's suffix (see outputs.container_format_for).
+    dst is written exactly as given; on failure it is closed and may hold a partial file, which the
+    caller deletes. Raises EncodeError on every failure.
+    """
+    start = time.monotonic()
+    try:
+        fmt_name = container_format or container_format_for(Path(dst).suffix)
+    except ValueError as err:
+        raise EncodeError("output_format", str(err)) from None
+    try:
+        inp = av.open(str(src), "r")
+    except av.error.FFmpegError as err:
+        raise EncodeError("open", _ffmpeg_message(err)) from None
+    try:
+        if not inp.streams.video:
+            raise EncodeError("no_video", "the input has no video stream")
+        try:
+            out = av.open(str(dst), "w", format=fmt_name, container_options=_muxer_options(fmt_name, inp))
+        except av.error.FFmpegError as err:
+            raise EncodeError("open_output", _ffmpeg_message(err)) from None
+        try:
+            job = _Transcoder(inp, out, info, cfg, fmt_name, frame_hook)
+            job.run()
+        except av.error.FFmpegError as err:
+            _close_quietly(out)
+            raise EncodeError("transcode", _ffmpeg_message(err)) from None
+        except BaseException:
+            _close_quietly(out)
+            raise
+        try:
+            out.close()
+        except av.error.FFmpegError as err:
+            raise EncodeError("mux", _ffmpeg_message(err)) from None
+    finally:
+        inp.close()
+    return job.stats(time.monotonic() - start)
