@@ -1,0 +1,114 @@
+"""Per-frame detection of faces and plates (no Ray in here).
+
+``FrameDetector`` takes downscaled RGB frames of one video (all the same size; see
+``detection_image_size``) and returns ``Detections`` in source-pixel coordinates.
+
+Input sizes: each class resizes internally to its own ``config.detection.<cls>.input_size`` (long
+side). Faces are never upscaled past the image they are given (CenterFace is multi-scale and an
+upscale only costs time); plates are letterboxed by ultralytics to the full input size, upscaling
+small images, which helps small plates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from anonray.config import Config
+from anonray.types import CLASS_NAMES, Detections
+
+MODEL_FOR_CLASS = {"face": "centerface", "plate": "plate-yolov8n-pyplatex"}
+"""Which manifest model serves each class."""
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def detection_image_size(source_w: int, source_h: int, config: Config) -> tuple[int, int]:
+    """The (w, h) decode should downscale frames to: long side = the largest enabled input size,
+    never larger than the source, aspect kept, even numbers (at least 2)."""
+    sizes = [getattr(config.detection, c).input_size for c in config.classes
+             if getattr(config.detection, c).enabled]
+    target = max(sizes) if sizes else max(source_w, source_h)
+    scale = min(1.0, target / max(source_w, source_h))
+
+    def even(v: int) -> int:
+        return max(2, min(2 * round(v * scale / 2), v // 2 * 2))
+
+    return even(source_w), even(source_h)
+
+
+class FrameDetector:
+    """The detectors for ``config.classes``, loaded once, run on batches of frames."""
+
+    def __init__(self, config: Config, device: str | None = None) -> None:
+        from anonray.models import model_path
+
+        self.config = config
+        self.device = device or default_device()
+        half = config.detection.half_precision and torch.device(self.device).type == "cuda"
+        self.detectors: dict[int, object] = {}
+        for name in config.classes:
+            cfg = getattr(config.detection, name)
+            if not cfg.enabled:
+                continue
+            common = dict(
+                input_size=cfg.input_size,
+                threshold=cfg.threshold,
+                nms_iou=cfg.nms_iou,
+                device=self.device,
+                half=half,
+                batch_size=config.detection.batch_size,
+            )
+            path = model_path(MODEL_FOR_CLASS[name])
+            if name == "face":
+                from anonray.detect.centerface import CenterFace
+
+                det: object = CenterFace(path, **common)
+            else:
+                from anonray.detect.plates import PlateDetector
+
+                det = PlateDetector(path, **common)
+            self.detectors[CLASS_NAMES.index(name)] = det
+
+    def model_ids(self) -> dict[str, str]:
+        """The ids of the models in use, for the result record."""
+        from anonray.models import model_ids
+
+        return model_ids([MODEL_FOR_CLASS[CLASS_NAMES[c]] for c in self.detectors])
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        frame_indices: Sequence[int] | np.ndarray,
+        source_size: tuple[int, int],
+    ) -> Detections:
+        """Detect every enabled class in equal-size RGB frames; boxes in source pixels, clipped."""
+        if len(images) != len(frame_indices):
+            raise ValueError("images and frame_indices differ in length")
+        if not len(images):
+            return Detections()
+        src_w, src_h = source_size
+        img_h, img_w = images[0].shape[:2]
+        sx, sy = src_w / img_w, src_h / img_h
+        frames = np.asarray(frame_indices, dtype=np.int64)
+        parts = []
+        for cls_id, det in self.detectors.items():
+            for frame, (xyxy, score) in zip(frames, det.detect(images), strict=True):  # type: ignore[attr-defined]
+                if not len(xyxy):
+                    continue
+                xyxy = xyxy * np.array([sx, sy, sx, sy], np.float32)
+                xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, src_w)
+                xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)
+                keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+                n = int(keep.sum())
+                parts.append(Detections(
+                    frame_index=np.full(n, frame, np.int64),
+                    xyxy=xyxy[keep].astype(np.float32),
+                    score=score[keep].astype(np.float32),
+                    cls=np.full(n, cls_id, np.int64),
+                ))
+        return Detections.concat(parts)

@@ -1,0 +1,203 @@
+"""Detectors on real images: CenterFace (torch vs onnxruntime parity), the plate model, rescaling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from anonray import models
+from anonray.config import Config
+from anonray.detect import FrameDetector, detection_image_size
+from anonray.detect.centerface import CenterFace
+from anonray.detect.letterbox import letterbox
+from anonray.detect.plates import PlateDetector
+
+skimage_data = pytest.importorskip("skimage.data")
+
+ASTRONAUT_FACE = np.array([180, 60, 270, 180], np.float32)
+"""The astronaut's face (forehead to chin, ear to ear) in the 512x512 image, checked by eye."""
+PLATES = Path("/work/shared/data/plates/ro_dashcam")
+PLATE_IMAGE = "images/ro_003.jpg"
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pulled() -> None:
+    models.pull_models()
+
+
+@pytest.fixture(scope="session")
+def face_torch() -> CenterFace:
+    return CenterFace(models.model_path("centerface"), backend="torch")
+
+
+@pytest.fixture(scope="session")
+def face_ort() -> CenterFace:
+    return CenterFace(models.model_path("centerface"), backend="onnxruntime")
+
+
+@pytest.fixture(scope="session")
+def plate_detector() -> PlateDetector:
+    return PlateDetector(models.model_path("plate-yolov8n-pyplatex"))
+
+
+@pytest.fixture(scope="session")
+def plate_sample() -> tuple[np.ndarray, np.ndarray]:
+    if not (PLATES / "labels.json").is_file():
+        pytest.skip(f"plate test data absent ({PLATES}); it lives under /work/shared/data")
+    labels = json.loads((PLATES / "labels.json").read_text())
+    boxes = [b["box"] for b in labels[PLATE_IMAGE] if b["cls"] == "plate" and not b["ignore"]]
+    img = cv2.imread(str(PLATES / PLATE_IMAGE), cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(img[:, :, ::-1]), np.array(boxes, np.float32)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_centerface_finds_the_astronaut(backend: str, face_torch: CenterFace, face_ort: CenterFace) -> None:
+    det = face_torch if backend == "torch" else face_ort
+    (xyxy, score), = det.detect([skimage_data.astronaut()])
+    assert xyxy.dtype == np.float32 and score.dtype == np.float32
+    assert xyxy.shape == (1, 4)
+    assert score[0] > 0.8
+    assert iou(xyxy[0], ASTRONAUT_FACE) > 0.7
+
+
+def test_centerface_finds_nothing_on_gray(face_torch: CenterFace, face_ort: CenterFace) -> None:
+    for det in (face_torch, face_ort):
+        (xyxy, score), = det.detect([np.full((360, 640, 3), 128, np.uint8)])
+        assert xyxy.shape == (0, 4) and score.shape == (0,)
+
+
+def test_centerface_torch_matches_onnxruntime(face_torch: CenterFace, face_ort: CenterFace) -> None:
+    img = skimage_data.astronaut()
+    x, box = face_torch.preprocess([img, img[:, ::-1].copy()])
+    ref = face_ort.forward(x)
+    got = face_torch.forward(x)
+    for r, g in zip(ref, got, strict=True):
+        assert r.shape == g.shape
+        np.testing.assert_allclose(g.cpu().numpy(), r.numpy(), atol=1e-4, rtol=0)
+    assert ref[0].max() > 0.8  # the heatmap really holds a face
+    for (ax, as_), (bx, bs) in zip(face_ort.detect([img]), face_torch.detect([img]), strict=True):
+        np.testing.assert_allclose(ax, bx, atol=1e-2)
+        np.testing.assert_allclose(as_, bs, atol=1e-4)
+
+
+def test_centerface_auto_backend_on_cpu() -> None:
+    assert CenterFace(models.model_path("centerface"), device="cpu").backend == "onnxruntime"
+
+
+def test_centerface_batches_like_single_images(face_torch: CenterFace) -> None:
+    face = skimage_data.astronaut()
+    gray = np.full_like(face, 128)
+    batch = face_torch.detect([face, gray, face[:, ::-1].copy()])
+    singles = [face_torch.detect([im])[0] for im in (face, gray, face[:, ::-1].copy())]
+    for (bx, bs), (sx, ss) in zip(batch, singles, strict=True):
+        np.testing.assert_allclose(bx, sx, atol=1e-2)
+        np.testing.assert_allclose(bs, ss, atol=1e-4)
+    mirrored = batch[2][0][0]
+    assert iou(np.array([512 - mirrored[2], mirrored[1], 512 - mirrored[0], mirrored[3]]),
+               ASTRONAUT_FACE) > 0.7
+
+
+def test_centerface_letterbox_maps_back_to_the_image() -> None:
+    det = CenterFace(models.model_path("centerface"), input_size=320)
+    canvas = np.full((600, 1000, 3), 90, np.uint8)  # wide: long side 1000 -> 320, padded height
+    canvas[50:562, 300:812] = skimage_data.astronaut()
+    (xyxy, _), = det.detect([canvas])
+    assert xyxy.shape[0] == 1
+    assert iou(xyxy[0] - np.array([300, 50, 300, 50], np.float32), ASTRONAUT_FACE) > 0.6
+
+
+def test_letterbox_geometry() -> None:
+    lb = letterbox(1280, 720, 640)
+    assert (lb.new_w, lb.new_h, lb.pad_w, lb.pad_h) == (640, 360, 640, 384)
+    small = letterbox(320, 180, 640)
+    assert (small.new_w, small.new_h, small.pad_w, small.pad_h) == (320, 180, 320, 192)
+    up = letterbox(320, 180, 640, upscale=True)
+    assert (up.new_w, up.new_h) == (640, 360)
+
+
+def test_detection_image_size() -> None:
+    cfg = Config()
+    assert detection_image_size(1920, 1080, cfg) == (1280, 720)
+    assert detection_image_size(3840, 2160, cfg.with_overrides(classes=["face"])) == (640, 360)
+    assert detection_image_size(640, 360, cfg) == (640, 360)  # never upscaled
+    assert detection_image_size(1080, 1920, cfg) == (720, 1280)
+    w, h = detection_image_size(1279, 719, cfg)
+    assert w % 2 == 0 and h % 2 == 0 and w <= 1279 and h <= 719
+
+
+def test_plate_detector_finds_the_plate(plate_detector: PlateDetector, plate_sample) -> None:
+    img, labels = plate_sample
+    (xyxy, score), = plate_detector.detect([img])
+    assert len(xyxy) >= 1 and xyxy.dtype == np.float32
+    best = max(iou(b, labels[0]) for b in xyxy)
+    assert best > 0.5
+
+
+def test_frame_detector_rescales_to_source(plate_sample) -> None:
+    img, labels = plate_sample
+    src_h, src_w = img.shape[:2]
+    cfg = Config().with_overrides(classes=["plate"])
+    det = FrameDetector(cfg, device="cpu")
+    full = det.detect([img], [0], (src_w, src_h))
+    small = cv2.resize(img, (src_w // 2, src_h // 2), interpolation=cv2.INTER_AREA)
+    half = det.detect([small, small], [7, 8], (src_w, src_h))
+    assert set(half.frame_index.tolist()) == {7, 8}
+    assert set(half.cls.tolist()) == {1}
+    assert (half.xyxy[:, 2] <= src_w).all() and (half.xyxy[:, 3] <= src_h).all()
+    top = half.xyxy[np.argmax([iou(b, labels[0]) for b in half.xyxy])]
+    # The model's boxes are looser than the tight labels; the label must be covered, and the
+    # rescaled half-size detection must agree with the full-size one.
+    assert iou(top, labels[0]) > 0.45
+    ix = np.clip(np.minimum(top[2:], labels[0][2:]) - np.maximum(top[:2], labels[0][:2]), 0, None)
+    assert ix.prod() / np.prod(labels[0][2:] - labels[0][:2]) > 0.9
+    assert max(iou(top, b) for b in full.xyxy) > 0.8
+
+
+def test_frame_detector_faces_in_source_coordinates() -> None:
+    det = FrameDetector(Config().with_overrides(classes=["face"]), device="cpu")
+    assert set(det.model_ids()) == {"centerface"}
+    out = det.detect([skimage_data.astronaut()], np.array([3]), (1024, 1536))
+    assert len(out) == 1 and out.cls[0] == 0 and out.frame_index[0] == 3
+    expected = ASTRONAUT_FACE * np.array([2, 3, 2, 3], np.float32)
+    assert iou(out.xyxy[0], expected) > 0.7
+    assert len(det.detect([], [], (10, 10))) == 0
+
+
+def test_plate_model_runs_without_network(tmp_path: Path) -> None:
+    """Load and run the plate model with sockets and DNS blocked; nothing may try the network."""
+    code = textwrap.dedent("""
+        import socket
+        tried = []
+        def refuse(*args, **kwargs):
+            tried.append(args[:1])
+            raise OSError("network blocked by test")
+        socket.socket.connect = refuse
+        socket.socket.connect_ex = refuse
+        socket.getaddrinfo = refuse
+        socket.create_connection = refuse
+        import numpy as np
+        from anonray.detect import FrameDetector
+        from anonray.config import Config
+        det = FrameDetector(Config(), device="cpu")
+        det.detect([np.zeros((360, 640, 3), np.uint8)], [0], (640, 360))
+        print("TRIED", len(tried))
+    """)
+    env_root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=env_root,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TRIED 0" in proc.stdout
