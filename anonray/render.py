@@ -1,0 +1,123 @@
+"""Render one video's anonymized output: track, plan masks, decode at full size, mask, encode, publish.
+
+No Ray here: ``render_video`` takes a video's detections and returns counters for the tables. The
+output is written under ``_anonray/tmp`` in the output folder, checked, then renamed into place, so a
+final path never holds a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from anonray.collect import VideoDetections
+from anonray.config import Config
+from anonray.encode import transcode
+from anonray.ingest import sha256_file
+from anonray.mask import mask_frame
+from anonray.outputs import output_relative_path
+from anonray.track import plan_masks
+from anonray.types import MaskPlan
+
+TMP_DIR_NAME = "tmp"
+ENCODER_CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
+
+
+class RenderError(Exception):
+    """A per-file failure while rendering; ``error_class`` names the kind."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass
+class RenderResult:
+    """What rendering one video produced (counts, hashes, timings; no coordinates)."""
+
+    output_path: str
+    sha256_out: str
+    size_bytes_out: int
+    frames_out: int
+    video_codec_out: str
+    container_out: str
+    tracks: dict[str, int]
+    frames_masked: int
+    seconds_track: float
+    seconds_encode: float
+    audio_packets_copied: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class MaskHook:
+    """The frame hook handed to the transcoder: masks each frame by its pts, refuses unknown frames."""
+
+    def __init__(self, plan: MaskPlan, frame_pts: np.ndarray, config: Config):
+        self._plan = plan
+        self._regions = plan.regions_by_frame()
+        self._index_of_pts = {int(p): i for i, p in enumerate(frame_pts) if p >= 0}
+        self._mask_config = config.mask
+
+    def __call__(self, frame_index: int, frame: av.VideoFrame) -> av.VideoFrame:
+        index = self._index_of_pts.get(int(frame.pts)) if frame.pts is not None else None
+        if index is None:
+            raise RenderError("frame_not_analysed",
+                              f"frame {frame_index} was not seen by detection; refusing to write it unmasked")
+        rows = self._regions.get(index)
+        if rows is None:
+            return frame
+        return mask_frame(frame, self._plan.xyxy[rows], self._plan.shape[rows], self._mask_config)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def render_video(video: VideoDetections, config: Config, output_dir: Path, state_dir: Path) -> RenderResult:
+    """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure."""
+    info = video.info
+    started = time.perf_counter()
+    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config)
+    seconds_track = time.perf_counter() - started
+
+    relative_out = output_relative_path(info.relative_path, info, config.audio)
+    final = output_dir / relative_out
+    if final.resolve() == Path(info.source_path).resolve():
+        raise RenderError("output_is_input", "the output path would overwrite the input")
+    tmp_dir = state_dir / TMP_DIR_NAME
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"{info.video_id}-{uuid.uuid4().hex[:8]}{final.suffix}"
+    started = time.perf_counter()
+    try:
+        stats = transcode(Path(info.source_path), tmp, info, config, MaskHook(plan, video.frame_pts, config))
+        if stats.frames_out != info.frame_count:
+            raise RenderError("frame_count_mismatch",
+                              f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
+        _fsync(tmp)
+        sha256_out = sha256_file(tmp)
+        size_out = tmp.stat().st_size
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds_encode = time.perf_counter() - started
+    return RenderResult(
+        output_path=relative_out,
+        sha256_out=sha256_out,
+        size_bytes_out=size_out,
+        frames_out=stats.frames_out,
+        video_codec_out=ENCODER_CODEC_NAMES[config.encoder.codec],
+        container_out=final.suffix.lstrip("."),
+        tracks=summary.tracks,
+        frames_masked=summary.frames_masked,
+        seconds_track=seconds_track,
+        seconds_encode=seconds_encode,
+        audio_packets_copied=getattr(stats, "audio_packets_copied", 0),
+    )
