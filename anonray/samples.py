@@ -154,8 +154,14 @@ class SampleTruth:
 # --------------------------------------------------------------------------- scene
 
 
+FACE_CROP_SIZE = (170, 150)
+"""(height, width) of the astronaut crop pasted into sample footage."""
+FACE_IN_CROP = (32, 40, 122, 160)
+"""The face itself inside that crop (xyxy): brow to chin, ear to ear."""
+
+
 def _face_crop() -> np.ndarray:
-    """The astronaut's face with a little hair (RGB, about 150x170)."""
+    """The astronaut's face with a little hair and collar (RGB, 150x170)."""
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut()[20:190, 148:298])
@@ -213,18 +219,32 @@ class _Scene:
         return np.ascontiguousarray(np.rot90(self.upright_frame(i), -quarter_turns(self.rotation)))
 
     def upright_boxes(self, i: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
-        """Face and plate boxes (xyxy) in upright frame i: slow drift, bounded to the frame."""
+        """Face and plate boxes (xyxy) in upright frame i: slow drift, bounded to the frame.
+
+        The face box is the face itself (brow to chin, ear to ear), not the pasted photo around it.
+        """
+        fx, fy, _, _ = self.face_paste(i)
         fh, fw = self.face.shape[:2]
+        x0, y0, x1, y1 = FACE_IN_CROP
+        crop_h, crop_w = FACE_CROP_SIZE
+        face = (fx + round(x0 * fw / crop_w), fy + round(y0 * fh / crop_h),
+                fx + round(x1 * fw / crop_w), fy + round(y1 * fh / crop_h))
         ph, pw = self.plate.shape[:2]
-        fx = min(self.face_start[0] + i, self.width - fw)
-        fy = min(self.face_start[1] + i // 3, self.height - fh)
         px = max(self.plate_start[0] - i, 0)
         py = self.plate_start[1]
-        return (fx, fy, fx + fw, fy + fh), (px, py, px + pw, py + ph)
+        return face, (px, py, px + pw, py + ph)
+
+    def face_paste(self, i: int) -> tuple[int, int, int, int]:
+        """Where the face photo (with hair and collar) is pasted in upright frame i."""
+        fh, fw = self.face.shape[:2]
+        fx = min(self.face_start[0] + i, self.width - fw)
+        fy = min(self.face_start[1] + i // 3, self.height - fh)
+        return fx, fy, fx + fw, fy + fh
 
     def upright_frame(self, i: int) -> np.ndarray:
         img = self.background[:, i * 2 : i * 2 + self.width].copy()
-        (fx0, fy0, fx1, fy1), (px0, py0, px1, py1) = self.upright_boxes(i)
+        fx0, fy0, fx1, fy1 = self.face_paste(i)
+        _, (px0, py0, px1, py1) = self.upright_boxes(i)
         img[fy0:fy1, fx0:fx1] = self.face
         img[py0:py1, px0:px1] = self.plate
         return img

@@ -1,0 +1,172 @@
+"""End to end through Ray: every sample format, a broken file and an ignored file, masked in solid magenta.
+
+Runs the real pipeline on a local Ray instance with a logical GPU, so the fractional-GPU detection
+actors are scheduled (they fall back to the CPU inside). Everything is judged from decoded output.
+"""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from anonray.config import Config
+from anonray.encode import transcode
+from anonray.ingest import probe
+from anonray.outputs import output_relative_path
+from anonray.pipeline import RunRequest, run
+from anonray.samples import SampleTruth
+
+MAGENTA = np.array([255, 0, 255])
+
+
+def solid_config(**overrides) -> Config:
+    """The default configuration with solid magenta masks, in waves of four videos."""
+    base = {"mask.style": "solid", "mask.color": "ff00ff", "resources.wave_videos": 4}
+    base.update(overrides)
+    return Config().with_overrides(**base)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def e2e(ray_local, sample_clips, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    inputs = root / "in"
+    for name, (path, _) in sample_clips.items():
+        target = inputs / ("nested" if name.endswith("ts") else "") / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    (inputs / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    (inputs / "notes.txt").write_text("not a video")
+    before = {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()}
+    out = root / "out"
+    summary = run(RunRequest([str(inputs)], out, solid_config()))
+    return inputs, out, summary, before
+
+
+def _frames(path: Path) -> tuple[list[Fraction], list[np.ndarray], tuple[int, int], int]:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        times, images, rotation = [], [], 0
+        for frame in c.decode(stream):
+            times.append(frame.pts * frame.time_base)
+            images.append(frame.to_ndarray(format="rgb24"))
+            rotation = frame.rotation
+        return times, images, (stream.width, stream.height), rotation
+
+
+def _audio_packets(path: Path) -> tuple[list[bytes], list[float]]:
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return [], []
+        packets = [p for p in c.demux(c.streams.audio[0]) if p.size]
+        return [bytes(p) for p in packets], [float(p.pts * p.time_base) for p in packets]
+
+
+def _assert_same_audio(src: Path, dst: Path) -> None:
+    """Audio packets bit-identical; their times equal up to the output time base (1 ms in Matroska)."""
+    src_bytes, src_times = _audio_packets(src)
+    dst_bytes, dst_times = _audio_packets(dst)
+    assert dst_bytes == src_bytes
+    assert np.allclose(dst_times, src_times, atol=0.001)
+
+
+def _output_and_baseline(inputs: Path, out: Path, path: Path, scratch: Path) -> tuple[Path, Path]:
+    """The anonymized output of ``path`` and a plain transcode of it at the same encoder settings."""
+    rel = path.relative_to(inputs).as_posix()
+    info, _ = probe(path, rel)
+    output = out / output_relative_path(rel, info, "keep")
+    baseline = scratch / ("baseline" + output.suffix)
+    transcode(path, baseline, info, solid_config(), None)
+    return output, baseline
+
+
+def test_statuses_exit_code_and_tables(e2e, sample_clips):
+    inputs, out, summary, _ = e2e
+    assert summary.ok == len(sample_clips) and summary.failed == 1 and summary.ignored == 1
+    assert summary.exit_code == 1
+    videos = pq.read_table(out / "_anonray" / "videos").to_pandas()
+    assert len(videos) == len(sample_clips) + 1
+    broken = videos[videos.path == "broken.mp4"].iloc[0]
+    assert broken.status == "failed" and broken.error_class == "not_a_video" and broken.error_message
+    ok = videos[videos.status == "ok"]
+    assert (ok.frames_in == ok.frames_out).all()
+    assert (ok.detections_face > 0).all() and (ok.frames_masked > 0).all()
+    assert ok.model_ids.str.contains("centerface@").all() and ok.config_hash.nunique() == 1
+    segments = pq.read_table(out / "_anonray" / "segments").to_pandas()
+    per_video = segments.groupby("video_id").frames_decoded.sum()
+    assert (per_video.loc[ok.video_id].values == ok.frames_in.values).all()
+    runs = pq.read_table(out / "_anonray" / "runs").to_pandas()
+    assert len(runs) == 1 and runs.iloc[0].videos_ok == len(sample_clips) and runs.iloc[0].files_ignored == 1
+    # beside the outputs only _anonray/, and no temporary file left behind
+    assert not list((out / "_anonray" / "tmp").iterdir())
+    stems = {p.stem for p in out.rglob("*") if p.is_file() and "_anonray" not in p.parts}
+    assert stems == {p.stem for p, _ in sample_clips.values()}
+
+
+def test_inputs_untouched(e2e):
+    inputs, _, _, before = e2e
+    assert {p: p.read_bytes() for p in inputs.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["h264_mp4", "hevc_mkv", "mpeg2_ts", "mpeg4_avi", "mjpeg_mov", "vp9_webm",
+                                  "vfr_mp4", "rotated_mp4", "interlaced_ts"])
+def test_output_matches_input_and_targets_are_masked(e2e, sample_clips, name, tmp_path):
+    inputs, out, _, _ = e2e
+    src_clip, truth = sample_clips[name]
+    src = next(inputs.rglob(src_clip.name))
+    dst, baseline = _output_and_baseline(inputs, out, src, tmp_path)
+    src_times, src_images, src_size, src_rot = _frames(src)
+    dst_times, dst_images, dst_size, dst_rot = _frames(dst)
+    assert len(dst_images) == len(src_images) == truth.frame_count
+    assert dst_size == src_size and dst_rot == src_rot
+    assert max(abs(float(a - b)) for a, b in zip(src_times, dst_times, strict=True)) <= 0.001
+    _assert_same_audio(src, dst)
+    _assert_masked(truth, dst_images)
+    _assert_rest_unchanged(truth, src_images, dst_images, _frames(baseline)[1])
+
+
+def _assert_masked(truth: SampleTruth, images: list[np.ndarray]) -> None:
+    """Solid mode: >= 90% of each planted target's pixels are the mask colour, in every frame."""
+    for i, image in enumerate(images):
+        for box in (truth.face_boxes[i], truth.plate_boxes[i]):
+            x0, y0, x1, y1 = box
+            patch = image[y0:y1, x0:x1].astype(int)
+            is_mask = (np.abs(patch - MAGENTA).max(axis=2) <= 40).mean()
+            assert is_mask >= 0.9, f"frame {i}: only {is_mask:.0%} of a target masked"
+
+
+def _assert_rest_unchanged(truth: SampleTruth, src: list[np.ndarray], dst: list[np.ndarray],
+                           baseline: list[np.ndarray]) -> None:
+    """Far from the targets the picture is the input's, up to codec noise: no further from the input
+    than a plain transcode at the same settings is (with a small allowance for rate control).
+
+    Pixels masked there (false positives) are collateral: counted, bounded, and left out of the
+    noise comparison.
+    """
+    h, w = src[0].shape[:2]
+    collateral = []
+    for i in range(0, len(src), 7):
+        far = np.ones((h, w), bool)
+        for x0, y0, x1, y1 in (truth.face_boxes[i], truth.plate_boxes[i]):
+            mx, my = (x1 - x0) // 2 + 8, (y1 - y0) // 2 + 8
+            far[max(0, y0 - my):y1 + my, max(0, x0 - mx):x1 + mx] = False
+        masked = np.abs(dst[i].astype(int) - MAGENTA).max(axis=2) <= 40
+        collateral.append(masked[far].mean())
+        keep = far & ~masked
+        noise = np.abs(src[i].astype(int) - baseline[i].astype(int))[keep].mean()
+        diff = np.abs(src[i].astype(int) - dst[i].astype(int))[keep].mean()
+        assert diff <= noise * 1.25 + 0.5, f"frame {i}: mean difference {diff:.2f} (codec noise {noise:.2f})"
+    assert np.mean(collateral) <= 0.02, f"{np.mean(collateral):.1%} of the picture away from targets masked"
