@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray.checksums import sha256_file
 from anonray.types import AudioStreamInfo, Segment, VideoInfo
 
 _FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
@@ -52,15 +53,6 @@ class _Scan:
 def video_id_for(relative_path: str) -> str:
     """The first 12 hex digits of sha256(relative path)."""
     return hashlib.sha256(relative_path.encode("utf-8")).hexdigest()[:12]
-
-
-def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _open(path: Path, relative_path: str) -> av.container.InputContainer:

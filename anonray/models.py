@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from anonray.checksums import sha256_file
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -108,14 +110,6 @@ def get_spec(name: str) -> ModelSpec:
 def cached_file(spec: ModelSpec) -> Path:
     """Where the model file lives in the cache (it may not exist yet)."""
     return cache_dir() / "models" / spec.name / spec.version / spec.file
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check(actual: str, expected: str, what: str) -> None:

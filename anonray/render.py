@@ -16,10 +16,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray.checksums import sha256_file
 from anonray.collect import VideoDetections
 from anonray.config import Config
 from anonray.encode import transcode
-from anonray.ingest import sha256_file
 from anonray.mask import mask_frame
 from anonray.outputs import output_relative_path
 from anonray.track import plan_masks

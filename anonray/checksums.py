@@ -1,0 +1,15 @@
+"""Streamed sha256 of files (inputs, outputs, model weights)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def sha256_file(path: str | Path, chunk: int = 4 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
