@@ -77,7 +77,7 @@ def discover(inputs: list[str | Path], output_dir: Path, input_config: InputConf
                 if not _matches(name, input_config.include) or _matches(name, input_config.exclude):
                     ignored += 1
                     continue
-                if file_path.is_symlink() or not file_path.is_file():
+                if not file_path.is_file():  # sockets, fifos, dangling links (links to files are followed)
                     ignored += 1
                     continue
                 if file_path in seen:
