@@ -141,11 +141,11 @@ def connect_ray(address: str | None) -> str:
 
 
 def _configure_ray_data() -> None:
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def prepare_state_dir(output_dir: Path) -> Path:

@@ -7,30 +7,19 @@ actors are scheduled (they fall back to the CPU inside). Everything is judged fr
 from __future__ import annotations
 
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
+from _video_checks import assert_same_audio, decode_frames, mask_pixels, solid_config
 
-from anonray.config import Config
 from anonray.encode import transcode
 from anonray.ingest import probe
 from anonray.outputs import output_relative_path
 from anonray.pipeline import RunRequest, run
 from anonray.samples import SampleTruth
-
-MAGENTA = np.array([255, 0, 255])
-
-
-def solid_config(**overrides) -> Config:
-    """The default configuration with solid magenta masks, in waves of four videos."""
-    base = {"mask.style": "solid", "mask.color": "ff00ff", "resources.wave_videos": 4}
-    base.update(overrides)
-    return Config().with_overrides(**base)
 
 
 @pytest.fixture(scope="module")
@@ -54,33 +43,6 @@ def e2e(ray_local, sample_clips, tmp_path_factory):
     out = root / "out"
     summary = run(RunRequest([str(inputs)], out, solid_config()))
     return inputs, out, summary, before
-
-
-def _frames(path: Path) -> tuple[list[Fraction], list[np.ndarray], tuple[int, int], int]:
-    with av.open(str(path)) as c:
-        stream = c.streams.video[0]
-        times, images, rotation = [], [], 0
-        for frame in c.decode(stream):
-            times.append(frame.pts * frame.time_base)
-            images.append(frame.to_ndarray(format="rgb24"))
-            rotation = frame.rotation
-        return times, images, (stream.width, stream.height), rotation
-
-
-def _audio_packets(path: Path) -> tuple[list[bytes], list[float]]:
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return [], []
-        packets = [p for p in c.demux(c.streams.audio[0]) if p.size]
-        return [bytes(p) for p in packets], [float(p.pts * p.time_base) for p in packets]
-
-
-def _assert_same_audio(src: Path, dst: Path) -> None:
-    """Audio packets bit-identical; their times equal up to the output time base (1 ms in Matroska)."""
-    src_bytes, src_times = _audio_packets(src)
-    dst_bytes, dst_times = _audio_packets(dst)
-    assert dst_bytes == src_bytes
-    assert np.allclose(dst_times, src_times, atol=0.001)
 
 
 def _output_and_baseline(inputs: Path, out: Path, path: Path, scratch: Path) -> tuple[Path, Path]:
@@ -128,14 +90,14 @@ def test_output_matches_input_and_targets_are_masked(e2e, sample_clips, name, tm
     src_clip, truth = sample_clips[name]
     src = next(inputs.rglob(src_clip.name))
     dst, baseline = _output_and_baseline(inputs, out, src, tmp_path)
-    src_times, src_images, src_size, src_rot = _frames(src)
-    dst_times, dst_images, dst_size, dst_rot = _frames(dst)
+    src_times, src_images, src_size, src_rot = decode_frames(src)
+    dst_times, dst_images, dst_size, dst_rot = decode_frames(dst)
     assert len(dst_images) == len(src_images) == truth.frame_count
     assert dst_size == src_size and dst_rot == src_rot
     assert max(abs(float(a - b)) for a, b in zip(src_times, dst_times, strict=True)) <= 0.001
-    _assert_same_audio(src, dst)
+    assert_same_audio(src, dst)
     _assert_masked(truth, dst_images)
-    _assert_rest_unchanged(truth, src_images, dst_images, _frames(baseline)[1])
+    _assert_rest_unchanged(truth, src_images, dst_images, decode_frames(baseline)[1])
 
 
 def _assert_masked(truth: SampleTruth, images: list[np.ndarray]) -> None:
@@ -144,7 +106,7 @@ def _assert_masked(truth: SampleTruth, images: list[np.ndarray]) -> None:
         for box in (truth.face_boxes[i], truth.plate_boxes[i]):
             x0, y0, x1, y1 = box
             patch = image[y0:y1, x0:x1].astype(int)
-            is_mask = (np.abs(patch - MAGENTA).max(axis=2) <= 40).mean()
+            is_mask = mask_pixels(patch).mean()
             assert is_mask >= 0.9, f"frame {i}: only {is_mask:.0%} of a target masked"
 
 
@@ -163,7 +125,7 @@ def _assert_rest_unchanged(truth: SampleTruth, src: list[np.ndarray], dst: list[
         for x0, y0, x1, y1 in (truth.face_boxes[i], truth.plate_boxes[i]):
             mx, my = (x1 - x0) // 2 + 8, (y1 - y0) // 2 + 8
             far[max(0, y0 - my):y1 + my, max(0, x0 - mx):x1 + mx] = False
-        masked = np.abs(dst[i].astype(int) - MAGENTA).max(axis=2) <= 40
+        masked = mask_pixels(dst[i])
         collateral.append(masked[far].mean())
         keep = far & ~masked
         noise = np.abs(src[i].astype(int) - baseline[i].astype(int))[keep].mean()

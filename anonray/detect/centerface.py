@@ -96,6 +96,7 @@ class CenterFace:
             if self.device.type != "cpu":
                 raise ValueError("the onnxruntime backend runs on the CPU only")
             opts = ort.SessionOptions()
+            opts.log_severity_level = 3  # errors only: its graph-optimiser notes are noise in user logs
             if cpu_threads:
                 opts.intra_op_num_threads = cpu_threads
             self._module = None

@@ -1,0 +1,202 @@
+"""The command line as a user meets it: help, usage and configuration errors, and real runs.
+
+Every call is a subprocess of ``python -m anonray`` in this interpreter. The two real runs start
+the embedded local Ray instance (no RAY_ADDRESS), so they are kept to two.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from anonray.config import Config, load_config
+from anonray.samples import write_sample_video
+
+
+def anonray(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["COLUMNS"] = "200"  # keep click's help on one line per option
+    return subprocess.run([sys.executable, "-m", "anonray", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------- help
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ((), ["run", "models", "config", "--version", "--help"]),
+    (("run",), ["INPUTS", "--output", "--config", "--mask", "blur|pixelate|solid", "--mask-color",
+                "--classes", "--audio", "keep|drop", "--address", "--verbose"]),
+    (("models",), ["pull", "list"]),
+    (("models", "pull"), ["--help", "verify"]),
+    (("models", "list"), ["--help", "manifest"]),
+    (("config",), ["--help", "YAML"]),
+])
+def test_help(command, expected):
+    result = anonray(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage:")
+    for word in expected:
+        assert word in result.stdout, f"`anonray {' '.join(command)} --help` does not mention {word}"
+
+
+def test_short_help_option():
+    assert anonray("run", "-h").stdout == anonray("run", "--help").stdout
+
+
+# ---------------------------------------------------------------- usage and configuration errors
+
+@pytest.fixture
+def input_dir(tmp_path: Path) -> Path:
+    """An input folder holding one (not even decodable) .mp4: usage errors must stop before it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(b"\0" * 64)
+    return folder
+
+
+@pytest.mark.parametrize(("config_text", "extra", "message"), [
+    ("mask: [\n", [], "config file is not valid YAML"),
+    ("mask:\n  colour: ff00ff\n", [], "mask.colour: Extra inputs are not permitted"),
+    ("detection:\n  face:\n    input_size: 650\n", [], "detection.face.input_size"),
+    ("- face\n", [], "mapping at its top level"),
+    (None, ["--mask-color", "zzz"], "mask.color"),
+    (None, ["--classes", "face,cat"], "classes"),
+], ids=["invalid_yaml", "unknown_key", "bad_value", "not_a_mapping", "mask_color", "classes"])
+def test_config_errors_exit_2_before_any_work(tmp_path, input_dir, config_text, extra, message):
+    args: list[str | Path] = [input_dir, "--output", tmp_path / "out", *extra]
+    if config_text is not None:
+        (tmp_path / "config.yaml").write_text(config_text)
+        args += ["--config", tmp_path / "config.yaml"]
+    result = anonray("run", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists(), "a configuration error created the output folder"
+
+
+def test_bad_values_are_named(tmp_path, input_dir):
+    result = anonray("run", input_dir, "-o", tmp_path / "out", "--classes", "face,cat")
+    assert "'face' or 'plate'" in result.stderr
+    result = anonray("run", input_dir, "-o", tmp_path / "out", "--mask-color", "zzz")
+    assert "six hex digits" in result.stderr
+    result = anonray("run", input_dir, "-o", tmp_path / "out", "--mask", "smudge")
+    assert result.returncode == 2 and "'smudge' is not one of" in result.stderr
+
+
+def test_missing_config_file(tmp_path, input_dir):
+    result = anonray("run", input_dir, "-o", tmp_path / "out", "--config", tmp_path / "nope.yaml")
+    assert result.returncode == 2
+    assert "cannot read config file" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_path(tmp_path, input_dir):
+    missing = tmp_path / "no-such-folder"
+    result = anonray("run", input_dir, missing, "--output", tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    assert f"input does not exist: {missing}" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_output_option(input_dir):
+    result = anonray("run", input_dir)
+    assert result.returncode == 2
+    assert "Missing option '--output'" in result.stderr
+
+
+def test_missing_inputs(tmp_path):
+    result = anonray("run", "--output", tmp_path / "out")
+    assert result.returncode == 2
+    assert "Missing argument 'INPUTS...'" in result.stderr
+
+
+# ---------------------------------------------------------------- anonray config
+
+def test_config_prints_the_defaults_as_loadable_yaml(tmp_path):
+    result = anonray("config")
+    assert result.returncode == 0, result.stderr
+    for section in ("classes:", "audio:", "input:", "segment:", "detection:", "tracking:", "mask:",
+                    "encoder:", "resources:"):
+        assert re.search(rf"^{section}", result.stdout, re.M), section
+    (tmp_path / "defaults.yaml").write_text(result.stdout)
+    loaded = load_config(tmp_path / "defaults.yaml")
+    assert loaded == Config()
+    assert loaded.config_hash() == Config().config_hash()
+
+
+# ---------------------------------------------------------------- real runs on the embedded local Ray
+
+def _frame_count(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(c.streams.video[0]))
+
+
+def _has_audio(path: Path) -> bool:
+    with av.open(str(path)) as c:
+        return bool(c.streams.audio)
+
+
+def _assert_private(stderr: str, inputs: Path, names: list[str]) -> None:
+    """Logs name videos by id: never the input folder or a clip's file name or stem."""
+    for secret in [str(inputs), str(inputs.resolve()), *names, *(Path(n).stem for n in names)]:
+        assert secret not in stderr, f"stderr mentions {secret!r}"
+
+
+@pytest.mark.slow
+def test_run_drop_audio_solid_mask(tmp_path):
+    inputs = tmp_path / "footage-in"
+    inputs.mkdir()
+    write_sample_video(inputs / "harbour_cam_07.mp4", format="h264_mp4", frames=25)
+    (inputs / "notes.txt").write_text("not a video")
+    out = tmp_path / "out"
+    result = anonray("run", inputs, "--output", out, "--mask", "solid", "--mask-color", "00ff00",
+                     "--audio", "drop", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r": 1 ok, 0 failed, 0 skipped, 1 ignored; 25 frames", result.stdout), result.stdout
+    output = out / "harbour_cam_07.mp4"
+    assert output.is_file()
+    assert not _has_audio(output)
+    assert _frame_count(output) == 25
+    assert {p.name for p in out.iterdir()} == {"harbour_cam_07.mp4", "_anonray"}
+    videos = pq.read_table(out / "_anonray" / "videos").to_pandas()
+    assert len(videos) == 1
+    row = videos.iloc[0]
+    assert row.status == "ok" and row.audio_mode == "drop" and row.frames_out == 25
+    assert list(row.audio_codecs) == ["aac"]  # the input's audio is recorded, the output has none
+    # green solid masks: some pixels of the output are pure green (the synthetic clip has a face)
+    with av.open(str(output)) as c:
+        frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24").astype(int)
+    assert (np.abs(frame - np.array([0, 255, 0])).max(axis=2) <= 40).any()
+    assert "progress:" in result.stderr
+    _assert_private(result.stderr, inputs, ["harbour_cam_07.mp4", "notes.txt"])
+    assert row.video_id in result.stderr  # ... by their id instead
+
+
+@pytest.mark.slow
+def test_run_with_a_broken_file_exits_1(tmp_path):
+    inputs = tmp_path / "evidence-in"
+    inputs.mkdir()
+    write_sample_video(inputs / "good_clip_42.mp4", format="h264_mp4", frames=25)
+    (inputs / "broken_clip_13.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    out = tmp_path / "out"
+    result = anonray("run", inputs, "--output", out, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r": 1 ok, 1 failed, 0 skipped, 0 ignored", result.stdout), result.stdout
+    assert "failed: 1 x not_a_video" in result.stdout
+    assert (out / "good_clip_42.mp4").is_file()
+    assert not (out / "broken_clip_13.mp4").exists()
+    assert _frame_count(out / "good_clip_42.mp4") == 25
+    videos = pq.read_table(out / "_anonray" / "videos").to_pandas().set_index("path")
+    assert videos.loc["good_clip_42.mp4"].status == "ok"
+    assert videos.loc["good_clip_42.mp4"].audio_mode == "keep"
+    assert videos.loc["broken_clip_13.mp4"].status == "failed"
+    assert "progress:" in result.stderr
+    _assert_private(result.stderr, inputs, ["good_clip_42.mp4", "broken_clip_13.mp4"])

@@ -1,0 +1,150 @@
+"""Real footage from the evaluation data, end to end through Ray, masked in solid magenta.
+
+Three clips (a 1080p street with many faces, a 720p car with a UK plate, a 360p speaker) run through
+the pipeline once. Each output must keep the input's frames, size, timestamps and audio packets;
+the tables must show detections; and the masks are judged from pixels, since real footage has no
+box labels: magenta blobs where the records say frames were masked, the picture elsewhere equal to
+the input up to codec noise.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from _video_checks import assert_same_audio, assert_same_times, mask_pixels, solid_config
+
+from anonray.encode import transcode
+from anonray.ingest import probe
+from anonray.outputs import output_relative_path
+from anonray.pipeline import RunRequest, run
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+if not VIDEOS.is_dir():
+    pytest.skip(f"{VIDEOS} is absent: real-footage tests need the evaluation data", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+CLIPS = ["street_faces_1080p.mp4", "car_plate_720p.mp4", "speech_face_360p.mp4"]
+FACES = {"street_faces_1080p.mp4", "speech_face_360p.mp4"}
+PLATES = {"car_plate_720p.mp4"}
+BLOB_PIXELS = 64  # a frame "shows a mask" when at least this many pixels are magenta
+FAR_MARGIN = 32  # pixels this close to a masked pixel are not compared with the input
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray instance with a logical GPU; reuses one that another module left running."""
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def footage(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    inputs = root / "in"
+    inputs.mkdir()
+    for name in CLIPS:
+        shutil.copy(VIDEOS / name, inputs / name)
+    out = root / "out"
+    summary = run(RunRequest([str(inputs)], out, solid_config()))
+    videos = pq.read_table(out / "_anonray" / "videos").to_pandas().set_index("path")
+    return inputs, out, summary, videos
+
+
+def test_every_clip_ok(footage):
+    _, out, summary, videos = footage
+    assert summary.ok == len(CLIPS) and summary.failed == 0 and summary.exit_code == 0
+    assert sorted(videos.index) == sorted(CLIPS)
+    assert (videos.status == "ok").all()
+    assert (videos.frames_in == videos.frames_out).all()
+    assert not list((out / "_anonray" / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("name", CLIPS)
+def test_detections_recorded(footage, name):
+    row = footage[3].loc[name]
+    if name in FACES:
+        assert row.detections_face > 0 and row.tracks_face > 0
+    if name in PLATES:
+        assert row.detections_plate > 0 and row.tracks_plate > 0
+    assert row.frames_masked > 0
+    if name == "speech_face_360p.mp4":  # one speaker in view throughout
+        assert row.frames_masked >= 0.8 * row.frames_in
+
+
+def _decode(path: Path) -> Iterator[tuple[float, np.ndarray]]:
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        for frame in c.decode(stream):
+            yield frame.pts * frame.time_base, frame.to_ndarray(format="rgb24")
+
+
+def _near(mask: np.ndarray, margin: int) -> np.ndarray:
+    """``mask`` grown by about ``margin`` pixels (on a grid of margin-sized blocks, then one block more)."""
+    h, w = mask.shape
+    bh, bw = -(-h // margin), -(-w // margin)
+    padded = np.zeros((bh * margin, bw * margin), bool)
+    padded[:h, :w] = mask
+    blocks = padded.reshape(bh, margin, bw, margin).any(axis=(1, 3))
+    grown = blocks.copy()
+    grown[1:] |= blocks[:-1]
+    grown[:-1] |= blocks[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    return np.repeat(np.repeat(grown, margin, axis=0), margin, axis=1)[:h, :w]
+
+
+@pytest.mark.parametrize("name", CLIPS)
+def test_output_matches_input_and_masks_show(footage, name, tmp_path):
+    inputs, out, _, videos = footage
+    row = videos.loc[name]
+    src = inputs / name
+    info, _ = probe(src, name)
+    dst = out / output_relative_path(name, info, "keep")
+    baseline = tmp_path / ("baseline" + dst.suffix)
+    transcode(src, baseline, info, solid_config(), None)  # plain re-encode: the codec noise to expect
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        sa, sb = a.streams.video[0], b.streams.video[0]
+        assert (sb.width, sb.height) == (sa.width, sa.height) == (row.width, row.height)
+
+    src_times, dst_times, shown, diffs, noises, collateral = [], [], 0, [], [], []
+    for i, ((ts, s), (td, d), (_, base)) in enumerate(zip(_decode(src), _decode(dst), _decode(baseline),
+                                                           strict=True)):
+        src_times.append(ts)
+        dst_times.append(td)
+        masked = mask_pixels(d)
+        shown += int(masked.sum() >= BLOB_PIXELS)
+        if i % 5:
+            continue
+        keep = ~_near(masked, FAR_MARGIN)
+        collateral.append(1 - keep.mean())
+        diffs.append(np.abs(s.astype(int) - d.astype(int))[keep].mean())
+        noises.append(np.abs(s.astype(int) - base.astype(int))[keep].mean())
+    frames = len(src_times)
+    assert frames == row.frames_in == info.frame_count
+    assert_same_times(src_times, dst_times)
+    assert_same_audio(src, dst)
+    if info.audio:
+        with av.open(str(dst)) as c:
+            assert len(c.streams.audio) == len(info.audio)
+
+    # masks show where the records say frames were masked (a mask may clip at the frame's edge)
+    assert shown >= 0.9 * row.frames_masked, f"{shown} frames show magenta, {row.frames_masked} masked"
+    assert shown <= row.frames_masked, "magenta in frames the records call unmasked"
+    if name == "speech_face_360p.mp4":
+        assert shown >= 0.8 * frames, f"only {shown}/{frames} frames show a mask"
+    # away from the masks the picture is the input's, up to codec noise (as a plain re-encode)
+    for k, (diff, noise) in enumerate(zip(diffs, noises, strict=True)):
+        assert diff <= noise * 1.25 + 0.5, f"frame {5 * k}: difference {diff:.2f}, noise {noise:.2f}"
+    assert np.mean(collateral) < 0.5, "most of the picture lies near a mask"
