@@ -1,0 +1,1 @@
+"""Detection accuracy harness: labelled stills (and, later, synthetic video) against the detectors."""
