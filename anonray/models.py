@@ -226,3 +226,12 @@ def model_ids(names: list[str] | None = None) -> dict[str, str]:
     """name -> 'name@version#sha12' for recording which weights produced a result."""
     specs = load_manifest()
     return {n: specs[n].model_id for n in (names if names is not None else specs)}
+
+
+def list_models() -> list[str]:
+    """One line per manifest model: id, classes, licence, and whether the cache holds it."""
+    lines = []
+    for spec in load_manifest().values():
+        state = "cached" if cached_file(spec).is_file() else "not pulled"
+        lines.append(f"{spec.model_id}  classes={','.join(spec.classes)}  licence={spec.license}  {state}")
+    return lines

@@ -23,7 +23,7 @@ from anonray import models
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
-from anonray.detect import MODEL_FOR_CLASS
+from anonray.detect import model_name_for
 from anonray.discover import STATE_DIR_NAME, InputFile, discover
 from anonray.ingest import probe, video_id_for
 from anonray.outputs import output_relative_path
@@ -193,7 +193,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     discovery = discover(request.inputs, output_dir, request.config.input)
     state.summary.ignored = discovery.ignored
     state_dir = prepare_state_dir(output_dir)
-    model_names = [MODEL_FOR_CLASS[c] for c in request.config.classes]
+    model_names = [model_name_for(request.config, c) for c in request.config.classes]
     for name in model_names:
         models.model_path(name)  # fail fast (usage error) when weights are missing or altered
     model_ids = models.model_ids(model_names)

@@ -201,3 +201,24 @@ def test_plate_model_runs_without_network(tmp_path: Path) -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "TRIED 0" in proc.stdout
+
+
+def test_plate_model_is_chosen_by_config() -> None:
+    from anonray.detect import model_name_for
+
+    cfg = Config().with_overrides(**{"classes": ["plate"], "detection.plate.model": "plate-yolov8n-fastanpr"})
+    assert model_name_for(cfg, "plate") == "plate-yolov8n-fastanpr"
+    assert model_name_for(Config(), "face") == "centerface"
+    det = FrameDetector(cfg, device="cpu")
+    assert set(det.model_ids()) == {"plate-yolov8n-fastanpr"}
+
+
+@pytest.mark.parametrize(("cls", "name", "why"), [
+    ("plate", "no-such-model", "is not in the model manifest"),
+    ("plate", "centerface", "is a centerface-onnx model"),
+    ("face", "plate-yolov8n-pyplatex", "is a ultralytics-yolo model"),
+])
+def test_unsuitable_model_is_a_clear_error(cls: str, name: str, why: str) -> None:
+    cfg = Config().with_overrides(**{"classes": [cls], f"detection.{cls}.model": name})
+    with pytest.raises(models.ModelError, match=f"detection.{cls}.model: '{name}' {why}; models for {cls}: "):
+        FrameDetector(cfg, device="cpu")

@@ -23,12 +23,18 @@ def pulled() -> list[Path]:
     return models.pull_models()
 
 
-def test_manifest_lists_both_models() -> None:
+def test_manifest_lists_the_models() -> None:
     specs = models.load_manifest()
-    assert set(specs) == {"centerface", "plate-yolov8n-pyplatex"}
+    plates = {"plate-yolov8n-pyplatex", "plate-yolov8n-fastanpr", "plate-yolov8n-safelicensing"}
+    assert set(specs) == {"centerface"} | plates
     assert specs["centerface"].classes == ("face",)
-    assert specs["plate-yolov8n-pyplatex"].classes == ("license_plate",)
-    assert all(s.license == "MIT" for s in specs.values())
+    assert all(specs[p].classes == ("license_plate",) and specs[p].kind == "ultralytics-yolo" for p in plates)
+    assert {n: s.license for n, s in specs.items()} == {
+        "centerface": "MIT",
+        "plate-yolov8n-pyplatex": "MIT",
+        "plate-yolov8n-fastanpr": "AGPL-3.0-or-later",
+        "plate-yolov8n-safelicensing": "Apache-2.0",
+    }
 
 
 def test_model_ids_format() -> None:
@@ -142,3 +148,11 @@ def test_missing_model_tells_the_user_to_pull(fake_env: dict) -> None:
         models.model_path("nope")
     with pytest.raises(ModelError, match="unknown model"):
         models.pull_models(["nope"])
+
+
+def test_models_list_shows_every_manifest_model():
+    from anonray.models import list_models, load_manifest
+
+    lines = list_models()
+    assert len(lines) == len(load_manifest())
+    assert any(line.startswith("centerface@") and line.endswith("cached") for line in lines)

@@ -19,8 +19,29 @@ import torch
 from anonray.config import Config
 from anonray.types import CLASS_NAMES, Detections
 
-MODEL_FOR_CLASS = {"face": "centerface", "plate": "plate-yolov8n-pyplatex"}
-"""Which manifest model serves each class."""
+MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",)}
+"""The manifest model kinds each class's detector can run."""
+
+
+def model_name_for(config: Config, cls: str) -> str:
+    """The manifest name of the model that serves a class (``config.detection.<cls>.model``)."""
+    return getattr(config.detection, cls).model
+
+
+def model_spec_for(config: Config, cls: str):
+    """The manifest entry of a class's model; a ModelError naming the setting if it cannot serve it."""
+    from anonray.models import ModelError, load_manifest
+
+    name = model_name_for(config, cls)
+    specs = load_manifest()
+    fits = sorted(n for n, s in specs.items() if s.kind in MODEL_KINDS[cls])
+    spec = specs.get(name)
+    if spec is None or spec.kind not in MODEL_KINDS[cls]:
+        why = "is not in the model manifest" if spec is None else f"is a {spec.kind} model"
+        raise ModelError(
+            f"detection.{cls}.model: {name!r} {why}; models for {cls}: {', '.join(fits) or '(none)'}"
+        )
+    return spec
 
 
 def default_device() -> str:
@@ -63,7 +84,7 @@ class FrameDetector:
                 half=half,
                 batch_size=config.detection.batch_size,
             )
-            path = model_path(MODEL_FOR_CLASS[name])
+            path = model_path(model_spec_for(config, name).name)
             if name == "face":
                 from anonray.detect.centerface import CenterFace
 
@@ -78,7 +99,7 @@ class FrameDetector:
         """The ids of the models in use, for the result record."""
         from anonray.models import model_ids
 
-        return model_ids([MODEL_FOR_CLASS[CLASS_NAMES[c]] for c in self.detectors])
+        return model_ids([model_name_for(self.config, CLASS_NAMES[c]) for c in self.detectors])
 
     def detect(
         self,
