@@ -10,10 +10,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_INCLUDE = [
     "*.mp4", "*.m4v", "*.mov", "*.mkv", "*.avi", "*.webm", "*.ts", "*.mts", "*.m2ts", "*.mpg",
@@ -30,25 +30,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _multiple_of_32(v: int) -> int:
+    if v % 32:
+        raise ValueError("must be a multiple of 32")
+    return v
+
+
+InputSize = Annotated[int, Field(ge=64, le=4096), AfterValidator(_multiple_of_32)]
+
+
 class ClassDetection(_Strict):
-    """Detection settings for one class."""
+    """Detection settings for one class (the per-class defaults are in the subclasses below)."""
 
     enabled: bool = True
-    input_size: int = Field(640, ge=64, le=4096, description="Long side of the detector input, pixels.")
+    model: str = Field(
+        "", description="Manifest name of the model for this class (models/manifest.json); checked when loaded."
+    )
+    input_size: InputSize = Field(640, description="Long side of the detector input, pixels.")
     threshold: float = Field(0.2, gt=0.0, lt=1.0, description="Minimum score for a detection.")
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)
 
-    @field_validator("input_size")
-    @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError("must be a multiple of 32")
-        return v
+
+# Per-class defaults live on subclasses (not on the DetectionConfig fields) so that a file setting
+# only some keys, e.g. detection.plate.threshold, keeps that class's defaults for the others. A
+# redeclared field loses the base field's constraints, so they are restated.
+class FaceDetection(ClassDetection):
+    model: str = Field("centerface", description="Manifest name of the face model.")
+    input_size: InputSize = Field(640, description="Long side of the detector input, pixels.")
+    threshold: float = Field(0.2, gt=0.0, lt=1.0, description="Minimum score for a detection.")
+    nms_iou: float = Field(0.3, gt=0.0, le=1.0)
+
+
+class PlateDetection(ClassDetection):
+    model: str = Field("plate-yolov8n-pyplatex", description="Manifest name of the plate model.")
+    input_size: InputSize = Field(1280, description="Long side of the detector input, pixels.")
+    threshold: float = Field(0.25, gt=0.0, lt=1.0, description="Minimum score for a detection.")
+    nms_iou: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class DetectionConfig(_Strict):
-    face: ClassDetection = ClassDetection(input_size=640, threshold=0.2, nms_iou=0.3)
-    plate: ClassDetection = ClassDetection(input_size=1280, threshold=0.25, nms_iou=0.5)
+    face: FaceDetection = FaceDetection()
+    plate: PlateDetection = PlateDetection()
     batch_size: int = Field(8, ge=1, le=256, description="Frames per detector call.")
     half_precision: bool = Field(True, description="fp16 on GPU (ignored on CPU).")
 
@@ -57,6 +79,11 @@ class ClassTracking(_Strict):
     """Tracking and gap filling for one class (counts are frames)."""
 
     match_iou: float = Field(0.2, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
+    track_threshold: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Score needed to start a track; weaker detections (down to the detection threshold) "
+        "only continue tracks. 0 = every detection may start a track.")
+    weak_match_iou: float = Field(0.3, ge=0.0, lt=1.0, description="Minimum IoU for a weak detection.")
     max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
     post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")
@@ -64,9 +91,17 @@ class ClassTracking(_Strict):
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
 
 
+class PlateTracking(ClassTracking):
+    # A class default, so that a partial tracking.plate section keeps it.
+    match_iou: float = Field(0.15, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
+
+
 class TrackingConfig(_Strict):
     face: ClassTracking = ClassTracking()
-    plate: ClassTracking = ClassTracking(match_iou=0.15)
+    plate: PlateTracking = PlateTracking()
+    scene_cut_threshold: float = Field(
+        30.0, ge=0.0, le=255.0,
+        description="Mean change of a 4x4 thumbnail (0..255) that marks a scene cut; 0 = never cut.")
 
 
 class MaskConfig(_Strict):

@@ -53,3 +53,25 @@ def test_not_yaml_and_not_mapping(tmp_path):
 
 def test_mask_color_normalised():
     assert Config().with_overrides(**{"mask.color": "#FF00ff"}).mask.rgb() == (255, 0, 255)
+
+
+def test_partial_class_sections_keep_that_class_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("detection:\n  plate:\n    threshold: 0.3\ntracking:\n  plate:\n    max_gap: 2\n")
+    cfg = load_config(path)
+    default = Config()
+    assert cfg.detection.plate.threshold == 0.3
+    assert cfg.detection.plate.input_size == default.detection.plate.input_size == 1280
+    assert cfg.detection.plate.nms_iou == default.detection.plate.nms_iou
+    assert cfg.detection.plate.model == default.detection.plate.model == "plate-yolov8n-pyplatex"
+    assert cfg.tracking.plate.match_iou == default.tracking.plate.match_iou == 0.15
+    assert default.detection.face.model == "centerface"
+
+
+@pytest.mark.parametrize("cls", ["face", "plate"])
+def test_class_constraints_hold_for_every_class(tmp_path, cls):
+    path = tmp_path / "bad.yaml"
+    for bad in ("input_size: 650", "input_size: 8192", "threshold: 1.5", "nms_iou: 0"):
+        path.write_text(f"detection:\n  {cls}:\n    {bad}\n")
+        with pytest.raises(ConfigError, match=f"detection.{cls}.{bad.split(':')[0]}"):
+            load_config(path)
