@@ -16,6 +16,7 @@ import numpy as np
 
 from anonray.collect import pack_boxes
 from anonray.config import Config, validate_config
+from anonray.scenes import frame_signature
 from anonray.types import Detections, Segment, VideoInfo
 
 
@@ -57,6 +58,7 @@ def _frame_batch(info: VideoInfo, segment: Segment, frames: list[tuple[int, int,
         "frame_index": np.array([f[0] for f in frames], np.int64),
         "pts": np.array([f[1] for f in frames], np.int64),
         "image": np.stack([f[2] for f in frames]),
+        "signature": np.array([frame_signature(f[2]) if f[0] >= 0 else b"" for f in frames], dtype=object),
         "source_width": np.full(n, info.width, np.int64),
         "source_height": np.full(n, info.height, np.int64),
         "rotation": np.full(n, info.rotation, np.int64),

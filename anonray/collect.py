@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anonray.scenes import SIGNATURE_BYTES
 from anonray.types import CLASS_NAMES, Detections, Segment, VideoInfo
 
 BOX_FIELDS = 6
@@ -67,6 +68,8 @@ class VideoDetections:
     detections: Detections
     frame_pts: np.ndarray
     """pts of every analysed frame, indexed by presentation frame index (-1 where none arrived)."""
+    signatures: np.ndarray
+    """(frames, SIGNATURE_BYTES) uint8 scene signatures (zeros where none arrived)."""
 
     @property
     def error(self) -> tuple[str, str] | None:
@@ -84,6 +87,8 @@ class DetectionCollector:
         self._segments = {info.video_id: {s.index: SegmentStats(s) for s in segs} for info, segs in videos}
         self._parts: dict[str, list[Detections]] = {info.video_id: [] for info, _ in videos}
         self._pts = {info.video_id: np.full(info.frame_count, -1, np.int64) for info, _ in videos}
+        self._signatures = {info.video_id: np.zeros((info.frame_count, SIGNATURE_BYTES), np.uint8)
+                            for info, _ in videos}
         self.frames_received = 0
 
     def pending(self) -> list[str]:
@@ -111,6 +116,9 @@ class DetectionCollector:
             pts = self._pts[video_id]
             if 0 <= frame_index < len(pts):
                 pts[frame_index] = int(batch["pts"][i])
+                signature = bytes(batch["signature"][i])
+                if len(signature) == SIGNATURE_BYTES:
+                    self._signatures[video_id][frame_index] = np.frombuffer(signature, np.uint8)
             dets = unpack_boxes(bytes(batch["boxes"][i]), frame_index)
             for cls_id, name in enumerate(CLASS_NAMES):
                 stats.detections[name] += int((dets.cls == cls_id).sum())
@@ -144,4 +152,4 @@ class DetectionCollector:
                 s.error_class = "segment_lost"
                 s.error_message = "the segment never came back from decoding"
         return VideoDetections(info, segments, Detections.concat(self._parts.pop(video_id)),
-                               self._pts.pop(video_id))
+                               self._pts.pop(video_id), self._signatures.pop(video_id))

@@ -22,6 +22,7 @@ from anonray.config import Config
 from anonray.encode import transcode
 from anonray.mask import mask_frame
 from anonray.outputs import output_relative_path
+from anonray.scenes import find_cuts
 from anonray.track import plan_masks
 from anonray.types import MaskPlan
 
@@ -84,7 +85,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure."""
     info = video.info
     started = time.perf_counter()
-    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config)
+    cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
+    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts)
     seconds_track = time.perf_counter() - started
 
     relative_out = output_relative_path(info.relative_path, info, config.audio)

@@ -25,6 +25,8 @@ class Track:
     frames: list[int] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    shot: int = 0
+    """The scene (between cuts) the track lives in."""
 
     @property
     def last_frame(self) -> int:
@@ -64,35 +66,57 @@ def associate(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float) ->
     return [(t, int(d)) for t, d in enumerate(track_to_det) if d >= 0]
 
 
-def track_class(dets: Detections, cls: int, params: ClassTracking) -> list[Track]:
-    """Link one class's detections into tracks, frame by frame."""
+def shot_index(frames: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """For each frame index, the shot it belongs to (cuts: sorted first frames of new shots)."""
+    return np.searchsorted(cuts, frames, side="right")
+
+
+def _extend(track: Track, frame: int, box: np.ndarray, score: float) -> None:
+    track.frames.append(frame)
+    track.boxes.append(box.astype(np.float32))
+    track.scores.append(float(score))
+
+
+def track_class(dets: Detections, cls: int, params: ClassTracking,
+                cuts: np.ndarray | None = None) -> list[Track]:
+    """Link one class's detections into tracks, frame by frame (ByteTrack-style, two stages).
+
+    Detections at or above ``params.track_threshold`` are matched first and may start tracks;
+    weaker ones (down to the detector's threshold) only continue tracks that the first stage left
+    unmatched. No track crosses a scene cut.
+    """
     mine = dets.select(dets.cls == cls)
-    order = np.argsort(mine.frame_index, kind="stable")
-    mine = mine.select(order)
+    mine = mine.select(np.argsort(mine.frame_index, kind="stable"))
+    cuts = np.zeros(0, np.int64) if cuts is None else np.asarray(cuts, np.int64)
     active: list[Track] = []
     finished: list[Track] = []
     next_id = 0
     frames, starts = np.unique(mine.frame_index, return_index=True)
     bounds = [*starts[1:], len(mine)] if len(mine) else []
-    for frame, start, end in zip(frames, starts, bounds, strict=True):
+    shots = shot_index(frames, cuts)
+    for frame, shot, start, end in zip(frames, shots, starts, bounds, strict=True):
         frame = int(frame)
-        still = [t for t in active if frame - t.last_frame <= params.max_gap + 1]
-        finished.extend(t for t in active if frame - t.last_frame > params.max_gap + 1)
-        active = still
+        alive = [t for t in active if frame - t.last_frame <= params.max_gap + 1 and t.shot == shot]
+        finished.extend(t for t in active if t not in alive)
+        active = alive
         boxes, scores = mine.xyxy[start:end], mine.score[start:end]
+        strong = np.flatnonzero(scores >= params.track_threshold)
+        weak = np.flatnonzero(scores < params.track_threshold)
         predicted = np.array([t.predict(frame) for t in active], np.float32).reshape(-1, 4)
-        pairs = associate(predicted, boxes, params.match_iou)
-        matched = set()
-        for t_idx, d_idx in pairs:
-            track = active[t_idx]
-            track.frames.append(frame)
-            track.boxes.append(boxes[d_idx].astype(np.float32))
-            track.scores.append(float(scores[d_idx]))
-            matched.add(d_idx)
-        for d_idx in range(len(boxes)):
-            if d_idx not in matched:
-                active.append(Track(next_id, cls, [frame], [boxes[d_idx].astype(np.float32)],
-                                    [float(scores[d_idx])]))
+        matched_tracks: set[int] = set()
+        matched_strong: set[int] = set()
+        for t_idx, k in associate(predicted, boxes[strong], params.match_iou):
+            _extend(active[t_idx], frame, boxes[strong[k]], scores[strong[k]])
+            matched_tracks.add(t_idx)
+            matched_strong.add(k)
+        left = [t for t in range(len(active)) if t not in matched_tracks]
+        for j, k in associate(predicted[left], boxes[weak], params.weak_match_iou):
+            _extend(active[left[j]], frame, boxes[weak[k]], scores[weak[k]])
+        for k in range(len(strong)):
+            if k not in matched_strong:
+                d = strong[k]
+                active.append(Track(next_id, cls, [frame], [boxes[d].astype(np.float32)], [float(scores[d])],
+                                    shot=int(shot)))
                 next_id += 1
     finished.extend(active)
     return [t for t in finished if len(t.frames) >= params.min_hits]
@@ -111,17 +135,22 @@ def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int) -> tuple[np.ndarray, np.ndarray]:
+def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int,
+                      cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frames and boxes a track covers: observations, interpolated gaps, pre- and post-roll.
 
-    Smoothing never shrinks coverage: at observed frames the box is the union of raw and smoothed.
+    Roll stops at the scene cuts around the track. Smoothing never shrinks coverage: at observed
+    frames the box is the union of raw and smoothed.
     """
     obs_frames = np.asarray(track.frames, np.int64)
     raw = np.asarray(track.boxes, np.float32)
     smooth = _smooth(raw, params.smoothing)
     union = np.concatenate([np.minimum(raw[:, :2], smooth[:, :2]), np.maximum(raw[:, 2:], smooth[:, 2:])], 1)
-    first = max(0, int(obs_frames[0]) - params.pre_roll)
-    last = min(frame_count - 1, int(obs_frames[-1]) + params.post_roll)
+    cuts = np.zeros(0, np.int64) if cuts is None else np.asarray(cuts, np.int64)
+    shot_start = int(cuts[track.shot - 1]) if track.shot > 0 else 0
+    shot_end = int(cuts[track.shot]) - 1 if track.shot < len(cuts) else frame_count - 1
+    first = max(shot_start, int(obs_frames[0]) - params.pre_roll)
+    last = min(shot_end, int(obs_frames[-1]) + params.post_roll)
     frames = np.arange(first, last + 1, dtype=np.int64)
     boxes = np.stack([np.interp(frames, obs_frames, union[:, k]) for k in range(4)], 1).astype(np.float32)
     return frames, boxes
@@ -136,9 +165,12 @@ class TrackingSummary:
     frames_masked: int
 
 
-def plan_masks(dets: Detections, frame_count: int, width: int, height: int,
-               config: Config) -> tuple[MaskPlan, TrackingSummary]:
-    """Track every enabled class and turn the tracks into a MaskPlan with margins and shapes."""
+def plan_masks(dets: Detections, frame_count: int, width: int, height: int, config: Config,
+               cuts: np.ndarray | None = None) -> tuple[MaskPlan, TrackingSummary]:
+    """Track every enabled class and turn the tracks into a MaskPlan with margins and shapes.
+
+    ``cuts``: first frame indices of new scenes (tracks, gap filling and roll never cross them).
+    """
     parts: list[tuple[np.ndarray, np.ndarray, int, int, int]] = []
     track_counts: dict[str, int] = {}
     next_track = 0
@@ -149,10 +181,10 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int,
         margin = config.mask.face_margin if name == "face" else config.mask.plate_margin
         shape_name = config.mask.face_shape if name == "face" else config.mask.plate_shape
         shape = SHAPE_ELLIPSE if shape_name == "ellipse" else SHAPE_BOX
-        tracks = track_class(dets, cls, params)
+        tracks = track_class(dets, cls, params, cuts)
         track_counts[name] = len(tracks)
         for track in tracks:
-            frames, boxes = dense_track_boxes(track, params, frame_count)
+            frames, boxes = dense_track_boxes(track, params, frame_count, cuts)
             parts.append((frames, enlarge_boxes(boxes, margin, width, height), cls, shape, next_track))
             next_track += 1
     if not parts:

@@ -26,6 +26,7 @@ def _rows(video_id, segment, frames, marker_decoded=None, error=""):
         "video_id": np.array([video_id] * n), "segment_index": np.full(n, segment),
         "frame_index": np.array(idx), "pts": np.array([max(f, 0) for f in idx]),
         "boxes": np.array(blobs, dtype=object), "detect_seconds": np.zeros(n),
+        "signature": np.array([bytes(range(48))] * len(frames) + [b""] * (n - len(frames)), dtype=object),
         "detect_node_id": np.array([""] * n), "detect_error_class": np.array([""] * n),
         "detect_error_message": np.array([""] * n),
         "frames_decoded": np.array([0] * len(frames) + markers),
@@ -46,6 +47,7 @@ def test_video_completes_after_all_segments_in_any_order():
     assert video.error is None
     assert sorted(video.detections.frame_index.tolist()) == [0, 1, 2, 3]
     assert video.frame_pts.tolist() == [0, 1, 2, 3]
+    assert (video.signatures[2] == np.arange(48)).all()
     assert [s.detections["face"] for s in video.segments] == [2, 2]
 
 

@@ -85,3 +85,28 @@ def test_track_breaks_after_max_gap():
     params = Config().tracking.face
     rows = [(0, 10, 10, 50, 50, 0), (params.max_gap + 5, 10, 10, 50, 50, 0)]
     assert len(track_class(_dets(rows), 0, params)) == 2
+
+
+def test_weak_detections_continue_but_never_start_tracks():
+    params = Config().tracking.face.model_copy(update={"track_threshold": 0.5})
+    rows = [(f, 10 + f, 10, 50 + f, 50, 0) for f in range(10)]
+    dets = _dets(rows)
+    dets.score[3:] = 0.2  # the object fades to weak scores after three frames
+    dets = Detections.concat([dets, _dets([(5, 300, 300, 340, 340, 0)])])  # a lone weak false positive
+    dets.score[-1] = 0.2
+    tracks = track_class(dets, 0, params)
+    assert len(tracks) == 1 and len(tracks[0].frames) == 10
+
+
+def test_no_track_gap_or_roll_crosses_a_scene_cut():
+    rows = [(f, 100, 100, 140, 140, 0) for f in range(0, 10)] + [(f, 100, 100, 140, 140, 0) for f in range(12, 20)]
+    cuts = np.array([11])
+    plan, summary = plan_masks(_dets(rows), 20, 640, 360, Config(), cuts)
+    assert summary.tracks["face"] == 2  # the same place on both sides of the cut: still two objects
+    # frames 10 (post-roll of shot 1) is masked, frame 11 (start of shot 2, before its first detection
+    # but within pre-roll of frame 12) is masked by shot 2's pre-roll only: never by interpolation across
+    assert set(plan.frame_index.tolist()) == set(range(20))
+    shot_two = plan.track_id == plan.track_id[plan.frame_index == 12][0]
+    assert plan.frame_index[shot_two].min() == 11
+    shot_one = ~shot_two
+    assert plan.frame_index[shot_one].max() == 10
