@@ -13,8 +13,9 @@ import pytest
 from anonray.decode import DecodeError, decode_segment
 from anonray.ingest import probe
 from anonray.samples import SAMPLE_FORMATS
+from benchmarks.accuracy.datasets import DEFAULT_DATA
 
-REAL_VIDEOS = Path("/work/shared/data/videos")
+REAL_VIDEOS = DEFAULT_DATA / "videos"
 TARGET = 0.5
 
 

@@ -18,12 +18,13 @@ from anonray.detect import FrameDetector, detection_image_size
 from anonray.detect.centerface import CenterFace
 from anonray.detect.letterbox import letterbox
 from anonray.detect.plates import PlateDetector
+from benchmarks.accuracy.datasets import DEFAULT_DATA
 
 skimage_data = pytest.importorskip("skimage.data")
 
 ASTRONAUT_FACE = np.array([180, 60, 270, 180], np.float32)
 """The astronaut's face (forehead to chin, ear to ear) in the 512x512 image, checked by eye."""
-PLATES = Path("/work/shared/data/plates/ro_dashcam")
+PLATES = DEFAULT_DATA / "plates/ro_dashcam"
 PLATE_IMAGE = "images/ro_003.jpg"
 
 
@@ -57,7 +58,7 @@ def plate_detector() -> PlateDetector:
 @pytest.fixture(scope="session")
 def plate_sample() -> tuple[np.ndarray, np.ndarray]:
     if not (PLATES / "labels.json").is_file():
-        pytest.skip(f"plate test data absent ({PLATES}); it lives under /work/shared/data")
+        pytest.skip(f"plate test data absent ({PLATES}); set ANONRAY_EVAL_DATA or put it in ../shared/data")
     labels = json.loads((PLATES / "labels.json").read_text())
     boxes = [b["box"] for b in labels[PLATE_IMAGE] if b["cls"] == "plate" and not b["ignore"]]
     img = cv2.imread(str(PLATES / PLATE_IMAGE), cv2.IMREAD_COLOR)

@@ -14,8 +14,9 @@ import pytest
 from anonray.ingest import IngestError, PacketIndex, plan_segments, probe, sha256_file, video_id_for
 from anonray.samples import SAMPLE_FORMATS, write_audio_only
 from anonray.types import Segment, VideoInfo
+from benchmarks.accuracy.datasets import DEFAULT_DATA
 
-REAL_VIDEOS = Path("/work/shared/data/videos")
+REAL_VIDEOS = DEFAULT_DATA / "videos"
 TARGET = 0.5
 AUDIO_DECODER = {"libopus": "opus"}
 

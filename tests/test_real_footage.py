@@ -24,8 +24,9 @@ from anonray.encode import transcode
 from anonray.ingest import probe
 from anonray.outputs import output_relative_path
 from anonray.pipeline import RunRequest, run
+from benchmarks.accuracy.datasets import DEFAULT_DATA
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+VIDEOS = DEFAULT_DATA / "videos"
 if not VIDEOS.is_dir():
     pytest.skip(f"{VIDEOS} is absent: real-footage tests need the evaluation data", allow_module_level=True)
 

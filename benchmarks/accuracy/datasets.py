@@ -7,13 +7,23 @@ Each folder holds ``labels.json``: image path (relative to the folder) -> list o
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-"""``<workspace>/shared/data`` beside the repository; ``--data`` overrides it."""
+
+def find_eval_data() -> Path:
+    """The evaluation data: $ANONRAY_EVAL_DATA, else ``../shared/data`` beside the repository, else the
+    workspace's ``/work/shared/data`` (the first that exists; the first candidate when none does)."""
+    candidates = [Path(p) for p in [os.environ.get("ANONRAY_EVAL_DATA")] if p]
+    candidates += [Path(__file__).resolve().parents[3] / "shared" / "data", Path("/work/shared/data")]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+DEFAULT_DATA = find_eval_data()
+"""Where the labelled evaluation data is; ``--data`` overrides it."""
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,13 @@ from pathlib import Path
 import yaml
 
 from benchmarks.accuracy.clips import CLIP_SPECS, build_all
+from benchmarks.accuracy.datasets import DEFAULT_DATA
 from benchmarks.accuracy.score import ClipScore, combine, score_clip
 
 MAGENTA = (255, 0, 255)
 BLACK = (0, 0, 0)
 DEFACE_VERSION = "1.5.0"
 TRACKING_OFF = {"max_gap": 0, "pre_roll": 0, "post_roll": 0, "smoothing": 0.0}
-
-
-def default_data() -> Path:
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def deface_venv(cache: Path) -> Path:
@@ -112,7 +109,7 @@ def markdown(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="Scratch folder (clips, outputs, report).")
-    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--config", type=Path, help="anonray config (YAML) to evaluate; default config if absent.")
     parser.add_argument("--no-deface", action="store_true")
     parser.add_argument("--no-tracking-off", action="store_true", help="Skip the tracking-off run.")
