@@ -222,3 +222,13 @@ def mask_frame(frame: av.VideoFrame, boxes: np.ndarray, shapes: np.ndarray, cfg:
             mask = _subsample_mask(region.luma_mask, fx, fy)
             _fill_plane(view, region, mask, fx, fy, cfg.style, yuv[idx], cfg.pixel_blocks)
     return frame
+
+
+def rasterize_regions(boxes: np.ndarray, shapes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """bool (height, width): the luma pixels the given regions cover (the same geometry masking uses)."""
+    out = np.zeros((height, width), bool)
+    for box, shape in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(shapes).reshape(-1), strict=True):
+        region = _region(box, int(shape), width, height, (1, 1))
+        if region is not None:
+            out[region.y0:region.y1, region.x0:region.x1] |= region.luma_mask
+    return out

@@ -1,0 +1,165 @@
+"""Fast parameter sweeps on the annotated clips: detect once, re-plan masks for many settings.
+
+    python -m benchmarks.accuracy.sweep --work /tmp/anonray-acc [--set key=value ...] [--grid FILE]
+
+Detection runs once per clip (thresholds floored at ``FLOOR`` so lower settings can be replayed)
+and is cached in WORK/detections/. Each setting then filters the cached detections by its class
+thresholds and runs the pipeline's own scene-cut finder and mask planner (``plan_masks``). The plan
+is rasterised with the masking code's geometry (``rasterize_regions``) and scored like the video
+harness scores pixels: frame miss rate (box < 60% covered), the same for boxes of 32 px and more,
+flicker and collateral. It predicts the real run's figures; ``video.py`` confirms them on decoded
+output of the real ``anonray run``.
+
+A grid file is YAML: a list of override mappings (dotted keys), each one setting to score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import yaml
+
+from anonray.config import Config
+from anonray.detect import FrameDetector, detection_image_size
+from anonray.mask import rasterize_regions
+from anonray.scenes import SIGNATURE_BYTES, find_cuts, frame_signature
+from anonray.track import plan_masks
+from anonray.types import CLASS_NAMES, Detections
+from benchmarks.accuracy.score import COVERED, LARGE_PX, ClassScore
+
+FLOOR = 0.05
+
+
+def _detection_key(config: Config) -> str:
+    """Settings that change what the detectors see (thresholds excluded: they are replayed)."""
+    d = config.detection
+    return "_".join(f"{c}-{getattr(d, c).model}-{getattr(d, c).input_size}" for c in config.classes)
+
+
+def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np.ndarray, tuple[int, int]]:
+    """Detections (scores down to FLOOR) and scene signatures for every frame of ``clip``, cached."""
+    target = cache / f"{clip.stem}__{_detection_key(config)}.npz"
+    if target.exists():
+        z = np.load(target)
+        return (Detections(z["frame_index"], z["xyxy"], z["score"], z["cls"]), z["signatures"],
+                (int(z["width"]), int(z["height"])))
+    floored = config.with_overrides(**{f"detection.{c}.threshold": FLOOR for c in config.classes})
+    detector = FrameDetector(floored)
+    parts, signatures, batch, indices = [], [], [], []
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        width, height = stream.width, stream.height
+        size = detection_image_size(width, height, config)
+        for i, frame in enumerate(container.decode(stream)):
+            image = frame.reformat(size[0], size[1], format="rgb24").to_ndarray()
+            signatures.append(np.frombuffer(frame_signature(image), np.uint8))
+            batch.append(image)
+            indices.append(i)
+            if len(batch) == config.detection.batch_size:
+                parts.append(detector.detect(batch, indices, (width, height)))
+                batch, indices = [], []
+        if batch:
+            parts.append(detector.detect(batch, indices, (width, height)))
+    dets = Detections.concat(parts)
+    sig = np.stack(signatures) if signatures else np.zeros((0, SIGNATURE_BYTES), np.uint8)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(target, frame_index=dets.frame_index, xyxy=dets.xyxy, score=dets.score, cls=dets.cls,
+             signatures=sig, width=width, height=height)
+    return dets, sig, (width, height)
+
+
+def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
+                  truth: list[list[dict]]) -> tuple[dict[str, ClassScore], int, int]:
+    """Plan masks as the pipeline would and score them against the per-frame truth."""
+    keep = np.ones(len(dets), bool)
+    for cls_id, name in enumerate(CLASS_NAMES):
+        if name in config.classes:
+            keep &= (dets.cls != cls_id) | (dets.score >= getattr(config.detection, name).threshold)
+        else:
+            keep &= dets.cls != cls_id
+    width, height = size
+    cuts = find_cuts(signatures, config.tracking.scene_cut_threshold)
+    plan, _ = plan_masks(dets.select(keep), len(truth), width, height, config, cuts)
+    regions = plan.regions_by_frame()
+    classes = {name: ClassScore() for name in CLASS_NAMES}
+    last: dict[str, bool] = {}
+    collateral = background = 0
+    for i, objects in enumerate(truth):
+        rows = regions.get(i)
+        masked = (rasterize_regions(plan.xyxy[rows], plan.shape[rows], width, height) if rows is not None
+                  else np.zeros((height, width), bool))
+        outside = np.ones((height, width), bool)
+        for obj in objects:
+            x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            outside[y0:y1, x0:x1] = False
+            if obj["ignore"]:
+                last.pop(obj["object"], None)
+                continue
+            covered = masked[y0:y1, x0:x1].mean() >= COVERED
+            score = classes[obj["cls"]]
+            score.object_frames += 1
+            score.missed += not covered
+            if y1 - y0 >= LARGE_PX:
+                score.large_object_frames += 1
+                score.large_missed += not covered
+            score.transitions += bool(last.get(obj["object"]) and not covered)
+            last[obj["object"]] = covered
+        collateral += int(masked[outside].sum())
+        background += int(outside.sum())
+    return classes, collateral, background
+
+
+def sweep(work: Path, settings: list[dict[str, object]]) -> list[dict[str, object]]:
+    clips = sorted((work / "clips").iterdir())
+    results = []
+    for overrides in settings:
+        config = Config().with_overrides(**overrides) if overrides else Config()
+        totals = {name: ClassScore() for name in CLASS_NAMES}
+        collateral = background = 0
+        for clip in clips:
+            truth = json.loads((work / "truth" / f"{clip.stem}.json").read_text())["frames"]
+            dets, signatures, size = detect_clip(clip, config, work / "detections")
+            classes, c, b = score_setting(config, dets, signatures, size, truth)
+            collateral, background = collateral + c, background + b
+            for name, s in classes.items():
+                t = totals[name]
+                for field in ("object_frames", "missed", "large_object_frames", "large_missed", "transitions"):
+                    setattr(t, field, getattr(t, field) + getattr(s, field))
+        results.append({"overrides": overrides, "collateral": collateral / max(background, 1),
+                        **{name: t.as_dict() for name, t in totals.items()}})
+    return results
+
+
+def _parse_set(items: list[str]) -> dict[str, object]:
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="Folder with clips/ and truth/ (see video.py).")
+    parser.add_argument("--set", action="append", default=[], help="One setting: dotted.key=value (repeatable).")
+    parser.add_argument("--grid", type=Path, help="YAML list of override mappings to score.")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    settings = yaml.safe_load(args.grid.read_text()) if args.grid else [_parse_set(args.set)]
+    results = sweep(args.work, settings)
+    print("| setting | face miss | face miss >=32 | face flicker | plate miss | plate miss >=32 | "
+          "plate flicker | collateral |\n" + "| --- " * 8 + "|")
+    for r in results:
+        f, p = r["face"], r["plate"]
+        print(f"| {r['overrides'] or 'default'} | {100 * f['miss_rate']:.1f}% | {100 * f['large_miss_rate']:.1f}% | "
+              f"{f['flicker_per_100']:.2f} | {100 * p['miss_rate']:.1f}% | {100 * p['large_miss_rate']:.1f}% | "
+              f"{p['flicker_per_100']:.2f} | {100 * r['collateral']:.2f}% |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
