@@ -140,3 +140,17 @@ def test_enlarge_boxes_scales_about_centre_and_clips() -> None:
     out = enlarge_boxes(np.array([[40.0, 40.0, 60.0, 50.0], [0.0, 0.0, 20.0, 20.0]]), 2.0, 100, 100)
     np.testing.assert_allclose(out[0], [30, 35, 70, 55])
     np.testing.assert_allclose(out[1], [0, 0, 30, 30])
+
+
+def test_rasterize_regions_matches_what_masking_paints():
+    from anonray.mask import rasterize_regions
+
+    width, height = 96, 64
+    frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 128, np.uint8), format="rgb24")
+    frame = frame.reformat(format="yuv444p")
+    boxes = np.array([[10.3, 5.2, 40.7, 30.9], [50, 20, 95.5, 70]], np.float32)
+    shapes = np.array([SHAPE_ELLIPSE, SHAPE_BOX])
+    cfg = MaskConfig(style="solid", color="ffffff")
+    before = frame.to_ndarray(format="yuv444p")[0].copy()
+    painted = mask_frame(frame, boxes, shapes, cfg).to_ndarray(format="yuv444p")[0] != before
+    np.testing.assert_array_equal(painted, rasterize_regions(boxes, shapes, width, height))
