@@ -121,7 +121,7 @@ def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Con
         fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2},
         batch_size=config.detection.batch_size,
         compute=ray.data.ActorPoolStrategy(size=plan.detect_actors),
-        num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None,
+        num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None, memory=plan.detect_memory,
     )
 
 

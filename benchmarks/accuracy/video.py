@@ -59,13 +59,23 @@ def run_anonray(clips: Path, out: Path, config: dict) -> float:
 
 
 def run_deface(deface: Path, clips: list[Path], out: Path) -> float:
+    """deface on each clip. deface skips files by guessed MIME type, and guesses ``.ts`` as a Qt
+    translation file: MPEG-TS clips are handed to it through a ``.mpg`` link (same bytes)."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for clip in clips:
         target = out / f"{clip.stem}.mp4"
+        if target.exists():
+            continue
+        source = clip
+        if clip.suffix == ".ts":
+            source = out / f"{clip.stem}.input.mpg"
+            source.unlink(missing_ok=True)
+            source.symlink_to(clip)
+        subprocess.run([str(deface), str(source), "-o", str(target), "--replacewith", "solid"],
+                       check=True, capture_output=True)
         if not target.exists():
-            subprocess.run([str(deface), str(clip), "-o", str(target), "--replacewith", "solid"],
-                           check=True, capture_output=True)
+            raise RuntimeError(f"deface wrote no output for {clip.name}")
     return time.perf_counter() - started
 
 
