@@ -15,6 +15,9 @@ import numpy as np
 from anonray.scenes import SIGNATURE_BYTES
 from anonray.types import CLASS_NAMES, Detections, Segment, VideoInfo
 
+DAMAGE_CLASSES = frozenset({"missing_frames", "decode_failed"})
+"""Segment errors that mean damaged video data (reported per video as ``damaged_frames``)."""
+
 BOX_FIELDS = 6
 """Each detected box travels as float32 x1, y1, x2, y2, score, class id."""
 
@@ -73,10 +76,26 @@ class VideoDetections:
 
     @property
     def error(self) -> tuple[str, str] | None:
+        """The video's failure, if any: the first segment error that is not damage, else the damage.
+
+        Damaged data (frames the decoder could not produce) fails the whole video as
+        ``damaged_frames`` with the number of frames lost: a frame that was never analysed is never
+        written, masked or not.
+        """
+        damaged = [s for s in self.segments if s.error_class in DAMAGE_CLASSES]
         for s in self.segments:
-            if s.error_class:
-                return s.error_class, f"segment {s.segment.index}: {s.error_message}"
-        return None
+            if s.error_class and s.error_class not in DAMAGE_CLASSES:
+                prefix = f"segment {s.segment.index}: "
+                return s.error_class, s.error_message if s.error_message.startswith(prefix) else (
+                    prefix + s.error_message)
+        if not damaged:
+            return None
+        missing = sum(max(0, s.segment.frame_count - s.frames_decoded) for s in damaged)
+        return "damaged_frames", (
+            f"{missing} of {self.info.frame_count} frames could not be decoded (damaged data in "
+            f"{len(damaged)} of {len(self.segments)} segments); no output was written, since frames "
+            "that could not be checked for faces and plates are never published"
+        )
 
 
 class DetectionCollector:

@@ -52,13 +52,24 @@ def _to_array(frame: av.VideoFrame, out_size: tuple[int, int] | None, pix_fmt: s
     return frame.reformat(width=width, height=height, format=pix_fmt).to_ndarray()
 
 
+def _tolerant_decode(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+    """Decode packet by packet; a packet the decoder rejects as invalid data is skipped, so the frames
+    after it still come out and the damaged ones are counted as missing by the caller."""
+    for packet in container.demux(stream):
+        try:
+            frames = stream.decode(packet)
+        except av.error.InvalidDataError:
+            continue
+        yield from frames
+
+
 def _segment_frames(
     container: av.container.InputContainer, stream: av.VideoStream, segment: Segment, check_seek: bool
 ) -> Iterator[av.VideoFrame]:
     """Decoded frames of the segment in presentation order, stopping once all are out."""
     produced = 0
     first = True
-    for frame in container.decode(stream):
+    for frame in _tolerant_decode(container, stream):
         ts = _frame_ts(frame)
         if ts is None:
             continue
@@ -142,6 +153,8 @@ def decode_segment(
             last_ts = ts
             yield segment.first_frame_index + produced, ts, _to_array(frame, out_size, pix_fmt)
             produced += 1
+    except FileNotFoundError:
+        raise DecodeError("input_vanished", "the input file no longer exists") from None
     except av.error.FFmpegError as err:
         raise DecodeError(
             "decode_failed", f"segment {segment.index}: decoding failed ({err.strerror})"

@@ -8,6 +8,7 @@ order. Decoding it also proves early that the stream is decodable.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -55,30 +56,114 @@ def video_id_for(relative_path: str) -> str:
     return hashlib.sha256(relative_path.encode("utf-8")).hexdigest()[:12]
 
 
+MAX_SIDE = 16384
+"""Widest or tallest frame accepted, in pixels (larger claims are damaged or hostile headers)."""
+MAX_PIXELS = 8192 * 8192
+"""Largest frame area accepted (an 8K x 8K frame)."""
+_SNIFF_BYTES = 4096
+
+
 def _open(path: Path, relative_path: str) -> av.container.InputContainer:
     try:
         size = path.stat().st_size
+    except FileNotFoundError:
+        raise IngestError("input_vanished", f"{relative_path}: the file no longer exists") from None
     except OSError as err:
-        raise IngestError("unreadable", f"{relative_path}: cannot read the file ({err.strerror})") from None
+        raise _os_error(err, relative_path) from None
     if size == 0:
         raise IngestError("empty_file", f"{relative_path}: the file is empty (0 bytes)")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
         return av.open(str(path), "r")
     except av.error.FFmpegError as err:
-        raise IngestError(
-            "not_a_video", f"{relative_path}: not a media file FFmpeg can read ({err.strerror})"
-        ) from None
+        if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
+            raise _os_error(err, relative_path) from None
+        raise _unrecognised(path, head, size, relative_path, err) from None
     except OSError as err:
-        raise IngestError("unreadable", f"{relative_path}: cannot read the file ({err.strerror})") from None
+        raise _os_error(err, relative_path) from None
+
+
+def _os_error(err: OSError, relative_path: str) -> IngestError:
+    if isinstance(err, PermissionError) or err.errno in (errno.EACCES, errno.EPERM):
+        return IngestError("permission_denied", f"{relative_path}: no permission to read the file")
+    if isinstance(err, FileNotFoundError) or err.errno == errno.ENOENT:
+        return IngestError("input_vanished", f"{relative_path}: the file no longer exists")
+    return IngestError("unreadable", f"{relative_path}: cannot read the file ({err.strerror})")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 (or ASCII) text with no control characters other than white space."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:  # the sniffed block may end inside a multi-byte character
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return bool(text) and all(c.isprintable() or c in "\t\r\n\f" for c in text)
+
+
+def mp4_cut_short(path: Path, size: int) -> bool:
+    """Whether an MP4/MOV (ISO BMFF) file ends inside one of its top-level boxes, i.e. was truncated."""
+    pos = 0
+    with open(path, "rb") as fh:
+        while pos + 8 <= size:
+            fh.seek(pos)
+            header = fh.read(16)
+            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if pos == 0 and kind != b"ftyp":
+                return False
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                return False  # the last box runs to the end of the file by definition
+            if box_size < 8:
+                return False
+            if pos + box_size > size:
+                return True
+            pos += box_size
+    return False
+
+
+def _unrecognised(path: Path, head: bytes, size: int, relative_path: str, err: av.error.FFmpegError) -> IngestError:
+    """Why FFmpeg could not open the file, as specifically as the bytes tell."""
+    if _looks_like_text(head):
+        return IngestError("text_file", f"{relative_path}: the file holds text, not video")
+    if mp4_cut_short(path, size):
+        return IngestError(
+            "truncated",
+            f"{relative_path}: the MP4/MOV file is cut short ({size} bytes): its index (moov) is missing, "
+            "so no frame can be located",
+        )
+    return IngestError(
+        "not_a_video", f"{relative_path}: not a media file FFmpeg can read ({err.strerror})"
+    )
 
 
 def _video_stream(container: av.container.InputContainer, relative_path: str) -> av.VideoStream:
     """The first real video stream (cover art and other attached pictures are skipped)."""
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
+            if stream.codec_context is None:
+                raise IngestError(
+                    "unsupported_codec",
+                    f"{relative_path}: the video codec of this file has no decoder in this FFmpeg build",
+                )
+            _check_dimensions(stream.codec_context.width, stream.codec_context.height, relative_path)
             return stream
     what = "audio but no video" if container.streams.audio else "no video"
     raise IngestError("no_video_stream", f"{relative_path}: the file has {what} stream")
+
+
+def _check_dimensions(width: int | None, height: int | None, relative_path: str) -> None:
+    width, height = int(width or 0), int(height or 0)
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise IngestError(
+            "absurd_dimensions",
+            f"{relative_path}: the video claims a frame size of {width}x{height} pixels, beyond the "
+            f"supported {MAX_SIDE} pixels per side and {MAX_PIXELS // 1_000_000} megapixels",
+        )
 
 
 def _packet_ts(packet: av.Packet) -> int | None:
@@ -237,19 +322,35 @@ def _audio_info(container: av.container.InputContainer, scan: _Scan) -> tuple[Au
     return tuple(infos)
 
 
-def _checked_scan(container: av.container.InputContainer, video: av.VideoStream, relative_path: str) -> _Scan:
+def _checked_scan(container: av.container.InputContainer, video: av.VideoStream, path: Path,
+                  relative_path: str) -> _Scan:
     try:
         scan = _scan(container, video)
     except av.error.FFmpegError as err:
         raise IngestError(
             "unreadable", f"{relative_path}: reading the file failed ({err.strerror})"
         ) from None
+    if scan.first_frame is None and scan.video_pts:
+        scan.first_frame = _flush_first_frame(video)
+    size = path.stat().st_size
+    if mp4_cut_short(path, size):
+        declared = f"its index lists {video.frames} frames, " if video.frames else ""
+        if scan.first_frame is None:
+            raise IngestError(
+                "header_only",
+                f"{relative_path}: the file is cut short ({size} bytes): it holds a header but no "
+                f"complete video frame ({declared}none is present)",
+            )
+        raise IngestError(
+            "truncated",
+            f"{relative_path}: the file is cut short ({size} bytes): {declared}only "
+            f"{len(scan.video_pts)} are present",
+        )
     if not scan.video_pts:
         raise IngestError("no_video_frames", f"{relative_path}: the video stream holds no frames")
     if scan.first_frame is None:
-        scan.first_frame = _flush_first_frame(video)
-    if scan.first_frame is None:
         raise IngestError("undecodable", f"{relative_path}: no video frame could be decoded")
+    _check_dimensions(scan.first_frame.width, scan.first_frame.height, relative_path)
     return scan
 
 
@@ -258,10 +359,19 @@ def probe(
 ) -> tuple[VideoInfo, list[Segment]]:
     """Describe a video file and plan its segments (demux pass plus one decoded frame)."""
     path = Path(path)
+    try:
+        return _probe(path, relative_path, target_seconds)
+    except av.error.FFmpegError as err:
+        raise IngestError("unreadable", f"{relative_path}: reading the file failed ({err.strerror})") from None
+    except OSError as err:  # the file vanished or lost its permissions while being read
+        raise _os_error(err, relative_path) from None
+
+
+def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[VideoInfo, list[Segment]]:
     video_id = video_id_for(relative_path)
     with _open(path, relative_path) as container:
         video = _video_stream(container, relative_path)
-        scan = _checked_scan(container, video, relative_path)
+        scan = _checked_scan(container, video, path, relative_path)
         first = scan.first_frame
         index = build_index(
             scan.video_pts, scan.keyframe_pts, first.pts if first.pts is not None else first.dts

@@ -19,12 +19,12 @@ import numpy as np
 from anonray.checksums import sha256_file
 from anonray.collect import VideoDetections
 from anonray.config import Config
-from anonray.encode import transcode
+from anonray.encode import EncodeError, transcode
 from anonray.mask import mask_frame
 from anonray.outputs import output_relative_path
 from anonray.scenes import find_cuts
 from anonray.track import plan_masks
-from anonray.types import MaskPlan
+from anonray.types import MaskPlan, VideoInfo
 
 TMP_DIR_NAME = "tmp"
 ENCODER_CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
@@ -81,6 +81,23 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _check_input_unchanged(source: Path, info: VideoInfo, full: bool) -> None:
+    """Raise input_vanished / input_changed when the input is gone or differs from what ingest saw.
+
+    full=False compares the size only (cheap); full=True re-hashes the file (one more read).
+    """
+    try:
+        size = source.stat().st_size
+        digest = sha256_file(source) if full and size == info.size_bytes else None
+    except FileNotFoundError:
+        raise RenderError("input_vanished",
+                          f"{info.relative_path}: the input file was removed during the run") from None
+    if size != info.size_bytes or (digest is not None and digest != info.sha256):
+        raise RenderError("input_changed",
+                          f"{info.relative_path}: the input file changed during the run (its size or sha256 "
+                          "differs from when it was ingested); no output was written")
+
+
 def render_video(video: VideoDetections, config: Config, output_dir: Path, state_dir: Path) -> RenderResult:
     """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure."""
     info = video.info
@@ -97,11 +114,18 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f"{info.video_id}-{uuid.uuid4().hex[:8]}{final.suffix}"
     started = time.perf_counter()
+    source = Path(info.source_path)
+    _check_input_unchanged(source, info, full=False)
     try:
-        stats = transcode(Path(info.source_path), tmp, info, config, MaskHook(plan, video.frame_pts, config))
+        try:
+            stats = transcode(source, tmp, info, config, MaskHook(plan, video.frame_pts, config))
+        except EncodeError:
+            _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
+            raise
         if stats.frames_out != info.frame_count:
             raise RenderError("frame_count_mismatch",
                               f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
+        _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
         _fsync(tmp)
         sha256_out = sha256_file(tmp)
         size_out = tmp.stat().st_size
