@@ -21,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-MAX_FACES_PER_STILL = 15
+MAX_FACES_PER_STILL = 40
 CLASS_IDS = {"face": 0, "plate": 1}
 
 
