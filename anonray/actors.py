@@ -161,7 +161,7 @@ class FrameDetectorActor:
         per_frame = (time.perf_counter() - started) / max(len(frame_rows), 1)
         out = {k: v for k, v in batch.items() if k != "image"}
         out["boxes"] = np.array(boxes, dtype=object)
-        out["detect_seconds"] = np.array([per_frame if i in set(frame_rows) else 0.0 for i in range(n)])
+        out["detect_seconds"] = np.where(np.asarray(batch["frame_index"]) >= 0, per_frame, 0.0)
         out["detect_node_id"] = np.array([self.node_id] * n)
         out["detect_error_class"] = np.array([e[0] for e in errors])
         out["detect_error_message"] = np.array([e[1] for e in errors])
