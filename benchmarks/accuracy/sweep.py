@@ -26,7 +26,7 @@ import yaml
 from anonray.config import Config
 from anonray.detect import FrameDetector, detection_image_size
 from anonray.mask import rasterize_regions
-from anonray.scenes import SIGNATURE_BYTES, find_cuts, frame_signature
+from anonray.scenes import find_cuts, frame_signature
 from anonray.track import plan_masks
 from anonray.types import CLASS_NAMES, Detections
 from benchmarks.accuracy.score import COVERED, LARGE_PX, ClassScore
@@ -34,42 +34,58 @@ from benchmarks.accuracy.score import COVERED, LARGE_PX, ClassScore
 FLOOR = 0.05
 
 
-def _detection_key(config: Config) -> str:
-    """Settings that change what the detectors see (thresholds excluded: they are replayed)."""
-    d = config.detection
-    return "_".join(f"{c}-{getattr(d, c).model}-{getattr(d, c).input_size}" for c in config.classes)
+def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
+    """What changes one class's detections (its threshold excluded: it is replayed)."""
+    d = getattr(config.detection, cls)
+    return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}"
 
 
-def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np.ndarray, tuple[int, int]]:
-    """Detections (scores down to FLOOR) and scene signatures for every frame of ``clip``, cached."""
-    target = cache / f"{clip.stem}__{_detection_key(config)}.npz"
-    if target.exists():
-        z = np.load(target)
-        return (Detections(z["frame_index"], z["xyxy"], z["score"], z["cls"]), z["signatures"],
-                (int(z["width"]), int(z["height"])))
-    floored = config.with_overrides(**{f"detection.{c}.threshold": FLOOR for c in config.classes})
-    detector = FrameDetector(floored)
-    parts, signatures, batch, indices = [], [], [], []
+def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
+    images, signatures = [], []
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         width, height = stream.width, stream.height
-        size = detection_image_size(width, height, config)
-        for i, frame in enumerate(container.decode(stream)):
+        size = size_of(width, height)
+        for frame in container.decode(stream):
             image = frame.reformat(size[0], size[1], format="rgb24").to_ndarray()
             signatures.append(np.frombuffer(frame_signature(image), np.uint8))
-            batch.append(image)
-            indices.append(i)
-            if len(batch) == config.detection.batch_size:
-                parts.append(detector.detect(batch, indices, (width, height)))
-                batch, indices = [], []
-        if batch:
-            parts.append(detector.detect(batch, indices, (width, height)))
-    dets = Detections.concat(parts)
-    sig = np.stack(signatures) if signatures else np.zeros((0, SIGNATURE_BYTES), np.uint8)
+            images.append(image)
+    return images, np.stack(signatures), (width, height)
+
+
+def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np.ndarray, tuple[int, int]]:
+    """Detections (scores down to FLOOR) and scene signatures for every frame of ``clip``.
+
+    Frames are downscaled exactly as the pipeline's decode stage does (one size for all classes,
+    from the whole config); each class's detections are cached on their own.
+    """
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(target, frame_index=dets.frame_index, xyxy=dets.xyxy, score=dets.score, cls=dets.cls,
-             signatures=sig, width=width, height=height)
-    return dets, sig, (width, height)
+    images: list[np.ndarray] | None = None
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        width, height = stream.width, stream.height
+    image_size = detection_image_size(width, height, config)
+    signature_file = cache / f"{clip.stem}__signatures-{image_size[0]}x{image_size[1]}.npy"
+    parts = []
+    for cls in config.classes:
+        target = cache / f"{clip.stem}__{_class_key(config, cls, image_size)}.npz"
+        if not target.exists():
+            if images is None:
+                images, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
+                np.save(signature_file, signatures)
+            single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR})
+            detector = FrameDetector(single)
+            batch = config.detection.batch_size
+            found = Detections.concat([
+                detector.detect(images[i:i + batch], list(range(i, min(i + batch, len(images)))), (width, height))
+                for i in range(0, len(images), batch)])
+            np.savez(target, frame_index=found.frame_index, xyxy=found.xyxy, score=found.score, cls=found.cls)
+        z = np.load(target)
+        parts.append(Detections(z["frame_index"], z["xyxy"], z["score"], z["cls"]))
+    if not signature_file.exists():
+        _, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
+        np.save(signature_file, signatures)
+    return Detections.concat(parts), np.load(signature_file), (width, height)
 
 
 def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
