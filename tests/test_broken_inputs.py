@@ -22,7 +22,6 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 import anonray.ingest
 from anonray.collect import DetectionCollector, SegmentStats, VideoDetections
@@ -230,17 +229,6 @@ def test_render_refuses_an_input_that_vanished_or_changed(tmp_path, mutation):
 
 
 # ---------------------------------------------------------------- one batch through Ray
-
-@pytest.fixture(scope="module")
-def ray_session():
-    """A local Ray instance with a logical GPU; reuses one that another module left running."""
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
-    yield
-    ray.shutdown()
-
 
 class _Saboteur(NullProgress):
     """On the first detected frames (before any video can be complete), delete one input and

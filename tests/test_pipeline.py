@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 from _video_checks import assert_same_audio, decode_frames, mask_pixels, solid_config
 
 from anonray.encode import transcode
@@ -23,14 +22,7 @@ from anonray.samples import SampleTruth
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def e2e(ray_local, sample_clips, tmp_path_factory):
+def e2e(ray_session, sample_clips, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     inputs = root / "in"
     for name, (path, _) in sample_clips.items():

@@ -17,7 +17,6 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 from _video_checks import assert_same_audio, assert_same_times, mask_pixels, solid_config
 
 from anonray.encode import transcode
@@ -37,17 +36,6 @@ FACES = {"street_faces_1080p.mp4", "speech_face_360p.mp4"}
 PLATES = {"car_plate_720p.mp4"}
 BLOB_PIXELS = 64  # a frame "shows a mask" when at least this many pixels are magenta
 FAR_MARGIN = 32  # pixels this close to a masked pixel are not compared with the input
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    """A local Ray instance with a logical GPU; reuses one that another module left running."""
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,38 @@ def mask_pixels(output: np.ndarray, source: np.ndarray, color: tuple[int, int, i
     return is_colour(output, color) & ~is_colour(source, color)
 
 
+def score_frame(masked: np.ndarray, objects: list[dict], classes: dict[str, ClassScore],
+                last_covered: dict[str, bool], eligible: np.ndarray | None = None) -> tuple[int, int]:
+    """Score one frame's mask against its labelled objects; returns (collateral, background) pixels.
+
+    ``eligible``: pixels that could show the mask at all (not the mask colour in the source); all
+    pixels when None. ``classes`` and ``last_covered`` (per object, for flicker) are updated.
+    """
+    h, w = masked.shape
+    outside = np.ones((h, w), bool)
+    for obj in objects:
+        x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        outside[y0:y1, x0:x1] = False
+        if obj["ignore"]:
+            last_covered.pop(obj["object"], None)
+            continue
+        region = masked[y0:y1, x0:x1]
+        ok = eligible[y0:y1, x0:x1] if eligible is not None else np.ones_like(region)
+        covered = bool(region[ok].mean() >= COVERED) if ok.any() else True
+        score = classes[obj["cls"]]
+        score.object_frames += 1
+        score.missed += not covered
+        if y1 - y0 >= LARGE_PX:
+            score.large_object_frames += 1
+            score.large_missed += not covered
+        score.transitions += bool(last_covered.get(obj["object"]) and not covered)
+        last_covered[obj["object"]] = covered
+    return int(masked[outside].sum()), int(outside.sum())
+
+
 def score_clip(source: Path, output: Path, truth_path: Path, color: tuple[int, int, int]) -> ClipScore:
     """Compare ``output`` with ``source`` frame by frame under the truth of ``truth_path``."""
     truth = json.loads(truth_path.read_text())["frames"]
@@ -97,31 +129,9 @@ def score_clip(source: Path, output: Path, truth_path: Path, color: tuple[int, i
                 return ClipScore(truth_path.stem, count, classes, 0, 0, error="output size differs")
             out = out[: src.shape[0], : src.shape[1]]
         masked = mask_pixels(out, src, color)
-        h, w = masked.shape
-        outside = np.ones((h, w), bool)
-        for obj in truth[i] if i < len(truth) else []:
-            x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
-            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            outside[y0:y1, x0:x1] = False
-            if obj["ignore"]:
-                last_covered.pop(obj["object"], None)
-                continue
-            region = masked[y0:y1, x0:x1]
-            eligible = ~is_colour(src[y0:y1, x0:x1], color)  # pixels that could show the mask at all
-            covered = region[eligible].mean() >= COVERED if eligible.any() else True
-            score = classes[obj["cls"]]
-            score.object_frames += 1
-            score.missed += not covered
-            if y1 - y0 >= LARGE_PX:
-                score.large_object_frames += 1
-                score.large_missed += not covered
-            if last_covered.get(obj["object"]) and not covered:
-                score.transitions += 1
-            last_covered[obj["object"]] = covered
-        collateral += int(masked[outside].sum())
-        background += int(outside.sum())
+        c, b = score_frame(masked, truth[i] if i < len(truth) else [], classes, last_covered,
+                           eligible=~is_colour(src, color))
+        collateral, background = collateral + c, background + b
     error = "" if count == len(truth) else f"output has {count} frames, truth {len(truth)}"
     return ClipScore(truth_path.stem, count, classes, collateral, background, error)
 

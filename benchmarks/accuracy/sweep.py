@@ -29,7 +29,7 @@ from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
 from anonray.track import plan_masks
 from anonray.types import CLASS_NAMES, Detections
-from benchmarks.accuracy.score import COVERED, LARGE_PX, ClassScore
+from benchmarks.accuracy.score import ClassScore, score_frame
 
 FLOOR = 0.05
 
@@ -108,27 +108,8 @@ def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size
         rows = regions.get(i)
         masked = (rasterize_regions(plan.xyxy[rows], plan.shape[rows], width, height) if rows is not None
                   else np.zeros((height, width), bool))
-        outside = np.ones((height, width), bool)
-        for obj in objects:
-            x0, y0, x1, y1 = (int(round(v)) for v in obj["box"])
-            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            outside[y0:y1, x0:x1] = False
-            if obj["ignore"]:
-                last.pop(obj["object"], None)
-                continue
-            covered = masked[y0:y1, x0:x1].mean() >= COVERED
-            score = classes[obj["cls"]]
-            score.object_frames += 1
-            score.missed += not covered
-            if y1 - y0 >= LARGE_PX:
-                score.large_object_frames += 1
-                score.large_missed += not covered
-            score.transitions += bool(last.get(obj["object"]) and not covered)
-            last[obj["object"]] = covered
-        collateral += int(masked[outside].sum())
-        background += int(outside.sum())
+        c, b = score_frame(masked, objects, classes, last)
+        collateral, background = collateral + c, background + b
     return classes, collateral, background
 
 
