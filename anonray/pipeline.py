@@ -220,13 +220,23 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
         if not videos:
             continue
         collector = DetectionCollector(videos)
-        for batch in detection_dataset(videos, request.config, plan).iter_batches(batch_format="numpy",
-                                                                                   batch_size=None):
-            before = collector.frames_received
-            for video in collector.add_batch(batch):
-                _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
-            progress.frames_detected(collector.frames_received - before)
-            _harvest(state, renders, timeout=0)
+        try:
+            for batch in detection_dataset(videos, request.config, plan).iter_batches(batch_format="numpy",
+                                                                                       batch_size=None):
+                before = collector.frames_received
+                for video in collector.add_batch(batch):
+                    _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
+                progress.frames_detected(collector.frames_received - before)
+                _harvest(state, renders, timeout=0)
+        except Exception as err:  # noqa: BLE001 - the stage itself broke: this wave's open videos fail, the run goes on
+            log.error("detection stage of wave %d failed: %s", k, type(err).__name__)
+            for video in collector.drain_incomplete():
+                state.segment_rows.extend(segment_rows(state.ctx, video))
+                started, seconds = state.ingest_seconds[video.info.video_id]
+                state.fail(files_by_video[video.info.video_id],
+                           ("detection_stage_failed", f"the decode/detection stage failed ({type(err).__name__})"),
+                           started, video.info, seconds)
+            continue
         for video in collector.drain_incomplete():
             _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
     while renders:

@@ -124,3 +124,20 @@ def _assert_rest_unchanged(truth: SampleTruth, src: list[np.ndarray], dst: list[
         diff = np.abs(src[i].astype(int) - dst[i].astype(int))[keep].mean()
         assert diff <= noise * 1.25 + 0.5, f"frame {i}: mean difference {diff:.2f} (codec noise {noise:.2f})"
     assert np.mean(collateral) <= 0.02, f"{np.mean(collateral):.1%} of the picture away from targets masked"
+
+
+def test_a_broken_detection_stage_fails_its_videos_not_the_run(ray_session, sample_clips, tmp_path, monkeypatch):
+    import anonray.pipeline as pipeline
+
+    class Broken:
+        def iter_batches(self, **_):
+            raise RuntimeError("actor could not start")
+            yield  # pragma: no cover
+
+    monkeypatch.setattr(pipeline, "detection_dataset", lambda *a, **k: Broken())
+    clip, _ = sample_clips["h264_mp4"]
+    summary = run(RunRequest([str(clip)], tmp_path / "out", solid_config()))
+    assert summary.failed == 1 and summary.exit_code == 1
+    videos = pq.read_table(tmp_path / "out" / "_anonray" / "videos").to_pandas()
+    assert videos.iloc[0].error_class == "detection_stage_failed"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name != "_anonray"]
