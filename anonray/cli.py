@@ -38,10 +38,13 @@ def main() -> None:
 @click.option("--audio", type=click.Choice(["keep", "drop"]), help="Keep (copy) or drop the audio.")
 @click.option("--address", metavar="RAY_ADDRESS",
               help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")
+@click.option("--force", is_flag=True, help="Reprocess files that already have an ok output with these settings.")
+@click.option("--verify-inputs", is_flag=True,
+              help="Before skipping a file that looks unchanged (path, size, mtime, inode), re-hash it.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
 def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None, mask: str | None,
                 mask_color: str | None, classes: str | None, audio: str | None, address: str | None,
-                verbose: bool) -> None:
+                force: bool, verify_inputs: bool, verbose: bool) -> None:
     """Anonymize INPUT files and folders (recursive) into --output."""
     _setup_logging(verbose)
     from anonray.config import ConfigError, load_config
@@ -69,7 +72,7 @@ def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None,
     from anonray.progress import ConsoleProgress
 
     try:
-        summary = run(RunRequest(list(inputs), output, config, address), ConsoleProgress())
+        summary = run(RunRequest(list(inputs), output, config, address, force, verify_inputs), ConsoleProgress())
     except (InputError, ModelError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)

@@ -379,11 +379,14 @@ def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[Video
         time_base = video.time_base
         fps = _fps(video, index.pts, time_base)
         ctx = video.codec_context
+        stat = path.stat()
         info = VideoInfo(
             video_id=video_id,
             source_path=str(path.resolve()),
             relative_path=relative_path,
-            size_bytes=path.stat().st_size,
+            size_bytes=stat.st_size,
+            mtime_ns=stat.st_mtime_ns,
+            inode=stat.st_ino,
             sha256=sha256_file(path),
             container=container.format.name,
             video_codec=ctx.name,

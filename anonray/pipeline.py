@@ -39,7 +39,8 @@ from anonray.records import (
 )
 from anonray.render import TMP_DIR_NAME, render_video
 from anonray.resources import ResourcePlan, plan_resources
-from anonray.tables import write_part
+from anonray.resume import DoneIndex
+from anonray.tables import read_table, write_part
 from anonray.types import Segment, VideoInfo
 
 log = logging.getLogger("anonray")
@@ -51,6 +52,10 @@ class RunRequest:
     output_dir: Path
     config: Config
     address: str | None = None
+    force: bool = False
+    """Reprocess inputs that already have an ok output with the same settings."""
+    verify_inputs: bool = False
+    """Re-hash inputs that look unchanged before skipping them."""
 
 
 @dataclass
@@ -183,6 +188,15 @@ class _Run:
         log.warning("video %s failed: %s", video_id, error[0])
         self.progress.video_finished("failed", 0, 0.0)
 
+    def skip(self, previous: dict) -> None:
+        """Record an input whose earlier ok output still stands (the row keeps its hashes and counts)."""
+        now = utc_now()
+        self.video_rows.append({**previous, "run_id": self.run_id, "status": "skipped", "started_utc": now,
+                                "finished_utc": now})
+        self.claimed_outputs.add(previous["output_path"])
+        self.summary.skipped += 1
+        self.progress.video_finished("skipped", 0, 0.0)
+
 
 def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     """Anonymize every input into ``request.output_dir``; per-file failures become rows, never raise."""
@@ -205,11 +219,12 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     log.info("run %s: %d file(s), %d ignored; %s", state.run_id, len(discovery.files), discovery.ignored,
              plan.describe())
     progress.start(len(discovery.files))
+    todo = _skip_done(state, discovery.files, state_dir, output_dir, request)
 
     files_by_video: dict[str, InputFile] = {}
     renders: dict[ray.ObjectRef, tuple[VideoDetections, InputFile]] = {}
-    waves = [discovery.files[i:i + request.config.resources.wave_videos]
-             for i in range(0, len(discovery.files), request.config.resources.wave_videos)]
+    waves = [todo[i:i + request.config.resources.wave_videos]
+             for i in range(0, len(todo), request.config.resources.wave_videos)]
     target = request.config.segment.target_seconds
     ingest = _ingest.options(num_cpus=plan.ingest_cpus)
     pending_ingest = [ingest.remote(f, target) for f in waves[0]] if waves else []
@@ -246,6 +261,25 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     _write_tables(state, state_dir, started, ray_mode, discovery_count=len(discovery.files))
     progress.finish(state.summary)
     return state.summary
+
+
+def _skip_done(state: _Run, files: list[InputFile], state_dir: Path, output_dir: Path,
+               request: RunRequest) -> list[InputFile]:
+    """The files still to process; the others get a ``skipped`` row (see resume.py)."""
+    if request.force:
+        return list(files)
+    done = DoneIndex(read_table(state_dir, "videos"))
+    todo = []
+    for file in files:
+        previous = done.find(file.relative_path, file.source_path, output_dir, state.config.config_hash(),
+                             state.ctx.model_ids_json, request.verify_inputs)
+        if previous is None:
+            todo.append(file)
+        else:
+            state.skip(previous)
+    if len(todo) < len(files):
+        log.info("resuming: %d file(s) already done with these settings are skipped", len(files) - len(todo))
+    return todo
 
 
 def _accept_ingested(state: _Run, outcomes: list[IngestOutcome],

@@ -41,6 +41,7 @@ class Counters:
         self.total = 0
         self.ok = 0
         self.failed = 0
+        self.skipped = 0
         self.frames_detected = 0
         self.frames_done = 0
         self.footage_seconds = 0.0
@@ -48,7 +49,8 @@ class Counters:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        return (f"files {self.ok + self.failed}/{self.total} (ok {self.ok}, failed {self.failed}) | "
+        done = self.ok + self.failed + self.skipped
+        return (f"files {done}/{self.total} (ok {self.ok}, failed {self.failed}, skipped {self.skipped}) | "
                 f"detected {self.frames_detected} frames at {self.frames_detected / elapsed:.1f} fps | "
                 f"written {self.frames_done} frames | footage done {self.footage_seconds / 3600:.3f} h | "
                 f"{elapsed:.0f} s")
@@ -96,6 +98,8 @@ class ConsoleProgress(NullProgress):
             self.counters.footage_seconds += footage_seconds
         elif status == "failed":
             self.counters.failed += 1
+        elif status == "skipped":
+            self.counters.skipped += 1
         self._update()
 
     def finish(self, summary: object) -> None:

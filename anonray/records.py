@@ -39,6 +39,8 @@ def _info_columns(info: VideoInfo) -> dict[str, Any]:
         "path": info.relative_path,
         "sha256_in": info.sha256,
         "size_bytes_in": info.size_bytes,
+        "mtime_ns_in": info.mtime_ns,
+        "inode_in": info.inode,
         "container_in": info.container,
         "video_codec_in": info.video_codec,
         "audio_codecs": [a.codec for a in info.audio],

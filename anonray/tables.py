@@ -29,6 +29,8 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("sha256_out", pa.string()),
     pa.field("size_bytes_in", pa.int64()),
     pa.field("size_bytes_out", pa.int64()),
+    pa.field("mtime_ns_in", pa.int64()),
+    pa.field("inode_in", pa.int64()),
     pa.field("container_in", pa.string()),
     pa.field("container_out", pa.string()),
     pa.field("video_codec_in", pa.string()),

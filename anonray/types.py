@@ -62,6 +62,9 @@ class VideoInfo:
     variable_frame_rate: bool
     audio: tuple[AudioStreamInfo, ...] = ()
     video_stream_index: int = 0
+    mtime_ns: int = 0
+    """Modification time and inode at ingest: with size and path, how a rerun recognises the input."""
+    inode: int = 0
 
     @property
     def time_base_fraction(self) -> Fraction:

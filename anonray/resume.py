@@ -1,0 +1,44 @@
+"""Resuming: which inputs already have a good output from an earlier run with the same settings.
+
+An input counts as done when the ``videos`` table holds an ``ok`` row for the same relative path,
+size, modification time and inode, the same config hash and model ids, and that row's output file
+is still there. ``--verify-inputs`` also re-hashes the input against the row's sha256; ``--force``
+skips this check altogether.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from anonray.checksums import sha256_file
+
+
+class DoneIndex:
+    """The latest ``ok`` row per input path, from every earlier run's ``videos`` parts."""
+
+    def __init__(self, videos: pa.Table):
+        self._rows: dict[str, dict[str, Any]] = {}
+        for row in sorted(videos.to_pylist(), key=lambda r: r["finished_utc"] or r["started_utc"]):
+            if row["status"] == "ok":
+                self._rows[row["path"]] = row
+
+    def find(self, relative_path: str, source: Path, output_dir: Path, config_hash: str, model_ids: str,
+             verify_inputs: bool = False) -> dict[str, Any] | None:
+        """The earlier ok row for this input if it still stands, else None."""
+        row = self._rows.get(relative_path)
+        if row is None or row["config_hash"] != config_hash or row["model_ids"] != model_ids:
+            return None
+        try:
+            stat = source.stat()
+        except OSError:
+            return None
+        same = (stat.st_size, stat.st_mtime_ns, stat.st_ino) == (row["size_bytes_in"], row["mtime_ns_in"],
+                                                                   row["inode_in"])
+        if not same or not row["output_path"] or not (output_dir / row["output_path"]).is_file():
+            return None
+        if verify_inputs and sha256_file(source) != row["sha256_in"]:
+            return None
+        return row
