@@ -245,12 +245,9 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
                 _harvest(state, renders, timeout=0)
         except Exception as err:  # noqa: BLE001 - the stage itself broke: this wave's open videos fail, the run goes on
             log.error("detection stage of wave %d failed: %s", k, type(err).__name__)
+            error = ("detection_stage_failed", f"the decode/detection stage failed ({type(err).__name__})")
             for video in collector.drain_incomplete():
-                state.segment_rows.extend(segment_rows(state.ctx, video))
-                started, seconds = state.ingest_seconds[video.info.video_id]
-                state.fail(files_by_video[video.info.video_id],
-                           ("detection_stage_failed", f"the decode/detection stage failed ({type(err).__name__})"),
-                           started, video.info, seconds)
+                _fail_video(state, video, files_by_video, error)
             continue
         for video in collector.drain_incomplete():
             _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
@@ -304,17 +301,23 @@ def _accept_ingested(state: _Run, outcomes: list[IngestOutcome],
     return videos
 
 
+def _fail_video(state: _Run, video: VideoDetections, files_by_video: dict[str, InputFile],
+                error: tuple[str, str]) -> None:
+    """Record a video that will not be rendered: its segments and a failed row."""
+    state.segment_rows.extend(segment_rows(state.ctx, video))
+    started, seconds = state.ingest_seconds[video.info.video_id]
+    state.fail(files_by_video[video.info.video_id], error, started, video.info, seconds)
+
+
 def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str, InputFile],
                    renders: dict, output_dir: Path, state_dir: Path, plan: ResourcePlan) -> None:
-    state.segment_rows.extend(segment_rows(state.ctx, video))
-    file = files_by_video[video.info.video_id]
-    started, seconds = state.ingest_seconds[video.info.video_id]
     if video.error:
-        state.fail(file, video.error, started, video.info, seconds)
+        _fail_video(state, video, files_by_video, video.error)
         return
+    state.segment_rows.extend(segment_rows(state.ctx, video))
     ref = _render.options(num_cpus=plan.render_cpus).remote(
         video, state.config.canonical_json(), str(output_dir), str(state_dir))
-    renders[ref] = (video, file)
+    renders[ref] = (video, files_by_video[video.info.video_id])
 
 
 def _harvest(state: _Run, renders: dict, timeout: float) -> None:

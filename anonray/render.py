@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -53,7 +53,6 @@ class RenderResult:
     seconds_track: float
     seconds_encode: float
     audio_packets_copied: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class MaskHook:
@@ -145,5 +144,5 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         frames_masked=summary.frames_masked,
         seconds_track=seconds_track,
         seconds_encode=seconds_encode,
-        audio_packets_copied=getattr(stats, "audio_packets_copied", 0),
+        audio_packets_copied=stats.audio_packets_copied,
     )
