@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_INCLUDE = [
     "*.mp4", "*.m4v", "*.mov", "*.mkv", "*.avi", "*.webm", "*.ts", "*.mts", "*.m2ts", "*.mpg",
@@ -48,7 +48,25 @@ class ClassDetection(_Strict):
     )
     input_size: InputSize = Field(640, description="Long side of the detector input, pixels.")
     threshold: float = Field(0.2, gt=0.0, lt=1.0, description="Minimum score for a detection.")
+    small_threshold: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Minimum score for boxes up to small_height px tall (source pixels), ramping linearly up "
+        "to threshold at large_height: small targets score lower, and a large false positive costs the most "
+        "picture. None = threshold at every size.")
+    small_height: int = Field(24, ge=1, description="Box height (source px) up to which small_threshold applies.")
+    large_height: int = Field(64, ge=1, description="Box height (source px) from which threshold applies.")
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _heights_ordered(self) -> ClassDetection:
+        if self.large_height < self.small_height:
+            raise ValueError("large_height must be at least small_height")
+        return self
+
+    @property
+    def score_floor(self) -> float:
+        """The lowest score any box size accepts (what the detector itself must keep)."""
+        return min(self.threshold, self.small_threshold or self.threshold)
 
 
 # Per-class defaults live on subclasses (not on the DetectionConfig fields) so that a file setting
@@ -88,6 +106,10 @@ class ClassTracking(_Strict):
     pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
     post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")
     min_hits: int = Field(1, ge=1, description="Detections before a track is masked.")
+    weak_track_hits: int = Field(
+        0, ge=0,
+        description="A track whose detections all stay below track_threshold is masked (over its whole life) "
+        "once it has at least this many detections; 0 = weak detections never start tracks.")
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
 
 

@@ -82,8 +82,9 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
     """Link one class's detections into tracks, frame by frame (ByteTrack-style, two stages).
 
     Detections at or above ``params.track_threshold`` are matched first and may start tracks;
-    weaker ones (down to the detector's threshold) only continue tracks that the first stage left
-    unmatched. No track crosses a scene cut.
+    weaker ones (down to the detector's threshold) continue tracks that the first stage left
+    unmatched, and with ``weak_track_hits`` start weak tracks that count only once they last. No
+    track crosses a scene cut.
     """
     mine = dets.select(dets.cls == cls)
     mine = mine.select(np.argsort(mine.frame_index, kind="stable"))
@@ -110,16 +111,32 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
             matched_tracks.add(t_idx)
             matched_strong.add(k)
         left = [t for t in range(len(active)) if t not in matched_tracks]
+        matched_weak: set[int] = set()
         for j, k in associate(predicted[left], boxes[weak], params.weak_match_iou):
             _extend(active[left[j]], frame, boxes[weak[k]], scores[weak[k]])
-        for k in range(len(strong)):
-            if k not in matched_strong:
-                d = strong[k]
-                active.append(Track(next_id, cls, [frame], [boxes[d].astype(np.float32)], [float(scores[d])],
-                                    shot=int(shot)))
-                next_id += 1
+            matched_weak.add(k)
+        births = [strong[k] for k in range(len(strong)) if k not in matched_strong]
+        if params.weak_track_hits:
+            births += [weak[k] for k in range(len(weak)) if k not in matched_weak]
+        for d in births:
+            active.append(Track(next_id, cls, [frame], [boxes[d].astype(np.float32)], [float(scores[d])],
+                                shot=int(shot)))
+            next_id += 1
     finished.extend(active)
-    return [t for t in finished if len(t.frames) >= params.min_hits]
+    return [t for t in finished if _confirmed(t, params)]
+
+
+def _confirmed(track: Track, params: ClassTracking) -> bool:
+    """Masked tracks: ``min_hits`` detections, and one strong detection or ``weak_track_hits`` weak ones.
+
+    Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
+    from its first frame, not from the frame that confirmed it.
+    """
+    if len(track.frames) < params.min_hits:
+        return False
+    if max(track.scores) >= params.track_threshold:
+        return True
+    return bool(params.weak_track_hits) and len(track.frames) >= params.weak_track_hits
 
 
 def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 
 from anonray import models
 from anonray.config import Config
-from anonray.detect import FrameDetector, detection_image_size
+from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 from anonray.detect.centerface import CenterFace
 from anonray.detect.letterbox import letterbox
 from anonray.detect.plates import PlateDetector
@@ -138,6 +138,19 @@ def test_detection_image_size() -> None:
     assert detection_image_size(1080, 1920, cfg) == (720, 1280)
     w, h = detection_image_size(1279, 719, cfg)
     assert w % 2 == 0 and h % 2 == 0 and w <= 1279 and h <= 719
+
+
+def test_threshold_ramps_with_box_height() -> None:
+    cfg = Config().detection.face.model_copy(
+        update={"threshold": 0.5, "small_threshold": 0.1, "small_height": 20, "large_height": 60})
+    heights = np.array([10, 20, 40, 60, 200], np.float32)
+    xyxy = np.stack([np.zeros(5), np.zeros(5), heights, heights], axis=1).astype(np.float32)
+    assert passes_threshold(xyxy, np.full(5, 0.12, np.float32), cfg).tolist() == [True, True, False, False, False]
+    assert passes_threshold(xyxy, np.full(5, 0.31, np.float32), cfg).tolist() == [True, True, True, False, False]
+    assert passes_threshold(xyxy, np.full(5, 0.5, np.float32), cfg).all()
+    assert cfg.score_floor == 0.1
+    plain = cfg.model_copy(update={"small_threshold": None})
+    assert passes_threshold(xyxy, np.full(5, 0.31, np.float32), plain).tolist() == [False] * 5
 
 
 def test_plate_detector_finds_the_plate(plate_detector: PlateDetector, plate_sample) -> None:

@@ -98,6 +98,18 @@ def test_weak_detections_continue_but_never_start_tracks():
     assert len(tracks) == 1 and len(tracks[0].frames) == 10
 
 
+def test_weak_tracks_count_only_once_they_last_and_then_from_their_first_frame():
+    params = Config().tracking.face.model_copy(update={"track_threshold": 0.5, "weak_track_hits": 6})
+    lasting = _dets([(f, 10 + f, 10, 30 + f, 34, 0) for f in range(8)])  # a small, weakly scored face
+    brief = _dets([(f, 300, 300, 320, 324, 0) for f in range(4)])  # a weak blip: too short
+    dets = Detections.concat([lasting, brief])
+    dets.score[:] = 0.1
+    tracks = track_class(dets, 0, params)
+    assert len(tracks) == 1 and tracks[0].frames == list(range(8))
+    off = params.model_copy(update={"weak_track_hits": 0})
+    assert track_class(dets, 0, off) == []
+
+
 def test_no_track_gap_or_roll_crosses_a_scene_cut():
     rows = [(f, 100, 100, 140, 140, 0) for f in range(0, 10)] + [(f, 100, 100, 140, 140, 0) for f in range(12, 20)]
     cuts = np.array([11])

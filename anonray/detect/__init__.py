@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from anonray.config import Config
+from anonray.config import ClassDetection, Config
 from anonray.types import CLASS_NAMES, Detections
 
 MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",)}
@@ -62,6 +62,22 @@ def detection_image_size(source_w: int, source_h: int, config: Config) -> tuple[
     return even(source_w), even(source_h)
 
 
+def passes_threshold(xyxy: np.ndarray, score: np.ndarray, cfg: ClassDetection) -> np.ndarray:
+    """Which boxes (source pixels) reach their class's score threshold for their height.
+
+    With ``small_threshold`` set, the threshold ramps linearly from it at ``small_height`` to
+    ``threshold`` at ``large_height``; otherwise it is ``threshold`` at every size.
+    """
+    if cfg.small_threshold is None:
+        return score >= cfg.threshold
+    height = xyxy[:, 3] - xyxy[:, 1]
+    span = max(cfg.large_height - cfg.small_height, 1e-6)
+    ramp = np.clip((height - cfg.small_height) / span, 0.0, 1.0)
+    if cfg.large_height == cfg.small_height:
+        ramp = (height >= cfg.large_height).astype(np.float32)
+    return score >= cfg.small_threshold + (cfg.threshold - cfg.small_threshold) * ramp
+
+
 class FrameDetector:
     """The detectors for ``config.classes``, loaded once, run on batches of frames."""
 
@@ -78,7 +94,7 @@ class FrameDetector:
                 continue
             common = dict(
                 input_size=cfg.input_size,
-                threshold=cfg.threshold,
+                threshold=cfg.score_floor,
                 nms_iou=cfg.nms_iou,
                 device=self.device,
                 half=half,
@@ -125,6 +141,7 @@ class FrameDetector:
                 xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, src_w)
                 xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)
                 keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+                keep &= passes_threshold(xyxy, score, getattr(self.config.detection, CLASS_NAMES[cls_id]))
                 n = int(keep.sum())
                 parts.append(Detections(
                     frame_index=np.full(n, frame, np.int64),

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from anonray.config import Config
-from anonray.detect import FrameDetector, detection_image_size
+from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
 from anonray.track import plan_masks
@@ -73,7 +73,8 @@ def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np
             if images is None:
                 images, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
                 np.save(signature_file, signatures)
-            single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR})
+            single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR,
+                                              f"detection.{cls}.small_threshold": None})
             detector = FrameDetector(single)
             batch = config.detection.batch_size
             found = Detections.concat([
@@ -94,7 +95,7 @@ def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size
     keep = np.ones(len(dets), bool)
     for cls_id, name in enumerate(CLASS_NAMES):
         if name in config.classes:
-            keep &= (dets.cls != cls_id) | (dets.score >= getattr(config.detection, name).threshold)
+            keep &= (dets.cls != cls_id) | passes_threshold(dets.xyxy, dets.score, getattr(config.detection, name))
         else:
             keep &= dets.cls != cls_id
     width, height = size

