@@ -85,7 +85,36 @@ def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None,
     for error_class, count in sorted(summary.failure_classes.items()):
         click.echo(f"  failed: {count} x {error_class}")
     click.echo(f"  tables: {output / '_anonray'}")
+    click.echo(f"  manifest: {summary.manifest_path or 'NOT WRITTEN (see the log)'}")
+    click.echo(f"  review sheet: {summary.review_path or 'NOT WRITTEN (see the log)'}")
     sys.exit(summary.exit_code)
+
+
+@main.command("verify")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--run", "run_id", metavar="RUN_ID", help="With an output folder: the run to verify (default: latest).")
+def verify_command(target: Path, run_id: str | None) -> None:
+    """Re-hash every output a run manifest lists and compare with its sha256.
+
+    TARGET is a manifest (DIR/_anonray/manifests/RUN_ID.json) or an output folder DIR. Prints one line per
+    missing or changed output (manifest index, video id, output path relative to DIR) and a summary.
+    Exit code 0 when every output matches, 1 otherwise, 2 when no manifest can be read.
+    """
+    from anonray.audit import AuditError, find_manifest, output_root_of, read_manifest, verify_manifest
+
+    try:
+        path = find_manifest(target, run_id)
+        manifest = read_manifest(path)
+        report = verify_manifest(manifest, output_root_of(path))
+    except AuditError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    for problem in report.problems:
+        click.echo(f"{problem.kind.upper()} #{problem.index} video {problem.video_id}: {problem.output_path}")
+    click.echo(f"anonray verify {report.run_id}: {report.checked} output(s) checked, {report.matched} match, "
+               f"{report.count('mismatch')} changed, {report.count('missing')} missing, "
+               f"{report.count('invalid')} invalid")
+    sys.exit(EXIT_OK if report.ok else EXIT_FILES_FAILED)
 
 
 @main.group("models")

@@ -173,6 +173,20 @@ class ResourceConfig(_Strict):
     encode_cpus: float = Field(1.0, gt=0.0)
 
 
+class ReviewConfig(_Strict):
+    """The per-run review sheet (frames of anonymized outputs with the mask outlines) and mask regions."""
+
+    sample_share: float = Field(0.01, ge=0.0, le=1.0, description="Share of the run's ok outputs sampled.")
+    min_files: int = Field(1, ge=0, description="Sample at least this many ok outputs (all where there are fewer).")
+    frames_per_file: int = Field(3, ge=1, le=100, description="Frames shown per sampled output, evenly spread.")
+    seed: int = Field(0, ge=0, description="Seed of the file sample: the same outputs give the same sample.")
+    max_side: int = Field(1280, ge=64, description="Frames with a longer side are scaled down to it in the sheet.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the embedded frames.")
+    keep_regions: bool = Field(
+        True, description="Keep the per-frame mask regions (_anonray/regions/, coordinates: personal data) after "
+        "the run; false deletes the run's regions once its review sheet is written.")
+
+
 class Config(_Strict):
     classes: list[Literal["face", "plate"]] = Field(default_factory=lambda: ["face", "plate"])
     audio: Literal["keep", "drop"] = "keep"
@@ -183,6 +197,7 @@ class Config(_Strict):
     mask: MaskConfig = MaskConfig()
     encoder: EncoderConfig = EncoderConfig()
     resources: ResourceConfig = ResourceConfig()
+    review: ReviewConfig = ReviewConfig()
 
     @field_validator("classes")
     @classmethod
@@ -195,8 +210,17 @@ class Config(_Strict):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON of every parameter (first 16 hex digits)."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """sha256 (first 16 hex digits) of the canonical JSON of every parameter that shapes an output.
+
+        The ``review`` section (which frames the review sheet samples) is left out: changing it must
+        not make a rerun redo finished files.
+        """
+        return self.config_sha256()[:16]
+
+    def config_sha256(self) -> str:
+        """The full sha256 behind ``config_hash``."""
+        shaping = self.model_dump(mode="json", exclude={"review"})
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def with_overrides(self, **dotted: object) -> Config:
         """A copy with dotted keys replaced, e.g. with_overrides(**{"mask.style": "solid"})."""

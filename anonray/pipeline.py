@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ray
 
-from anonray import models
+from anonray import audit, models
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
@@ -69,6 +69,10 @@ class RunSummary:
     footage_seconds: float = 0.0
     wall_seconds: float = 0.0
     failure_classes: dict[str, int] = field(default_factory=dict)
+    manifest_path: Path | None = None
+    """The run manifest (audit.py); None when it could not be written."""
+    review_path: Path | None = None
+    """The review sheet (review.py); None when it could not be written."""
 
     @property
     def exit_code(self) -> int:
@@ -99,12 +103,12 @@ def _ingest(file: InputFile, target_seconds: float) -> IngestOutcome:
 
 
 @ray.remote(max_retries=3)
-def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str):
+def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str, run_id: str):
     from anonray.config import validate_config
 
     try:
         config = validate_config(json.loads(config_json))
-        return "ok", render_video(video, config, Path(output_dir), Path(state_dir))
+        return "ok", render_video(video, config, Path(output_dir), Path(state_dir), run_id)
     except Exception as err:  # noqa: BLE001 - deterministic per-file failure: recorded, not retried
         return "failed", (getattr(err, "error_class", "render_error"), str(err) or type(err).__name__)
 
@@ -255,7 +259,8 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
         _harvest(state, renders, timeout=1.0)
 
     state.summary.wall_seconds = time.perf_counter() - wall
-    _write_tables(state, state_dir, started, ray_mode, discovery_count=len(discovery.files))
+    run_row = _write_tables(state, state_dir, started, ray_mode, discovery_count=len(discovery.files))
+    _write_audit(state, state_dir, output_dir, run_row)
     progress.finish(state.summary)
     return state.summary
 
@@ -316,7 +321,7 @@ def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str
         return
     state.segment_rows.extend(segment_rows(state.ctx, video))
     ref = _render.options(num_cpus=plan.render_cpus).remote(
-        video, state.config.canonical_json(), str(output_dir), str(state_dir))
+        video, state.config.canonical_json(), str(output_dir), str(state_dir), state.run_id)
     renders[ref] = (video, files_by_video[video.info.video_id])
 
 
@@ -344,7 +349,7 @@ def _harvest(state: _Run, renders: dict, timeout: float) -> None:
 
 
 def _write_tables(state: _Run, state_dir: Path, started: dt.datetime, ray_mode: str,
-                  discovery_count: int) -> None:
+                  discovery_count: int) -> dict:
     resources = ray.cluster_resources()
     alive = {n.get("NodeManagerHostname", "") for n in ray.nodes() if n.get("Alive")}
     hosts = sorted(alive or {local_host()})
@@ -363,3 +368,16 @@ def _write_tables(state: _Run, state_dir: Path, started: dt.datetime, ray_mode: 
     write_part(state_dir, "videos", state.run_id, state.video_rows)
     write_part(state_dir, "segments", state.run_id, state.segment_rows)
     write_part(state_dir, "runs", state.run_id, [run_row])
+    return run_row
+
+
+def _write_audit(state: _Run, state_dir: Path, output_dir: Path, run_row: dict) -> None:
+    """The review sheet and the run manifest (audit.py); a failure is logged, the outputs stand."""
+    try:
+        node_hosts = {n.get("NodeID", ""): n.get("NodeManagerHostname", "") for n in ray.nodes()}
+        state.summary.manifest_path, state.summary.review_path = audit.write_run_records(
+            state_dir=state_dir, output_dir=output_dir, run_row=run_row, video_rows=state.video_rows,
+            segment_rows=state.segment_rows, config=state.config, model_ids=state.ctx.model_ids,
+            node_hosts=node_hosts)
+    except Exception as err:  # noqa: BLE001 - the tables are written; the missing manifest is reported
+        log.error("run %s: the run manifest could not be written: %s", state.run_id, type(err).__name__)

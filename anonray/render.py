@@ -22,6 +22,7 @@ from anonray.config import Config
 from anonray.encode import EncodeError, transcode
 from anonray.mask import mask_frame
 from anonray.outputs import output_relative_path
+from anonray.regions import write_regions
 from anonray.scenes import find_cuts
 from anonray.track import plan_masks
 from anonray.types import MaskPlan, VideoInfo
@@ -97,8 +98,13 @@ def _check_input_unchanged(source: Path, info: VideoInfo, full: bool) -> None:
                           "differs from when it was ingested); no output was written")
 
 
-def render_video(video: VideoDetections, config: Config, output_dir: Path, state_dir: Path) -> RenderResult:
-    """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure."""
+def render_video(video: VideoDetections, config: Config, output_dir: Path, state_dir: Path,
+                 run_id: str | None = None) -> RenderResult:
+    """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure.
+
+    With ``run_id``, the mask plan's regions are written to the restricted regions table (regions.py)
+    before the output is published, so every published output of a run has its regions.
+    """
     info = video.info
     started = time.perf_counter()
     cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
@@ -128,6 +134,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         _fsync(tmp)
         sha256_out = sha256_file(tmp)
         size_out = tmp.stat().st_size
+        if run_id is not None:
+            write_regions(state_dir, run_id, info.video_id, plan)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
     finally:

@@ -2,7 +2,8 @@
 
 Each table is a folder of Parquet parts, ``DIR/_anonray/<table>/part-<run_id>.parquet``, one part per
 run, always with the same Arrow schema, so ``pyarrow.dataset`` or ``pandas.read_parquet`` read every
-run at once. No coordinates, no crops, no absolute paths.
+run at once. No coordinates, no crops, no absolute paths, except in the restricted ``regions`` table
+(the mask regions per frame, kept apart in RESTRICTED_TABLES).
 """
 
 from __future__ import annotations
@@ -116,6 +117,27 @@ RUNS_SCHEMA = pa.schema([
 
 TABLES: dict[str, pa.Schema] = {"videos": VIDEOS_SCHEMA, "segments": SEGMENTS_SCHEMA, "runs": RUNS_SCHEMA}
 
+REGIONS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("frame_index", pa.int64(), nullable=False),
+    pa.field("class_name", pa.string(), nullable=False),
+    pa.field("shape", pa.string(), nullable=False),
+    pa.field("track_id", pa.int64(), nullable=False),
+    pa.field("x0", pa.float32(), nullable=False),
+    pa.field("y0", pa.float32(), nullable=False),
+    pa.field("x1", pa.float32(), nullable=False),
+    pa.field("y1", pa.float32(), nullable=False),
+])
+
+RESTRICTED_TABLES: dict[str, pa.Schema] = {"regions": REGIONS_SCHEMA}
+"""Tables that hold coordinates (personal data): kept apart from TABLES, in the restricted ``_anonray``
+folder, one part per video and run (``part-<run_id>-<video_id>.parquet``); see regions.py."""
+
+
+def schema_for(name: str) -> pa.Schema:
+    return TABLES[name] if name in TABLES else RESTRICTED_TABLES[name]
+
 
 def table_dir(state_dir: Path, name: str) -> Path:
     return state_dir / name
@@ -123,7 +145,7 @@ def table_dir(state_dir: Path, name: str) -> Path:
 
 def to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     """Build a table with exactly the schema of ``name``; missing columns are null, extras are errors."""
-    schema = TABLES[name]
+    schema = schema_for(name)
     unknown = {k for row in rows for k in row} - set(schema.names)
     if unknown:
         raise KeyError(f"columns not in the {name} schema: {sorted(unknown)}")
@@ -131,14 +153,23 @@ def to_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def write_part(state_dir: Path, name: str, run_id: str, rows: list[dict[str, Any]]) -> Path:
-    """Write (or replace) this run's part of table ``name`` atomically: temp file, fsync, rename."""
+def write_part(state_dir: Path, name: str, run_id: str, rows: list[dict[str, Any]] | pa.Table) -> Path:
+    """Write (or replace) this run's part of table ``name`` atomically: temp file, fsync, rename.
+
+    ``rows`` may be a ready ``pa.Table``, which must then have exactly the table's schema.
+    """
+    if isinstance(rows, pa.Table):
+        if not rows.schema.equals(schema_for(name)):
+            raise ValueError(f"table does not have the {name} schema")
+        table = rows
+    else:
+        table = to_table(name, rows)
     folder = table_dir(state_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"part-{run_id}.parquet"
     tmp = folder / f".tmp-{uuid.uuid4().hex}.parquet"
     try:
-        pq.write_table(to_table(name, rows), tmp)
+        pq.write_table(table, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -152,5 +183,5 @@ def read_table(state_dir: Path, name: str) -> pa.Table:
     folder = table_dir(state_dir, name)
     parts = sorted(folder.glob("part-*.parquet")) if folder.exists() else []
     if not parts:
-        return TABLES[name].empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=TABLES[name]) for p in parts])
+        return schema_for(name).empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=schema_for(name)) for p in parts])

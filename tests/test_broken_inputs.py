@@ -22,9 +22,10 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from _video_checks import analysed_video
 
 import anonray.ingest
-from anonray.collect import DetectionCollector, SegmentStats, VideoDetections
+from anonray.collect import SegmentStats, VideoDetections
 from anonray.config import Config
 from anonray.decode import DecodeError, decode_segment
 from anonray.ingest import IngestError, probe
@@ -191,16 +192,7 @@ def test_decode_of_a_vanished_input(tmp_path):
 
 # ---------------------------------------------------------------- render: vanish and change
 
-def _analysed(path: Path, rel: str) -> VideoDetections:
-    """A video as detection hands it to render (no detections, every frame analysed)."""
-    info, segments = probe(path, rel)
-    collector = DetectionCollector([(info, segments)])
-    pts = [p for s in segments for _, p, _ in decode_segment(path, info, s, (96, 72))]
-    video = collector.drain_incomplete()[0]
-    video.frame_pts[:] = pts
-    for s in video.segments:
-        s.error_class, s.error_message, s.ended = "", "", True
-    return video
+_analysed = analysed_video
 
 
 @pytest.mark.parametrize("mutation", ["delete", "append", "flip_byte"])

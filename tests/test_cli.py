@@ -6,6 +6,8 @@ the embedded local Ray instance (no RAY_ADDRESS), so they are kept to two.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -31,7 +33,8 @@ def anonray(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> 
 # ---------------------------------------------------------------- help
 
 @pytest.mark.parametrize(("command", "expected"), [
-    ((), ["run", "models", "config", "--version", "--help"]),
+    ((), ["run", "verify", "models", "config", "--version", "--help"]),
+    (("verify",), ["TARGET", "--run", "manifest", "Exit code"]),
     (("run",), ["INPUTS", "--output", "--config", "--mask", "blur|pixelate|solid", "--mask-color",
                 "--classes", "--audio", "keep|drop", "--address", "--verbose"]),
     (("models",), ["pull", "list"]),
@@ -124,7 +127,7 @@ def test_config_prints_the_defaults_as_loadable_yaml(tmp_path):
     result = anonray("config")
     assert result.returncode == 0, result.stderr
     for section in ("classes:", "audio:", "input:", "segment:", "detection:", "tracking:", "mask:",
-                    "encoder:", "resources:"):
+                    "encoder:", "resources:", "review:"):
         assert re.search(rf"^{section}", result.stdout, re.M), section
     (tmp_path / "defaults.yaml").write_text(result.stdout)
     loaded = load_config(tmp_path / "defaults.yaml")
@@ -200,3 +203,31 @@ def test_run_with_a_broken_file_exits_1(tmp_path):
     assert videos.loc["broken_clip_13.mp4"].status == "failed"
     assert "progress:" in result.stderr
     _assert_private(result.stderr, inputs, ["good_clip_42.mp4", "broken_clip_13.mp4"])
+    _assert_audit_trail(out, videos, result.stdout)
+
+
+def _assert_audit_trail(out: Path, videos, stdout: str) -> None:
+    """The run's manifest and review sheet exist, and `anonray verify` passes, then fails on one flipped byte."""
+    run_id = videos.iloc[0].run_id
+    manifest_file = out / "_anonray" / "manifests" / f"{run_id}.json"
+    assert f"manifest: {manifest_file}" in stdout
+    manifest = json.loads(manifest_file.read_text())
+    files = {f["path"]: f for f in manifest["files"]}
+    good = out / "good_clip_42.mp4"
+    assert files["good_clip_42.mp4"]["sha256_out"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert files["good_clip_42.mp4"]["sha256_in"] == videos.loc["good_clip_42.mp4"].sha256_in
+    assert files["broken_clip_13.mp4"]["error_class"] == "not_a_video"
+    assert {m["name"] for m in manifest["models"]} == {"centerface", "plate-yolov8n-pyplatex"}
+    assert manifest["hosts"]["ray_nodes"] and manifest["config_hash"] == videos.iloc[0].config_hash
+    sheet = out / "_anonray" / "review" / f"{run_id}.html"
+    assert manifest["review"]["sha256"] == hashlib.sha256(sheet.read_bytes()).hexdigest()
+    assert sheet.read_text().count("<img ") == 3  # the one ok output, three frames
+    assert (out / "_anonray" / "regions" / f"part-{run_id}-{videos.loc['good_clip_42.mp4'].video_id}.parquet").is_file()
+    passed = anonray("verify", out)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "1 output(s) checked, 1 match" in passed.stdout
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    good.write_bytes(bytes(data))
+    failed = anonray("verify", manifest_file)
+    assert failed.returncode == 1 and "MISMATCH" in failed.stdout and "good_clip_42.mp4" in failed.stdout
