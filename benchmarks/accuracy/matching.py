@@ -134,22 +134,36 @@ class Accumulator:
 
     scores_: list[np.ndarray] = field(default_factory=list)
     outcome_: list[np.ndarray] = field(default_factory=list)
+    kept_outcome_: list[np.ndarray] = field(default_factory=list)
     n_labels: int = 0
 
-    def add(self, det_boxes, det_scores, gt_boxes, gt_ignore=None) -> np.ndarray:
-        """Adds one image; returns the per-label matched flags."""
+    def add(self, det_boxes, det_scores, gt_boxes, gt_ignore=None, kept=None) -> np.ndarray:
+        """Adds one image; returns the per-label matched flags.
+
+        ``kept``: which detections the operating point keeps when that is not a plain score cut (a
+        threshold that depends on box size); they are matched again on their own, so the operating
+        point is exact, and ``scores(None)`` reads it.
+        """
         outcome, matched = match_image(det_boxes, det_scores, gt_boxes, gt_ignore)
         ignore = np.zeros(len(matched), bool) if gt_ignore is None else np.asarray(gt_ignore, bool)
         self.scores_.append(np.asarray(det_scores, np.float64).reshape(-1))
         self.outcome_.append(outcome)
+        if kept is not None:
+            kept = np.asarray(kept, bool)
+            self.kept_outcome_.append(match_image(np.asarray(det_boxes).reshape(-1, 4)[kept],
+                                                  np.asarray(det_scores).reshape(-1)[kept], gt_boxes, gt_ignore)[0])
         self.n_labels += int((~ignore).sum())
         return matched
 
-    def scores(self, threshold: float) -> Scores:
+    def scores(self, threshold: float | None) -> Scores:
+        """AP50 over the whole curve; recall and precision at ``threshold`` (None: the ``kept`` sets)."""
         s = np.concatenate(self.scores_) if self.scores_ else np.zeros(0)
         o = np.concatenate(self.outcome_) if self.outcome_ else np.zeros(0, np.int8)
-        at = s >= threshold
-        tp, fp = int((o[at] == TP).sum()), int((o[at] == FP).sum())
+        if threshold is None:
+            at = np.concatenate(self.kept_outcome_) if self.kept_outcome_ else np.zeros(0, np.int8)
+        else:
+            at = o[s >= threshold]
+        tp, fp = int((at == TP).sum()), int((at == FP).sum())
         return Scores(
             n_labels=self.n_labels,
             ap50=average_precision(s, o, self.n_labels),

@@ -44,14 +44,14 @@ def downscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate(name: str, config, data_root: Path, floor: float, limit: int | None, device: str) -> dict:
-    from anonray.detect import FrameDetector, detection_image_size
+    from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 
     ds = DATASETS[name]
     records = load_dataset(name, data_root)[:limit]
     cfg_cls = getattr(config.detection, ds.cls)
     threshold = cfg_cls.threshold
     low = config.with_overrides(**{"classes": [ds.cls], f"detection.{ds.cls}.threshold": min(floor, threshold),
-                                   f"detection.{ds.cls}.enabled": True})
+                                   f"detection.{ds.cls}.small_threshold": None, f"detection.{ds.cls}.enabled": True})
     detector = FrameDetector(low, device=device)
     overall = Accumulator()
     buckets = [Accumulator() for _ in SIZE_BUCKETS] if ds.cls == "face" else []
@@ -61,27 +61,29 @@ def evaluate(name: str, config, data_root: Path, floor: float, limit: int | None
         h, w = rgb.shape[:2]
         size = detection_image_size(w, h, config)  # the whole config's decode size, as the pipeline
         dets = detector.detect([downscale(rgb, size)], [0], (w, h))
-        overall.add(dets.xyxy, dets.score, rec.boxes, rec.ignore)
+        kept = passes_threshold(dets.xyxy, dets.score, cfg_cls)
+        overall.add(dets.xyxy, dets.score, rec.boxes, rec.ignore, kept)
         if buckets:
             which = size_bucket(rec.boxes)
             for b, acc in enumerate(buckets):
-                acc.add(dets.xyxy, dets.score, rec.boxes, rec.ignore | (which != b))
+                acc.add(dets.xyxy, dets.score, rec.boxes, rec.ignore | (which != b), kept)
     elapsed = time.perf_counter() - started
     out = {
         "class": ds.cls,
         "model": next(iter(detector.model_ids().values())),
         "input_size": cfg_cls.input_size,
-        "threshold": threshold,
+        "threshold": threshold if cfg_cls.small_threshold is None else
+        f"{cfg_cls.small_threshold}@{cfg_cls.small_height}px..{threshold}@{cfg_cls.large_height}px",
         "images": len(records),
         "all_labelled": ds.all_labelled,
         "seconds_per_image": elapsed / max(len(records), 1),
-        "overall": overall.scores(threshold).as_dict(),
+        "overall": overall.scores(None).as_dict(),
     }
     if not ds.all_labelled:
         # Unlabelled plates would count as false positives: precision and AP would be biased low.
         out["overall"].update(precision=None, fp=None, ap50=None)
     if buckets:
-        out["by_height"] = {b[0]: acc.scores(threshold).as_dict() for b, acc in zip(SIZE_BUCKETS, buckets, strict=True)}
+        out["by_height"] = {b[0]: acc.scores(None).as_dict() for b, acc in zip(SIZE_BUCKETS, buckets, strict=True)}
         for v in out["by_height"].values():
             v["precision"], v["fp"] = None, None  # other buckets' faces are ignored: not a precision
     return out
