@@ -73,7 +73,7 @@ def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None,
 
     try:
         summary = run(RunRequest(list(inputs), output, config, address, force, verify_inputs), ConsoleProgress())
-    except (InputError, ModelError) as err:
+    except (InputError, ModelError, ConfigError) as err:  # ConfigError: resources.ray_temp_dir unusable
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(

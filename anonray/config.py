@@ -230,14 +230,15 @@ class Config(_Strict):
     def config_hash(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of every parameter that shapes an output.
 
-        The ``review`` section (which frames the review sheet samples) is left out: changing it must
+        The ``review`` section (which frames the review sheet samples) and the ``resources`` section
+        (actor counts, folders) are left out: they do not change what is written, so changing them must
         not make a rerun redo finished files.
         """
         return self.config_sha256()[:16]
 
     def config_sha256(self) -> str:
         """The full sha256 behind ``config_hash``."""
-        shaping = self.model_dump(mode="json", exclude={"review"})
+        shaping = self.model_dump(mode="json", exclude={"review", "resources"})
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def with_overrides(self, **dotted: object) -> Config:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import ray
 
-from anonray import audit, models
+from anonray import audit, models, ray_scratch
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
 from anonray.detect import model_name_for
-from anonray.discover import STATE_DIR_NAME, InputFile, discover
+from anonray.discover import STATE_DIR_NAME, Discovery, InputFile, discover
 from anonray.ingest import probe, video_id_for
 from anonray.outputs import output_relative_path
 from anonray.progress import NullProgress, Progress
@@ -136,8 +136,17 @@ def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Con
 
 # ---------------------------------------------------------------- orchestration
 
-def connect_ray(address: str | None) -> str:
-    """Join the cluster at ``address``/RAY_ADDRESS, or start a local instance sized to this machine."""
+def starts_local_ray(address: str | None) -> bool:
+    """Whether ``connect_ray`` will start a local instance (rather than use or join a running one)."""
+    return not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def connect_ray(address: str | None, scratch: ray_scratch.RayScratch | None = None) -> str:
+    """Join the cluster at ``address``/RAY_ADDRESS, or start a local instance sized to this machine.
+
+    A local instance writes its session files and spilled objects to ``scratch`` (private folders,
+    see ray_scratch.py); a cluster's folders are its operator's business and are left alone.
+    """
     if ray.is_initialized():
         return "attached"
     target = address or os.environ.get("RAY_ADDRESS")
@@ -145,7 +154,7 @@ def connect_ray(address: str | None) -> str:
     if target:
         ray.init(address=target, **quiet)
         return "cluster"
-    ray.init(include_dashboard=False, **quiet)
+    ray.init(include_dashboard=False, **quiet, **(scratch.ray_init_kwargs() if scratch else {}))
     return "local"
 
 
@@ -217,7 +226,21 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     model_ids = models.model_ids(model_names)
     state.ctx = RunContext(state.run_id, request.config, model_ids)
     started = utc_now()
-    ray_mode = connect_ray(request.address)
+    scratch = ray_scratch.for_local_ray(state_dir, request.config.resources) \
+        if starts_local_ray(request.address) else None
+    try:
+        ray_mode = connect_ray(request.address, scratch)
+        return _process(state, discovery, output_dir, state_dir, started, ray_mode, wall)
+    finally:
+        if scratch is not None:  # the local Ray this run started: stop it, then delete its files
+            ray.shutdown()
+            scratch.remove()
+
+
+def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Path, started: dt.datetime, ray_mode: str,
+             wall: float) -> RunSummary:
+    """The run itself, once Ray is up (see ``run``)."""
+    request, progress = state.request, state.progress
     _configure_ray_data()
     plan = plan_resources(ray.cluster_resources(), request.config)
     log.info("run %s: %d file(s), %d ignored; %s", state.run_id, len(discovery.files), discovery.ignored,

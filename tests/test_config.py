@@ -14,10 +14,13 @@ def test_defaults_and_hash_are_stable(tmp_path):
     assert load_config(path) == a
 
 
-def test_any_change_changes_the_hash():
+def test_output_settings_change_the_hash_scheduling_and_review_do_not():
     base = Config()
     assert base.with_overrides(**{"mask.style": "solid"}).config_hash() != base.config_hash()
     assert base.with_overrides(**{"detection.face.threshold": 0.3}).config_hash() != base.config_hash()
+    assert base.with_overrides(**{"resources.wave_videos": 3}).config_hash() == base.config_hash()
+    assert base.with_overrides(**{"review.seed": 7}).config_hash() == base.config_hash()
+    assert base.config_sha256().startswith(base.config_hash())
 
 
 @pytest.mark.parametrize(

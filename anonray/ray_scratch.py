@@ -1,0 +1,130 @@
+"""Private, short-lived folders for the session files and spilled objects of a local Ray instance.
+
+Ray writes session logs (the stdout/stderr of every worker, raylet and GCS logs) under its temp
+folder (``/tmp/ray`` by default, readable by other users) and spills objects from its object store to
+disk (by default into that session folder). Both can hold personal data: spilled objects are
+frames, boxes and file records. When ``anonray run`` starts its own local Ray, it points both at a
+fresh folder created private to the user running it (mode 0700) and deletes it after the run, also
+when the run fails. When anonray joins an existing cluster (``--address``/RAY_ADDRESS, or a Ray
+already initialised in the process) it leaves Ray's folders alone: the cluster's operator
+configures them (``ray start --temp-dir ... --system-config ...``).
+
+Default location: ``DIR/_anonray/ray-XXXXXXXX`` (the output's restricted state folder, on the
+output's file system, where spilled objects have room). Ray creates unix sockets at
+``<temp>/session_<date>_<pid>/sockets/plasma_store``, and such a path must stay under 108 bytes, so
+when the state folder's path is too long the temp folder is a 0700 ``tempfile.mkdtemp`` folder in
+the system temp dir instead, while spilled objects still go to the state folder.
+
+Ray makes every folder it creates or is given as its temp folder world-writable (``chmod 0777`` in
+``ray._common.utils.try_to_create_directory``), so Ray's temp folder is the subfolder ``r`` of the
+private folder: the private folder itself stays 0700 and no other user can reach anything inside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anonray.config import ConfigError, ResourceConfig
+
+log = logging.getLogger("anonray")
+
+PRIVATE_MODE = 0o700
+SOCKET_PATH_MAX = 107
+"""Bytes in a unix socket path on Linux (108 with the terminating NUL; macOS: 103)."""
+SESSION_SOCKET_SUFFIX = "/session_2000-01-01_00-00-00_000000_4194304/sockets/plasma_store.99"
+"""The longest path Ray puts under its temp folder for a socket (pid up to 7 digits, an index)."""
+RAY_SUBDIR = "r"
+"""Ray's temp folder inside the private folder (Ray chmods it 0777; the private parent stays 0700)."""
+TEMP_DIR_MAX = SOCKET_PATH_MAX - len(SESSION_SOCKET_SUFFIX) - len(RAY_SUBDIR) - 1
+"""The longest private folder (bytes) for which Ray's socket paths still fit: 38."""
+STATE_PREFIX = "ray-"
+FALLBACK_PREFIX = "anonray-ray-"
+CONFIGURED_PREFIX = "anonray-"
+_RANDOM_NAME_BYTES = 8  # tempfile.mkdtemp's random part
+
+
+@dataclass
+class RayScratch:
+    """The folders one run's local Ray writes to, and the private (0700) folders that hold them, which
+    the run deletes afterwards."""
+
+    temp_dir: Path
+    spill_dir: Path
+    owned: list[Path] = field(default_factory=list)
+    keep: bool = False
+
+    def ray_init_kwargs(self) -> dict:
+        """The arguments of ``ray.init`` that send session files and spilled objects here."""
+        spilling = {"type": "filesystem", "params": {"directory_path": str(self.spill_dir)}}
+        return {"_temp_dir": str(self.temp_dir), "_system_config": {"object_spilling_config": json.dumps(spilling)}}
+
+    def remove(self) -> None:
+        """Delete the owned folders (call after ``ray.shutdown()``); never raises."""
+        if self.keep:
+            log.warning("Ray's session and spill folders are kept (resources.keep_ray_temp): they hold "
+                        "personal data, delete them when done")
+            return
+        for folder in self.owned:
+            _remove_tree(folder)
+
+
+def _remove_tree(folder: Path, attempts: int = 5) -> None:
+    # Ray's processes may still flush a log line while they exit: retry briefly.
+    for attempt in range(attempts):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.2 * (attempt + 1))
+    log.warning("could not delete Ray's private temp folder after the run (see resources.ray_temp_dir)")
+
+
+def _fits(path: Path) -> bool:
+    return len(os.fsencode(path)) <= TEMP_DIR_MAX
+
+
+def _private_dir(prefix: str, parent: Path | str | None) -> Path:
+    """A fresh folder with mode 0700 (mkdtemp creates it so, atomically, whatever the umask)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(path, PRIVATE_MODE)  # mkdtemp already does; stated for the reader and odd platforms
+    return path
+
+
+def _subdir(parent: Path, name: str) -> Path:
+    path = parent / name
+    path.mkdir(mode=PRIVATE_MODE)
+    return path
+
+
+def for_local_ray(state_dir: Path, resources: ResourceConfig) -> RayScratch:
+    """Create the private folders for a local Ray instance of this run (see the module docstring)."""
+    if resources.ray_temp_dir:
+        base = Path(resources.ray_temp_dir)
+        if not base.is_absolute():
+            raise ConfigError("invalid configuration:\n  resources.ray_temp_dir: must be an absolute path")
+        longest = TEMP_DIR_MAX - len(CONFIGURED_PREFIX) - _RANDOM_NAME_BYTES - 1
+        if len(os.fsencode(base)) > longest:
+            raise ConfigError("invalid configuration:\n  resources.ray_temp_dir: too long for Ray's unix socket "
+                              f"paths (at most {longest} bytes)")
+        base.mkdir(parents=True, exist_ok=True, mode=PRIVATE_MODE)
+        own = _private_dir(CONFIGURED_PREFIX, base)
+        return RayScratch(_subdir(own, RAY_SUBDIR), _subdir(own, "spill"), [own], resources.keep_ray_temp)
+
+    own = _private_dir(STATE_PREFIX, state_dir)
+    spill = _subdir(own, "spill")
+    if _fits(own):
+        return RayScratch(_subdir(own, RAY_SUBDIR), spill, [own], resources.keep_ray_temp)
+    # The output's path is too long for Ray's unix sockets (< 108 bytes): Ray's session folder goes to
+    # a private 0700 folder in the system temp dir (or /tmp where $TMPDIR is long too); spilled objects
+    # still go to the state folder.
+    system_tmp = tempfile.gettempdir()
+    parent = system_tmp if len(os.fsencode(system_tmp)) + len(FALLBACK_PREFIX) + _RANDOM_NAME_BYTES + 1 \
+        <= TEMP_DIR_MAX else "/tmp"
+    temp = _private_dir(FALLBACK_PREFIX, parent)
+    return RayScratch(_subdir(temp, RAY_SUBDIR), spill, [temp, own], resources.keep_ray_temp)
