@@ -84,7 +84,7 @@ class FaceDetection(ClassDetection):
 
 
 class PlateDetection(ClassDetection):
-    model: str = Field("plate-yolov8n-fastanpr", description="Manifest name of the plate model.")
+    model: str = Field("plate-yolov8n-pyplatex", description="Manifest name of the plate model.")
     input_size: InputSize = Field(1280, description="Long side of the detector input, pixels.")
     threshold: float = Field(0.25, gt=0.0, lt=1.0, description="Minimum score for a detection.")
     nms_iou: float = Field(0.5, gt=0.0, le=1.0)
@@ -140,7 +140,7 @@ class TrackingConfig(_Strict):
 class MaskConfig(_Strict):
     style: Literal["blur", "pixelate", "solid"] = "blur"
     color: str = Field("000000", description="RRGGBB for solid masks.")
-    face_margin: float = Field(1.2, ge=1.0, le=3.0, description="Box scale factor for faces.")
+    face_margin: float = Field(1.3, ge=1.0, le=3.0, description="Box scale factor for faces.")
     plate_margin: float = Field(1.15, ge=1.0, le=3.0, description="Box scale factor for plates.")
     face_shape: Literal["ellipse", "box"] = "ellipse"
     plate_shape: Literal["ellipse", "box"] = "box"

@@ -66,7 +66,7 @@ def test_partial_class_sections_keep_that_class_defaults(tmp_path):
     assert cfg.detection.plate.threshold == 0.3
     assert cfg.detection.plate.input_size == default.detection.plate.input_size == 1280
     assert cfg.detection.plate.nms_iou == default.detection.plate.nms_iou
-    assert cfg.detection.plate.model == default.detection.plate.model == "plate-yolov8n-fastanpr"
+    assert cfg.detection.plate.model == default.detection.plate.model == "plate-yolov8n-pyplatex"
     assert cfg.tracking.plate.match_iou == default.tracking.plate.match_iou == 0.15
     assert default.detection.face.model == "centerface"
 
