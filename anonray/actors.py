@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anonray import fault_injection
 from anonray.collect import pack_boxes
 from anonray.config import Config, validate_config
 from anonray.scenes import frame_signature
@@ -27,6 +28,30 @@ def _node_id() -> str:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # outside Ray (unit tests)
         return ""
+
+
+class _RestartReport:
+    """Tells the run's RestartLog (pipeline.py) when Ray restarted this actor after its process died, and
+    which videos were in the first batch it then processed (most likely the batch being retried)."""
+
+    def __init__(self, restarts, stage: str):
+        self._log = restarts
+        self._pending = False
+        if restarts is None:
+            return
+        try:
+            import ray
+
+            self._pending = ray.get_runtime_context().was_current_actor_reconstructed
+        except Exception:  # outside Ray (unit tests)
+            return
+        if self._pending:
+            restarts.restarted.remote(stage)
+
+    def first_batch(self, video_ids) -> None:
+        if self._pending:
+            self._pending = False
+            self._log.retried.remote(sorted({str(v) for v in video_ids}))
 
 
 def segment_row(info: VideoInfo, segment: Segment) -> dict[str, object]:
@@ -85,14 +110,17 @@ def _end_marker(info: VideoInfo, segment: Segment, decoded: int, seconds: float,
 class SegmentDecoder:
     """Decode actor: one segment row in, batches of downscaled upright RGB frames out, then an end marker."""
 
-    def __init__(self, config_json: str):
+    def __init__(self, config_json: str, restarts=None):
         self.config: Config = validate_config(json.loads(config_json))
+        self.restart_report = _RestartReport(restarts, "decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict]:
         from anonray.decode import decode_segment
         from anonray.detect import detection_image_size
         from anonray.orientation import to_display
 
+        self.restart_report.first_batch(batch["video_id"])
+        fault_injection.pause("decode")
         for i in range(len(batch["video_id"])):
             row = {k: v[i] for k, v in batch.items()}
             info = VideoInfo.from_json(str(row["video_json"]))
@@ -121,7 +149,7 @@ class SegmentDecoder:
 class FrameDetectorActor:
     """Detection actor: frame rows in, the same rows out with boxes (bytes) instead of pixels."""
 
-    def __init__(self, config_json: str, threads: int = 0):
+    def __init__(self, config_json: str, threads: int = 0, restarts=None):
         import torch
 
         from anonray.detect import FrameDetector
@@ -131,10 +159,13 @@ class FrameDetectorActor:
         self.config = validate_config(json.loads(config_json))
         self.detector = FrameDetector(self.config)
         self.node_id = _node_id()
+        self.restart_report = _RestartReport(restarts, "detect")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from anonray.orientation import boxes_to_stored, display_size
 
+        self.restart_report.first_batch(batch["video_id"])
+        fault_injection.pause("detect")
         n = len(batch["video_id"])
         boxes = [b""] * n
         errors = [("", "")] * n

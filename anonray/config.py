@@ -189,6 +189,10 @@ class ResourceConfig(_Strict):
         "Ray's sockets). Ignored when joining a cluster.")
     keep_ray_temp: bool = Field(
         False, description="Keep that folder after the run (debugging only: it holds logs and spilled objects).")
+    max_retries: int = Field(
+        3, ge=0, le=100, description="Transient failures (a worker or actor process died, out of memory, a node "
+        "lost) are retried this many times per render task, per decode/detection actor (restarts) and per actor "
+        "task; deterministic failures are never retried.")
 
 
 class ReviewConfig(_Strict):

@@ -87,7 +87,7 @@ def _segment_frames(
 
 
 def _open_stream(path: str | Path, info: VideoInfo) -> tuple[av.container.InputContainer, av.VideoStream]:
-    container = av.open(str(path), "r")
+    container = av.open(str(path), "r", metadata_errors="replace")  # damaged tags are not UTF-8
     stream = container.streams[info.video_stream_index]
     stream.thread_type = "AUTO"
     return container, stream

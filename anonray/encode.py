@@ -322,7 +322,7 @@ def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: Fr
     except ValueError as err:
         raise EncodeError("output_format", str(err)) from None
     try:
-        inp = av.open(str(src), "r")
+        inp = av.open(str(src), "r", metadata_errors="replace")  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
         raise EncodeError("open", _ffmpeg_message(err)) from None
     try:

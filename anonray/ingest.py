@@ -75,7 +75,7 @@ def _open(path: Path, relative_path: str) -> av.container.InputContainer:
     try:
         with open(path, "rb") as fh:
             head = fh.read(_SNIFF_BYTES)
-        return av.open(str(path), "r")
+        return av.open(str(path), "r", metadata_errors="replace")  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
             raise _os_error(err, relative_path) from None
@@ -308,13 +308,13 @@ def _audio_info(container: av.container.InputContainer, scan: _Scan) -> tuple[Au
         elif stream.index in scan.audio_span and tb:
             lo, hi = scan.audio_span[stream.index]
             duration = float((hi - lo) * tb)
-        ctx = stream.codec_context
+        ctx = stream.codec_context  # None where no decoder exists for the codec (or the header is damaged)
         infos.append(
             AudioStreamInfo(
                 index=stream.index,
                 codec=ctx.name if ctx else "unknown",
-                sample_rate=int(ctx.sample_rate or 0),
-                channels=int(ctx.channels or 0),
+                sample_rate=int(ctx.sample_rate or 0) if ctx else 0,
+                channels=int(ctx.channels or 0) if ctx else 0,
                 duration_seconds=duration,
                 packets=scan.audio_packets.get(stream.index, 0),
             )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ray
 
-from anonray import audit, models, ray_scratch
+from anonray import audit, fault_injection, models, ray_scratch
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
@@ -40,10 +40,21 @@ from anonray.records import (
 from anonray.render import TMP_DIR_NAME, render_video
 from anonray.resources import ResourcePlan, plan_resources
 from anonray.resume import DoneIndex
-from anonray.tables import read_table, write_part
+from anonray.tables import read_table, table_dir, write_part
 from anonray.types import Segment, VideoInfo
 
 log = logging.getLogger("anonray")
+
+TRANSIENT_ERRORS = (
+    ray.exceptions.WorkerCrashedError,  # the worker process died (killed, crashed, preempted)
+    ray.exceptions.OutOfMemoryError,  # Ray's memory monitor killed it
+    ray.exceptions.NodeDiedError,  # its node left the cluster
+    ray.exceptions.LocalRayletDiedError,
+    ray.exceptions.ObjectLostError,  # an argument or result was lost with its node
+    ray.exceptions.RayActorError,
+)
+"""Failures of the machinery, not of the file: a render task that ends with one of these is resubmitted
+(at most ``resources.max_retries`` times); any other failure is deterministic and recorded at once."""
 
 
 @dataclass
@@ -102,10 +113,11 @@ def _ingest(file: InputFile, target_seconds: float) -> IngestOutcome:
         return IngestOutcome(file, started, time.perf_counter() - t0, error=error)
 
 
-@ray.remote(max_retries=3)
+@ray.remote(max_retries=0)  # retried by the driver, which counts the attempts (see _harvest)
 def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str, run_id: str):
     from anonray.config import validate_config
 
+    fault_injection.pause("render")
     try:
         config = validate_config(json.loads(config_json))
         return "ok", render_video(video, config, Path(output_dir), Path(state_dir), run_id)
@@ -113,24 +125,55 @@ def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir
         return "failed", (getattr(err, "error_class", "render_error"), str(err) or type(err).__name__)
 
 
+@ray.remote(num_cpus=0)
+class RestartLog:
+    """Counts the run's decode/detection actor restarts; restarted actors report here (actors.py)."""
+
+    def __init__(self):
+        self.restarts: dict[str, int] = {}
+        self.videos: dict[str, int] = {}
+
+    def restarted(self, stage: str) -> None:
+        self.restarts[stage] = self.restarts.get(stage, 0) + 1
+
+    def retried(self, video_ids: list[str]) -> None:
+        """The videos in the first batch a restarted actor processed (most likely the retried one)."""
+        for video_id in video_ids:
+            self.videos[video_id] = self.videos.get(video_id, 0) + 1
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
+        return dict(self.restarts), dict(self.videos)
+
+
 # ---------------------------------------------------------------- the detection dataset
 
 def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Config,
-                      plan: ResourcePlan) -> ray.data.Dataset:
-    """Segments -> decode actors (CPU) -> detection actors (fractional GPU or CPU): rows with boxes."""
+                      plan: ResourcePlan, restarts=None) -> ray.data.Dataset:
+    """Segments -> decode actors (CPU) -> detection actors (fractional GPU or CPU): rows with boxes.
+
+    An actor whose process dies is restarted, and its task retried, at most ``resources.max_retries``
+    times (Ray Data's default is forever); restarted actors report to ``restarts`` (a RestartLog).
+    """
     rows = [segment_row(info, s) for info, segments in videos for s in segments]
     config_json = config.canonical_json()
+    retries = config.resources.max_retries
+    # Ray 2.60 has no named map_batches parameter for these (passing them as remote args is deprecated
+    # for Ray 2.64): revisit when the pin moves.
+    fault_tolerance = {"max_restarts": retries, "max_task_retries": retries}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     ds = ds.map_batches(
-        SegmentDecoder, fn_constructor_kwargs={"config_json": config_json}, batch_size=1,
+        SegmentDecoder, fn_constructor_kwargs={"config_json": config_json, "restarts": restarts}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=plan.decode_actors), num_cpus=plan.decode_cpus,
+        **fault_tolerance,
     )
     return ds.map_batches(
         FrameDetectorActor,
-        fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2},
+        fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2,
+                               "restarts": restarts},
         batch_size=config.detection.batch_size,
         compute=ray.data.ActorPoolStrategy(size=plan.detect_actors),
         num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None, memory=plan.detect_memory,
+        **fault_tolerance,
     )
 
 
@@ -189,13 +232,33 @@ class _Run:
         self.claimed_outputs: set[str] = set()
         self.ingest_seconds: dict[str, tuple[dt.datetime, float]] = {}
         self.ctx: RunContext | None = None
+        self.state_dir: Path | None = None
+        self.output_dir: Path | None = None
+        self.plan: ResourcePlan | None = None
+        self.restart_log = None
+        """The run's RestartLog actor (None where it could not start)."""
+        self.render_retries = 0
+
+    def record(self, row: dict) -> None:
+        """Keep a finished file's row, and write it at once as a part of its own, so that a run killed
+        later (SIGKILL, a lost machine) still tells a rerun which files are done; the run's single part
+        replaces these at the end (_write_tables)."""
+        self.video_rows.append(row)
+        if self.state_dir is None:
+            return
+        try:
+            write_part(self.state_dir, "videos", f"{self.run_id}-{len(self.video_rows):07d}", [row])
+        except OSError as err:  # the end-of-run part still records it
+            log.error("run %s: a finished file's row could not be written early: %s", self.run_id,
+                      type(err).__name__)
 
     def fail(self, outcome_file: InputFile, error: tuple[str, str], started: dt.datetime,
-             info: VideoInfo | None = None, seconds_ingest: float | None = None) -> None:
+             info: VideoInfo | None = None, seconds_ingest: float | None = None, retries: int = 0) -> None:
         video_id = info.video_id if info else video_id_for(outcome_file.relative_path)
-        self.video_rows.append(failed_video_row(
+        row = failed_video_row(
             self.ctx, video_id=video_id, path=outcome_file.relative_path, error_class=error[0],
-            message=error[1], started=started, info=info, seconds_ingest=seconds_ingest))
+            message=error[1], started=started, info=info, seconds_ingest=seconds_ingest)
+        self.record({**row, "retries": retries})
         self.summary.failed += 1
         self.summary.failure_classes[error[0]] = self.summary.failure_classes.get(error[0], 0) + 1
         log.warning("video %s failed: %s", video_id, error[0])
@@ -220,6 +283,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     discovery = discover(request.inputs, output_dir, request.config.input)
     state.summary.ignored = discovery.ignored
     state_dir = prepare_state_dir(output_dir)
+    state.state_dir, state.output_dir = state_dir, output_dir
     model_names = [model_name_for(request.config, c) for c in request.config.classes]
     for name in model_names:
         models.model_path(name)  # fail fast (usage error) when weights are missing or altered
@@ -243,6 +307,11 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Pat
     request, progress = state.request, state.progress
     _configure_ray_data()
     plan = plan_resources(ray.cluster_resources(), request.config)
+    state.plan = plan
+    try:
+        state.restart_log = RestartLog.remote()
+    except Exception as err:  # noqa: BLE001 - restarts then go uncounted; the run does not depend on it
+        log.warning("run %s: actor restarts will not be counted: %s", state.run_id, type(err).__name__)
     log.info("run %s: %d file(s), %d ignored; %s", state.run_id, len(discovery.files), discovery.ignored,
              plan.describe())
     progress.start(len(discovery.files))
@@ -263,11 +332,11 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Pat
             continue
         collector = DetectionCollector(videos)
         try:
-            for batch in detection_dataset(videos, request.config, plan).iter_batches(batch_format="numpy",
-                                                                                       batch_size=None):
+            dataset = detection_dataset(videos, request.config, plan, state.restart_log)
+            for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
                 before = collector.frames_received
                 for video in collector.add_batch(batch):
-                    _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
+                    _submit_render(state, video, files_by_video, renders)
                 progress.frames_detected(collector.frames_received - before)
                 _harvest(state, renders, timeout=0)
         except Exception as err:  # noqa: BLE001 - the stage itself broke: this wave's open videos fail, the run goes on
@@ -277,12 +346,14 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Pat
                 _fail_video(state, video, files_by_video, error)
             continue
         for video in collector.drain_incomplete():
-            _submit_render(state, video, files_by_video, renders, output_dir, state_dir, plan)
+            _submit_render(state, video, files_by_video, renders)
     while renders:
         _harvest(state, renders, timeout=1.0)
 
     state.summary.wall_seconds = time.perf_counter() - wall
     run_row = _write_tables(state, state_dir, started, ray_mode, discovery_count=len(discovery.files))
+    if state.restart_log is not None:
+        ray.kill(state.restart_log)
     _write_audit(state, state_dir, output_dir, run_row)
     progress.finish(state.summary)
     return state.summary
@@ -338,32 +409,60 @@ def _fail_video(state: _Run, video: VideoDetections, files_by_video: dict[str, I
 
 
 def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str, InputFile],
-                   renders: dict, output_dir: Path, state_dir: Path, plan: ResourcePlan) -> None:
+                   renders: dict) -> None:
     if video.error:
         _fail_video(state, video, files_by_video, video.error)
         return
     state.segment_rows.extend(segment_rows(state.ctx, video))
-    ref = _render.options(num_cpus=plan.render_cpus).remote(
-        video, state.config.canonical_json(), str(output_dir), str(state_dir), state.run_id)
-    renders[ref] = (video, files_by_video[video.info.video_id])
+    _start_render(state, video, files_by_video[video.info.video_id], renders, attempt=0)
+
+
+def _start_render(state: _Run, video: VideoDetections, file: InputFile, renders: dict, attempt: int) -> None:
+    ref = _render.options(num_cpus=state.plan.render_cpus).remote(
+        video, state.config.canonical_json(), str(state.output_dir), str(state.state_dir), state.run_id)
+    renders[ref] = (video, file, attempt)
+
+
+def _actor_retries(state: _Run) -> tuple[dict[str, int], dict[str, int]]:
+    """(actor restarts per stage, restarts attributed per video) from the run's RestartLog."""
+    if state.restart_log is None:
+        return {}, {}
+    try:
+        return ray.get(state.restart_log.snapshot.remote(), timeout=30)
+    except Exception as err:  # noqa: BLE001 - counting must never fail a file
+        log.warning("run %s: actor restarts could not be read: %s", state.run_id, type(err).__name__)
+        return {}, {}
 
 
 def _harvest(state: _Run, renders: dict, timeout: float) -> None:
     if not renders:
         return
     done, _ = ray.wait(list(renders), num_returns=len(renders), timeout=timeout)
+    by_video = _actor_retries(state)[1] if done else {}
     for ref in done:
-        video, file = renders.pop(ref)
-        started, seconds = state.ingest_seconds[video.info.video_id]
+        video, file, attempt = renders.pop(ref)
+        video_id = video.info.video_id
+        started, seconds = state.ingest_seconds[video_id]
+        retries = attempt + by_video.get(video_id, 0)
         try:
             status, payload = ray.get(ref)
-        except Exception as err:  # noqa: BLE001 - the worker died past its retries
-            status, payload = "failed", ("worker_lost", type(err).__name__)
+        except TRANSIENT_ERRORS as err:
+            if attempt < state.config.resources.max_retries:
+                log.warning("video %s: render attempt %d lost (%s); retrying", video_id, attempt + 1,
+                            type(err).__name__)
+                for stale in (state.state_dir / TMP_DIR_NAME).glob(f"{video_id}-*"):  # the dead attempt's file
+                    stale.unlink(missing_ok=True)
+                state.render_retries += 1
+                _start_render(state, video, file, renders, attempt + 1)
+                continue
+            status, payload = "failed", ("worker_lost", f"{type(err).__name__} (after {attempt} retries)")
+        except Exception as err:  # noqa: BLE001 - not transient: recorded, not retried
+            status, payload = "failed", ("render_error", type(err).__name__)
         if status == "failed":
-            state.fail(file, payload, started, video.info, seconds)
+            state.fail(file, payload, started, video.info, seconds, retries=retries)
             continue
-        state.video_rows.append(ok_video_row(state.ctx, video, payload, started=started,
-                                             seconds_ingest=seconds))
+        state.record({**ok_video_row(state.ctx, video, payload, started=started, seconds_ingest=seconds),
+                      "retries": retries})
         state.summary.ok += 1
         state.summary.frames += video.info.frame_count
         state.summary.footage_seconds += video.info.duration_seconds
@@ -387,8 +486,11 @@ def _write_tables(state: _Run, state_dir: Path, started: dt.datetime, ray_mode: 
         "videos_ok": summary.ok, "videos_failed": summary.failed, "videos_skipped": summary.skipped,
         "frames_total": summary.frames, "footage_seconds": summary.footage_seconds,
         "wall_seconds": summary.wall_seconds, "exit_code": summary.exit_code,
+        "render_retries": state.render_retries, "actor_restarts": sum(_actor_retries(state)[0].values()),
     }
     write_part(state_dir, "videos", state.run_id, state.video_rows)
+    for early in table_dir(state_dir, "videos").glob(f"part-{state.run_id}-*.parquet"):  # now in the run's part
+        early.unlink(missing_ok=True)
     write_part(state_dir, "segments", state.run_id, state.segment_rows)
     write_part(state_dir, "runs", state.run_id, [run_row])
     return run_row

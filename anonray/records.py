@@ -78,6 +78,18 @@ def failed_video_row(ctx: RunContext, *, video_id: str, path: str, error_class: 
     return row
 
 
+def _qa_columns(result: RenderResult) -> dict[str, Any]:
+    """Mask statistics, anomaly flags and QA time of a rendered video (counts only, no coordinates)."""
+    row: dict[str, Any] = {"qa_flags": list(result.qa_flags), "seconds_qa": result.seconds_qa}
+    stats = result.mask_statistics
+    if stats is not None:
+        row["share_frames_masked"] = stats.share_frames_masked
+        for name in CLASS_NAMES:
+            row[f"regions_per_frame_mean_{name}"] = stats.regions_per_frame_mean[name]
+            row[f"regions_per_frame_max_{name}"] = stats.regions_per_frame_max[name]
+    return row
+
+
 def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, *, started: dt.datetime,
                  seconds_ingest: float) -> dict[str, Any]:
     info = video.info
@@ -98,6 +110,7 @@ def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, 
         "tracks_face": result.tracks.get("face", 0),
         "tracks_plate": result.tracks.get("plate", 0),
         "frames_masked": result.frames_masked,
+        **_qa_columns(result),
         "seconds_ingest": seconds_ingest,
         "seconds_decode": sum(s.decode_seconds for s in video.segments),
         "seconds_detect": sum(s.detect_seconds for s in video.segments),

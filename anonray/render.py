@@ -22,6 +22,7 @@ from anonray.config import Config
 from anonray.encode import EncodeError, transcode
 from anonray.mask import mask_frame
 from anonray.outputs import output_relative_path
+from anonray.qa import MaskStatistics, QAError, anomaly_flags, check_output, mask_statistics
 from anonray.regions import write_regions
 from anonray.scenes import find_cuts
 from anonray.track import plan_masks
@@ -54,6 +55,9 @@ class RenderResult:
     seconds_track: float
     seconds_encode: float
     audio_packets_copied: int = 0
+    mask_statistics: MaskStatistics | None = None
+    qa_flags: tuple[str, ...] = ()
+    seconds_qa: float = 0.0
 
 
 class MaskHook:
@@ -130,6 +134,10 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         if stats.frames_out != info.frame_count:
             raise RenderError("frame_count_mismatch",
                               f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
+        try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa.py)
+            qa_read = check_output(tmp, info, video.frame_pts, config.audio)
+        except QAError as err:
+            raise RenderError(err.error_class, str(err)) from None
         _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
         _fsync(tmp)
         sha256_out = sha256_file(tmp)
@@ -141,6 +149,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     finally:
         tmp.unlink(missing_ok=True)
     seconds_encode = time.perf_counter() - started
+    flags = anomaly_flags(plan, cuts, info.fps, [sum(s.detections.values()) for s in video.segments],
+                          [s.segment.frame_count for s in video.segments])
     return RenderResult(
         output_path=relative_out,
         sha256_out=sha256_out,
@@ -153,4 +163,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         seconds_track=seconds_track,
         seconds_encode=seconds_encode,
         audio_packets_copied=stats.audio_packets_copied,
+        mask_statistics=mask_statistics(plan),
+        qa_flags=tuple(flags),
+        seconds_qa=qa_read.seconds,
     )

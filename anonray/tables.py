@@ -55,16 +55,24 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("tracks_face", pa.int64()),
     pa.field("tracks_plate", pa.int64()),
     pa.field("frames_masked", pa.int64()),
+    pa.field("share_frames_masked", pa.float64()),
+    pa.field("regions_per_frame_mean_face", pa.float64()),
+    pa.field("regions_per_frame_mean_plate", pa.float64()),
+    pa.field("regions_per_frame_max_face", pa.int64()),
+    pa.field("regions_per_frame_max_plate", pa.int64()),
+    pa.field("qa_flags", pa.list_(pa.string())),
     pa.field("seconds_ingest", pa.float64()),
     pa.field("seconds_decode", pa.float64()),
     pa.field("seconds_detect", pa.float64()),
     pa.field("seconds_track", pa.float64()),
     pa.field("seconds_encode", pa.float64()),
+    pa.field("seconds_qa", pa.float64()),
     pa.field("model_ids", pa.string()),
     pa.field("config_hash", pa.string()),
     pa.field("anonray_version", pa.string()),
     pa.field("started_utc", pa.timestamp("us", tz="UTC")),
     pa.field("finished_utc", pa.timestamp("us", tz="UTC")),
+    pa.field("retries", pa.int32()),
 ])
 
 SEGMENTS_SCHEMA = pa.schema([
@@ -113,6 +121,8 @@ RUNS_SCHEMA = pa.schema([
     pa.field("footage_seconds", pa.float64()),
     pa.field("wall_seconds", pa.float64()),
     pa.field("exit_code", pa.int32()),
+    pa.field("render_retries", pa.int64()),
+    pa.field("actor_restarts", pa.int64()),
 ])
 
 TABLES: dict[str, pa.Schema] = {"videos": VIDEOS_SCHEMA, "segments": SEGMENTS_SCHEMA, "runs": RUNS_SCHEMA}

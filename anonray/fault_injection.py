@@ -1,0 +1,34 @@
+"""A test hook that holds a stage until a test has killed its process (tests/test_retries.py).
+
+Does nothing unless ``$ANONRAY_TEST_PAUSE_DIR`` is set (only tests set it; Ray workers inherit it
+from the driver that starts a local Ray). Then a process reaching ``pause(stage)`` for a stage named
+in ``$ANONRAY_TEST_PAUSE_STAGES`` writes ``<dir>/<stage>-<pid>.pid`` and waits until the test
+writes ``<dir>/<stage>.killed`` (after killing one such process by its pid), at most ``MAX_WAIT_S``.
+So the test kills a process that is certainly in the middle of a task, and retries run on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+PAUSE_DIR_ENV = "ANONRAY_TEST_PAUSE_DIR"
+PAUSE_STAGES_ENV = "ANONRAY_TEST_PAUSE_STAGES"
+MAX_WAIT_S = 120.0
+
+
+def pause(stage: str) -> None:
+    folder = os.environ.get(PAUSE_DIR_ENV)
+    if not folder or stage not in os.environ.get(PAUSE_STAGES_ENV, "").split(","):
+        return
+    where = Path(folder)
+    released = where / f"{stage}.killed"
+    if released.exists():
+        return
+    announce = where / f".{stage}-{os.getpid()}.tmp"
+    announce.write_text(str(os.getpid()))
+    announce.replace(where / f"{stage}-{os.getpid()}.pid")  # the test never reads a half-written pid
+    deadline = time.monotonic() + MAX_WAIT_S
+    while not released.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
