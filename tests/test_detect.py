@@ -133,7 +133,8 @@ def test_letterbox_geometry() -> None:
 def test_detection_image_size() -> None:
     cfg = Config()
     assert detection_image_size(1920, 1080, cfg) == (1280, 720)
-    assert detection_image_size(3840, 2160, cfg.with_overrides(classes=["face"])) == (640, 360)
+    faces_640 = cfg.with_overrides(**{"classes": ["face"], "detection.face.input_size": 640})
+    assert detection_image_size(3840, 2160, faces_640) == (640, 360)
     assert detection_image_size(640, 360, cfg) == (640, 360)  # never upscaled
     assert detection_image_size(1080, 1920, cfg) == (720, 1280)
     w, h = detection_image_size(1279, 719, cfg)
