@@ -1,4 +1,5 @@
-"""A test hook that holds a stage until a test has killed its process (tests/test_retries.py).
+"""Test hooks: hold a stage until a test has killed its process (tests/test_retries.py), and refuse to
+read marked files (tests/test_broken_inputs.py; CI runs as root, where ``chmod 000`` changes nothing).
 
 Does nothing unless ``$ANONRAY_TEST_PAUSE_DIR`` is set (only tests set it; Ray workers inherit it
 from the driver that starts a local Ray). Then a process reaching ``pause(stage)`` for a stage named
@@ -9,6 +10,7 @@ So the test kills a process that is certainly in the middle of a task, and retri
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -16,6 +18,15 @@ from pathlib import Path
 PAUSE_DIR_ENV = "ANONRAY_TEST_PAUSE_DIR"
 PAUSE_STAGES_ENV = "ANONRAY_TEST_PAUSE_STAGES"
 MAX_WAIT_S = 120.0
+DENY_READ_ENV = "ANONRAY_TEST_DENY_READ"
+"""A marker: files whose name contains it cannot be read (unset: every file can)."""
+
+
+def check_read_allowed(path: Path) -> None:
+    """Raise the PermissionError a file without read permission gives, for files a test marked."""
+    marker = os.environ.get(DENY_READ_ENV)
+    if marker and marker in path.name:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
 
 def pause(stage: str) -> None:

@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from anonray.checksums import sha256_file
+from anonray.fault_injection import check_read_allowed
 from anonray.types import AudioStreamInfo, Segment, VideoInfo
 
 _FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
@@ -65,6 +66,7 @@ _SNIFF_BYTES = 4096
 
 def _open(path: Path, relative_path: str) -> av.container.InputContainer:
     try:
+        check_read_allowed(path)
         size = path.stat().st_size
     except FileNotFoundError:
         raise IngestError("input_vanished", f"{relative_path}: the file no longer exists") from None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import ray
 
+from anonray.fault_injection import DENY_READ_ENV
 from anonray.samples import SAMPLE_FORMATS, SampleTruth, sample_paths, write_sample_video
+
+DENY_READ_MARKER = "no-read-permission"
+"""Inputs named with this marker raise PermissionError when read, in the session-wide Ray's workers."""
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +31,9 @@ def ray_session():
     """One local Ray instance for the session, with a logical GPU so the fractional-GPU detection
     actors are scheduled (they fall back to the CPU inside)."""
     if not ray.is_initialized():
+        # Ray workers inherit the environment: files named with this marker cannot be read (the
+        # permission case of the broken-input batch; CI runs as root, where chmod 000 does nothing).
+        os.environ[DENY_READ_ENV] = DENY_READ_MARKER
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     yield
     ray.shutdown()

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from _video_checks import analysed_video
+from conftest import DENY_READ_MARKER
 
 import anonray.ingest
 from anonray.collect import SegmentStats, VideoDetections
@@ -246,7 +247,10 @@ def test_batch_with_every_kind_of_broken_file(ray_session, tmp_path):
         write_sample_video(inputs / name, format="h264_mp4", frames=25)
     for name in ("vanish.mp4", "change.mp4"):
         write_sample_video(inputs / name, format="h264_mp4", frames=50)
-    expected.update({"vanish.mp4": "input_vanished", "change.mp4": "input_changed"})
+    denied = f"{DENY_READ_MARKER}.mp4"  # conftest: the session's Ray workers refuse to read it
+    write_sample_video(inputs / denied, format="h264_mp4", frames=25)
+    expected.update({"vanish.mp4": "input_vanished", "change.mp4": "input_changed", denied: "permission_denied"})
+    assert len(set(expected.values())) >= 12
     out = tmp_path / "out"
     summary = run(RunRequest([str(inputs)], out, Config()),
                   _Saboteur(inputs / "vanish.mp4", inputs / "change.mp4"))
@@ -266,3 +270,10 @@ def test_batch_with_every_kind_of_broken_file(ray_session, tmp_path):
                        if p.is_file() and "_anonray" not in p.parts)
     assert published == ["good_a.mp4", "good_b.mp4"]
     assert not list((out / "_anonray" / "tmp").iterdir())
+
+    # The rerun skips what is done and tries every failed file again (which fails again).
+    write_sample_video(inputs / "vanish.mp4", format="h264_mp4", frames=50)
+    again = run(RunRequest([str(inputs)], out, Config()))
+    assert again.exit_code == 1 and again.ok == 2 and again.skipped == 2
+    assert again.failed == len(expected) - 2  # vanish.mp4 and change.mp4 are fine now
+
