@@ -75,12 +75,30 @@ class VideoDetections:
     """(frames, SIGNATURE_BYTES) uint8 scene signatures (zeros where none arrived)."""
 
     @property
+    def damaged(self) -> bool:
+        """Whether a segment lost frames to damaged data (an error in DAMAGE_CLASSES)."""
+        return any(s.error_class in DAMAGE_CLASSES for s in self.segments)
+
+    @property
+    def frames_not_analysed(self) -> int:
+        """Presentation indices detection never saw (frame_pts -1)."""
+        return int((np.asarray(self.frame_pts) < 0).sum())
+
+    def failure(self, on_damage: str = "fail") -> tuple[str, str] | None:
+        """The video's failure under the ``input.on_damage`` policy: ``error``, except that with
+        ``mask_whole_frame`` damage alone is no failure (render masks the frames not analysed whole)."""
+        error = self.error
+        if error is not None and error[0] == "damaged_frames" and on_damage == "mask_whole_frame":
+            return None
+        return error
+
+    @property
     def error(self) -> tuple[str, str] | None:
         """The video's failure, if any: the first segment error that is not damage, else the damage.
 
         Damaged data (frames the decoder could not produce) fails the whole video as
-        ``damaged_frames`` with the number of frames lost: a frame that was never analysed is never
-        written, masked or not.
+        ``damaged_frames`` with the number of frames lost: by default a frame that was never analysed
+        is never written, masked or not (``failure`` applies the ``input.on_damage`` policy).
         """
         damaged = [s for s in self.segments if s.error_class in DAMAGE_CLASSES]
         for s in self.segments:

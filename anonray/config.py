@@ -174,6 +174,11 @@ class SegmentConfig(_Strict):
 class InputConfig(_Strict):
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
     exclude: list[str] = Field(default_factory=list)
+    on_damage: Literal["fail", "mask_whole_frame"] = Field(
+        "fail", description="A video with damaged data (frames the decoder could not produce): 'fail' writes no "
+        "output (error_class damaged_frames); 'mask_whole_frame' writes it with every frame that detection did "
+        "not analyse filled whole with mask.color (whatever mask.style), the other frames masked as usual, and "
+        "frames that cannot be decoded at all left out (videos.frames_masked_whole, videos.frames_lost).")
 
 
 class ResourceConfig(_Strict):

@@ -54,6 +54,8 @@ class TranscodeStats:
     audio_packets_copied: int
     seconds: float
     audio_frames_reencoded: int = 0
+    video_packets_skipped: int = 0
+    """Video packets the decoder rejected as invalid data and that were skipped (skip_damaged only)."""
 
 
 def working_pixel_format(pix_fmt: str | None, width: int, height: int) -> tuple[str, bool]:
@@ -179,8 +181,11 @@ class _Transcoder:
     """The state of one transcode (kept small so each step is a short method)."""
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer,
-                 info: VideoInfo, cfg: Config, fmt_name: str, frame_hook: FrameHook | None) -> None:
+                 info: VideoInfo, cfg: Config, fmt_name: str, frame_hook: FrameHook | None,
+                 skip_damaged: bool = False) -> None:
         self.inp, self.out, self.hook = inp, out, frame_hook
+        self.skip_damaged = skip_damaged
+        self.packets_skipped = 0
         streams = inp.streams.video
         index = next((i for i, s in enumerate(streams) if s.index == info.video_stream_index), 0)
         self.src = streams[index]
@@ -214,6 +219,11 @@ class _Transcoder:
     def _video_packet(self, packet: av.Packet | None) -> None:
         try:
             frames = self.src.decode(packet)
+        except av.error.InvalidDataError as err:
+            if not self.skip_damaged or packet is None:
+                raise EncodeError("decode", _ffmpeg_message(err)) from None
+            self.packets_skipped += 1  # damaged data: the frames after it still come out (as in decode.py)
+            return
         except av.error.FFmpegError as err:
             raise EncodeError("decode", _ffmpeg_message(err)) from None
         for frame in frames:
@@ -299,7 +309,7 @@ class _Transcoder:
 
     def stats(self, seconds: float) -> TranscodeStats:
         return TranscodeStats(self.frames_in, self.frames_out, self.video_packets, self.audio_copied,
-                              seconds, self.audio_reencoded)
+                              seconds, self.audio_reencoded, self.packets_skipped)
 
 
 def _close_quietly(out: av.container.OutputContainer) -> None:
@@ -309,8 +319,11 @@ def _close_quietly(out: av.container.OutputContainer) -> None:
 
 
 def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: FrameHook | None = None,
-              container_format: str | None = None) -> TranscodeStats:
+              container_format: str | None = None, skip_damaged: bool = False) -> TranscodeStats:
     """Transcode src to dst in one pass, calling frame_hook(presentation_index, frame) on every frame.
+
+    skip_damaged: a video packet the decoder rejects as invalid data is skipped (its frames are not
+    written) instead of failing the transcode; the caller accounts for the frames that are missing.
 
     The muxer is container_format, or the one for dst's suffix (see outputs.container_format_for).
     dst is written exactly as given; on failure it is closed and may hold a partial file, which the
@@ -333,7 +346,7 @@ def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: Fr
         except av.error.FFmpegError as err:
             raise EncodeError("open_output", _ffmpeg_message(err)) from None
         try:
-            job = _Transcoder(inp, out, info, cfg, fmt_name, frame_hook)
+            job = _Transcoder(inp, out, info, cfg, fmt_name, frame_hook, skip_damaged)
             job.run()
         except av.error.FFmpegError as err:
             _close_quietly(out)

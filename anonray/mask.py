@@ -224,6 +224,20 @@ def mask_frame(frame: av.VideoFrame, boxes: np.ndarray, shapes: np.ndarray, cfg:
     return frame
 
 
+def fill_whole_frame(frame: av.VideoFrame, cfg: MaskConfig) -> av.VideoFrame:
+    """Fill the whole picture with the solid mask colour (``cfg.color``, whatever ``cfg.style``).
+
+    For frames that detection never analysed (input.on_damage = mask_whole_frame): nothing of the
+    picture survives, not even blurred; pts/time_base are kept.
+    """
+    frame = working_frame(frame)
+    frame.make_writable()
+    yuv = rgb_to_yuv(cfg.rgb(), matrix_for(frame.colorspace, frame.height), is_full_range(frame))
+    for idx, plane in enumerate(frame.planes[:3]):
+        _plane_view(plane)[:] = yuv[idx]
+    return frame
+
+
 def rasterize_regions(boxes: np.ndarray, shapes: np.ndarray, width: int, height: int) -> np.ndarray:
     """bool (height, width): the luma pixels the given regions cover (the same geometry masking uses)."""
     out = np.zeros((height, width), bool)

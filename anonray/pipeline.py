@@ -410,8 +410,9 @@ def _fail_video(state: _Run, video: VideoDetections, files_by_video: dict[str, I
 
 def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str, InputFile],
                    renders: dict) -> None:
-    if video.error:
-        _fail_video(state, video, files_by_video, video.error)
+    error = video.failure(state.config.input.on_damage)  # damage renders with input.on_damage=mask_whole_frame
+    if error:
+        _fail_video(state, video, files_by_video, error)
         return
     state.segment_rows.extend(segment_rows(state.ctx, video))
     _start_render(state, video, files_by_video[video.info.video_id], renders, attempt=0)

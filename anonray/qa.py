@@ -154,18 +154,25 @@ def _duration(times: list[Fraction]) -> float:
     return float(times[-1] - times[0] + (times[-1] - times[-2]))
 
 
-def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str) -> list[str]:
+def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str,
+                    frames_lost: int = 0) -> list[str]:
     """Every way the output differs from the input, each as a sentence ([] when it matches).
 
     frame_pts: the input's pts per presentation index (what detection analysed), in the input time base.
+    frames_lost: input frames recorded as lost to damaged data (input.on_damage = mask_whole_frame);
+    then frame_pts holds the pts of exactly the frames written, and the output must hold exactly those:
+    the input's frame count less frames_lost, at those timestamps.
     """
     problems: list[str] = []
+    expected = info.frame_count - frames_lost
     if read.decode_error:
         problems.append(f"the output could not be decoded to the end ({read.decode_error}) after "
                         f"{read.frames_decoded} frames")
-    if read.frames_decoded != info.frame_count:
-        problems.append(f"the output decodes to {read.frames_decoded} frames, the input has {info.frame_count}")
-    problems += _timestamp_problems(read, info, frame_pts)
+    if read.frames_decoded != expected:
+        lost = f" ({frames_lost} were lost to damaged data, so {expected} were expected)" if frames_lost else ""
+        problems.append(f"the output decodes to {read.frames_decoded} frames, the input has {info.frame_count}"
+                        + lost)
+    problems += _timestamp_problems(read, info, frame_pts, expected)
     if (read.width, read.height) != (info.width, info.height) and not read.decode_error:
         problems.append(f"the output is {read.width}x{read.height} pixels, the input {info.width}x{info.height}")
     if read.sample_aspect_ratio != _normal_ratio(info.sample_aspect_ratio) and not read.decode_error:
@@ -185,9 +192,9 @@ def _normal_ratio(text: str) -> str:
         return "1:1"
 
 
-def _timestamp_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray) -> list[str]:
+def _timestamp_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, frames: int) -> list[str]:
     expected = [int(p) * info.time_base_fraction for p in np.sort(np.asarray(frame_pts, np.int64)) if p >= 0]
-    if len(expected) != info.frame_count or len(read.frame_times) != len(expected):
+    if len(expected) != frames or len(read.frame_times) != len(expected):
         return []  # a frame count problem is already reported
     tolerance = max(TIMESTAMP_TOLERANCE_SECONDS, float(read.time_base or 0))
     moved = [i for i, (a, b) in enumerate(zip(expected, read.frame_times, strict=True))
@@ -222,10 +229,11 @@ def _audio_problems(read: OutputRead, info: VideoInfo, audio_mode: str) -> list[
     return problems
 
 
-def check_output(path: str | Path, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str) -> OutputRead:
-    """Inspect ``path`` against the input; raise QAError naming every difference."""
+def check_output(path: str | Path, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str,
+                 frames_lost: int = 0) -> OutputRead:
+    """Inspect ``path`` against the input; raise QAError naming every difference (see output_problems)."""
     read = inspect_output(path)
-    problems = output_problems(read, info, frame_pts, audio_mode)
+    problems = output_problems(read, info, frame_pts, audio_mode, frames_lost)
     if problems:
         raise QAError("the output failed its checks, so it was not published: " + "; ".join(problems), problems)
     return read

@@ -20,7 +20,7 @@ from anonray.checksums import sha256_file
 from anonray.collect import VideoDetections
 from anonray.config import Config
 from anonray.encode import EncodeError, transcode
-from anonray.mask import mask_frame
+from anonray.mask import fill_whole_frame, mask_frame
 from anonray.outputs import output_relative_path
 from anonray.qa import MaskStatistics, QAError, anomaly_flags, check_output, mask_statistics
 from anonray.regions import write_regions
@@ -58,22 +58,43 @@ class RenderResult:
     mask_statistics: MaskStatistics | None = None
     qa_flags: tuple[str, ...] = ()
     seconds_qa: float = 0.0
+    frames_masked_whole: int = 0
+    """Frames written filled whole with the mask colour: not analysed by detection (damaged data)."""
+    frames_lost: int = 0
+    """Input frames not written: the render-time decode could not produce them (damaged data)."""
+
+
+FLAG_DAMAGED_FRAMES = "damaged_frames"
+"""qa_flags entry of an output written with input.on_damage = mask_whole_frame that masked or lost frames."""
 
 
 class MaskHook:
-    """The frame hook handed to the transcoder: masks each frame by its pts, refuses unknown frames."""
+    """The frame hook handed to the transcoder: masks each frame by its pts, refuses unknown frames.
 
-    def __init__(self, plan: MaskPlan, frame_pts: np.ndarray, config: Config):
+    With ``whole_frame`` (input.on_damage = mask_whole_frame on a damaged video), a frame detection
+    never analysed is filled whole with the mask colour instead of refused.
+    """
+
+    def __init__(self, plan: MaskPlan, frame_pts: np.ndarray, config: Config, whole_frame: bool = False):
         self._plan = plan
         self._regions = plan.regions_by_frame()
         self._index_of_pts = {int(p): i for i, p in enumerate(frame_pts) if p >= 0}
         self._mask_config = config.mask
+        self._whole_frame = whole_frame
+        self.written_pts: list[int] = []
+        """pts of every frame handed to the encoder, in decode order."""
+        self.masked_whole = 0
 
     def __call__(self, frame_index: int, frame: av.VideoFrame) -> av.VideoFrame:
         index = self._index_of_pts.get(int(frame.pts)) if frame.pts is not None else None
         if index is None:
-            raise RenderError("frame_not_analysed",
-                              f"frame {frame_index} was not seen by detection; refusing to write it unmasked")
+            if not self._whole_frame or frame.pts is None:
+                raise RenderError("frame_not_analysed",
+                                  f"frame {frame_index} was not seen by detection; refusing to write it unmasked")
+            self.written_pts.append(int(frame.pts))
+            self.masked_whole += 1
+            return fill_whole_frame(frame, self._mask_config)
+        self.written_pts.append(int(frame.pts))
         rows = self._regions.get(index)
         if rows is None:
             return frame
@@ -125,17 +146,26 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     started = time.perf_counter()
     source = Path(info.source_path)
     _check_input_unchanged(source, info, full=False)
+    # input.on_damage = mask_whole_frame: frames detection never saw are filled whole, frames the decoder
+    # cannot produce here either are left out (counted as lost); QA then expects exactly the frames written.
+    whole = config.input.on_damage == "mask_whole_frame" and video.damaged
+    hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
     try:
         try:
-            stats = transcode(source, tmp, info, config, MaskHook(plan, video.frame_pts, config))
+            stats = transcode(source, tmp, info, config, hook, skip_damaged=whole)
         except EncodeError:
             _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
             raise
-        if stats.frames_out != info.frame_count:
+        frames_lost = info.frame_count - stats.frames_out if whole else 0
+        if whole and stats.frames_out == 0:
+            raise RenderError("damaged_frames", f"none of the {info.frame_count} frames could be decoded; "
+                              "no output was written")
+        if stats.frames_out != info.frame_count - frames_lost or frames_lost < 0:
             raise RenderError("frame_count_mismatch",
                               f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
+        expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
         try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa.py)
-            qa_read = check_output(tmp, info, video.frame_pts, config.audio)
+            qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost)
         except QAError as err:
             raise RenderError(err.error_class, str(err)) from None
         _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
@@ -151,6 +181,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     seconds_encode = time.perf_counter() - started
     flags = anomaly_flags(plan, cuts, info.fps, [sum(s.detections.values()) for s in video.segments],
                           [s.segment.frame_count for s in video.segments])
+    if hook.masked_whole or frames_lost:
+        flags = sorted([*flags, FLAG_DAMAGED_FRAMES])
     return RenderResult(
         output_path=relative_out,
         sha256_out=sha256_out,
@@ -166,4 +198,6 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         mask_statistics=mask_statistics(plan),
         qa_flags=tuple(flags),
         seconds_qa=qa_read.seconds,
+        frames_masked_whole=hook.masked_whole,
+        frames_lost=frames_lost,
     )

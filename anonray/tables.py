@@ -55,6 +55,8 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("tracks_face", pa.int64()),
     pa.field("tracks_plate", pa.int64()),
     pa.field("frames_masked", pa.int64()),
+    pa.field("frames_masked_whole", pa.int64()),
+    pa.field("frames_lost", pa.int64()),
     pa.field("share_frames_masked", pa.float64()),
     pa.field("regions_per_frame_mean_face", pa.float64()),
     pa.field("regions_per_frame_mean_plate", pa.float64()),
