@@ -306,7 +306,8 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Pat
     """The run itself, once Ray is up (see ``run``)."""
     request, progress = state.request, state.progress
     _configure_ray_data()
-    plan = plan_resources(ray.cluster_resources(), request.config)
+    node_cpus = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    plan = plan_resources(ray.cluster_resources(), request.config, node_cpus)
     state.plan = plan
     try:
         state.restart_log = RestartLog.remote()

@@ -37,12 +37,24 @@ class ResourcePlan:
                 f"render tasks at {self.render_cpus:g} CPU each")
 
 
-def plan_resources(cluster: dict[str, float], config: Config) -> ResourcePlan:
-    """Size the pools from ``ray.cluster_resources()``-style totals."""
-    cpus = float(cluster.get("CPU", 1.0))
+MIN_ACTOR_CPUS = 0.05
+"""The smallest logical CPU share an actor asks for, even on a cluster that has no CPUs yet (autoscaling)."""
+
+
+def plan_resources(cluster: dict[str, float], config: Config,
+                   node_cpus: list[float] | None = None) -> ResourcePlan:
+    """Size the pools from ``ray.cluster_resources()``-style totals.
+
+    ``node_cpus``, the CPUs of each alive node, spreads the work: one decode actor at least per node with
+    CPUs (Ray Data places pool actors with the SPREAD strategy), and a render task no larger than half
+    the biggest node, so that it fits beside that node's actors (two 1-CPU nodes: 0.5).
+    """
+    cpus = max(float(cluster.get("CPU", 1.0)), 0.0)
     gpus = float(cluster.get("GPU", 0.0))
     knobs = config.resources
-    render_cpus = min(knobs.encode_cpus, max(cpus / 2, 0.25))
+    cpu_nodes = [c for c in node_cpus or [] if c > 0]
+    biggest = max(cpu_nodes, default=cpus)
+    render_cpus = min(knobs.encode_cpus, max(min(cpus, biggest) / 2, 0.25))
     if gpus > 0:
         per_gpu = knobs.gpus_per_detector
         detect_actors = knobs.detect_actors or max(1, min(int(gpus / per_gpu), int(cpus // 2) or 1))
@@ -50,15 +62,17 @@ def plan_resources(cluster: dict[str, float], config: Config) -> ResourcePlan:
     else:
         detect_actors = knobs.detect_actors or max(1, int(cpus // 4))
         detect_cpus, detect_gpus = 0.75, 0.0
-    decode_actors = knobs.decode_actors or max(1, int(cpus // 8))
+    decode_actors = knobs.decode_actors or max(1, int(cpus // 8), len(cpu_nodes))
     decode_cpus = 0.25
-    budget = cpus - render_cpus
+    budget = max(cpus - render_cpus, 0.0)
     while decode_actors * decode_cpus + detect_actors * detect_cpus > budget and detect_actors > 1:
         detect_actors -= 1
     while decode_actors * decode_cpus + detect_actors * detect_cpus > budget and decode_actors > 1:
         decode_actors -= 1
     used = decode_actors * decode_cpus + detect_actors * detect_cpus
     if used > budget:  # tiny nodes: shrink the logical shares rather than starve rendering
-        decode_cpus, detect_cpus = decode_cpus * budget / used, detect_cpus * budget / used
+        scale = budget / used  # never negative: a cluster without CPUs gets the smallest shares
+        decode_cpus = max(decode_cpus * scale, MIN_ACTOR_CPUS)
+        detect_cpus = max(detect_cpus * scale, MIN_ACTOR_CPUS)
     return ResourcePlan(decode_actors, decode_cpus, detect_actors, detect_cpus, detect_gpus, render_cpus,
                         ingest_cpus=0.25)

@@ -27,3 +27,19 @@ def test_gpu_detectors_share_gpus_fractionally():
 def test_cpu_fallback_without_gpus():
     plan = plan_resources({"CPU": 2.0}, Config())
     assert not plan.uses_gpu and plan.detect_gpus == 0.0
+
+
+def test_two_one_cpu_nodes_get_a_decode_actor_each_and_room_to_render():
+    plan = plan_resources({"CPU": 2.0}, Config(), node_cpus=[1.0, 1.0])
+    assert plan.decode_actors == 2 and plan.detect_actors == 1
+    # one node: a decode actor and the detector; the other: a decode actor, a render task and an ingest task
+    assert plan.decode_cpus + plan.detect_cpus <= 1.0 + 1e-9
+    assert plan.decode_cpus + plan.render_cpus + plan.ingest_cpus <= 1.0 + 1e-9
+    assert plan_resources({"CPU": 2.0}, Config(), node_cpus=[2.0]) == plan_resources({"CPU": 2.0}, Config())
+
+
+@pytest.mark.parametrize("cpus", [0.0, -1.0])
+def test_no_cpus_never_gives_negative_shares(cpus):
+    plan = plan_resources({"CPU": cpus}, Config())
+    assert plan.decode_cpus > 0 and plan.detect_cpus > 0 and plan.render_cpus > 0
+    assert plan.decode_actors >= 1 and plan.detect_actors >= 1
