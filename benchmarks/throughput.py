@@ -1,31 +1,68 @@
-"""Throughput of anonray end to end against the transcode floor, measured in one run on the same footage.
+"""Throughput of anonray end to end against the transcode floor and deface, measured in one run on the same footage.
 
-    python benchmarks/throughput.py --input CLIP --frames N --json OUT.json
+    python benchmarks/throughput.py --input CLIP --frames N --json OUT.json [--skip-deface]
+        [--gpu-host] [--gpus G] [--parallel P]
 
 CLIP is looped to N frames by remuxing its packets (no re-encode, so the footage is the source's),
-then measured:
+then measured, one after the other, on that looped clip:
 
-- ``anonray_fps``: frames / wall time of one cold ``anonray run`` subprocess with the default
-  configuration (faces and plates), local Ray started by the command itself;
 - ``transcode_fps``: a plain PyAV decode + libx264 encode at anonray's encoder settings (CRF, preset)
-  with the audio copied: the floor anonray cannot beat while it re-encodes every frame.
+  with the audio copied: the floor anonray cannot beat while it re-encodes every frame. With
+  ``--parallel P`` (P > 1), P such transcodes of the clip run at once in separate processes and
+  ``transcode_fps`` is their total (P x N frames / wall of the slowest);
+- ``anonray_fps``: frames / wall time of one cold ``anonray run`` subprocess with the default
+  configuration (faces and plates), local Ray started by the command itself; plus
+  ``anonray_footage_seconds_per_wall_second``;
+- ``deface_fps``: frames / wall time of one cold ``deface`` 1.5.0 subprocess with its defaults (faces only,
+  blur, threshold 0.2, detection at full resolution: no ``--scale``) writing to a temporary file. deface
+  is installed with onnxruntime (CPU build) in a venv of its own under ``$ANONRAY_CACHE`` (default
+  ``~/.cache/anonray``) the first time, which needs network: ``--skip-deface`` leaves it out
+  (``deface_fps`` is then null).
 
-Writes the raw timings and ratios to OUT.json and prints a markdown table.
+Writes those keys, the raw timings and the ratios (anonray / transcode floor, anonray / deface) to OUT.json
+and prints a markdown table.
+
+GPU host mode: on by default when ``nvidia-smi -L`` lists a GPU (``--gpu-host`` forces it on,
+``--no-gpu-host`` off). It adds ``gpu_hours_per_100h_footage`` for the anonray run:
+
+    (GPUs used x anonray wall seconds / 3600) / (footage seconds / 3600) x 100
+
+where GPUs used is ``--gpus`` if given, else the ``cluster_gpus`` that the run recorded in its ``runs``
+table, else the number ``nvidia-smi -L`` lists (GPUs reserved for the whole run, idle time included: the
+figure for capacity planning). On a GPU host ``--parallel`` defaults to ``os.cpu_count()`` (the issue's
+"16-core transcode floor" on a 16-core host: one single-video libx264 transcode cannot use 16 cores well);
+elsewhere it defaults to 1. ``machine_hours_per_100h_footage`` (the same formula with one machine) is
+always written.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import av
+
+# keys OUT.json always has (values may be null where a measure was skipped)
+RESULT_KEYS = (
+    "input", "frames", "footage_seconds", "machine", "encoder", "gpu_host", "gpus",
+    "transcode_fps", "transcode_seconds", "transcode_parallel",
+    "anonray_fps", "anonray_footage_seconds_per_wall_second", "anonray_seconds",
+    "deface_fps", "deface_seconds", "deface",
+    "anonray_over_transcode", "anonray_over_deface",
+    "machine_hours_per_100h_footage", "gpu_hours_per_100h_footage",
+)
 
 
 def _loop_span_seconds(src: Path) -> tuple[int, float]:
@@ -37,12 +74,19 @@ def _loop_span_seconds(src: Path) -> tuple[int, float]:
         return len(pts), float((pts[-1] - pts[0]) * vs.time_base) + frame
 
 
+def loops_needed(frames: int, per_loop: int) -> int:
+    """How many copies of a ``per_loop``-frame clip it takes to reach ``frames`` frames (the last one cut)."""
+    if per_loop <= 0:
+        raise ValueError("the clip has no video frames")
+    return -(-frames // per_loop)
+
+
 def loop_clip(src: Path, dst: Path, frames: int) -> int:
     """Remux ``src`` repeatedly (video + first audio stream, timestamps shifted) up to ``frames`` frames."""
     per_loop, span = _loop_span_seconds(src)
     written = 0
     with av.open(str(dst), "w") as out:
-        for k in range(-(-frames // per_loop)):
+        for k in range(loops_needed(frames, per_loop)):
             with av.open(str(src)) as inp:
                 wanted = [inp.streams.video[0], *inp.streams.audio[:1]]
                 if k == 0:
@@ -89,7 +133,49 @@ def plain_transcode(src: Path, dst: Path, crf: int, preset: str) -> int:
     return frames
 
 
-def run_anonray(clip: Path, workdir: Path) -> dict[str, float]:
+def parallel_transcodes(src: Path, workdir: Path, crf: int, preset: str, parallel: int) -> tuple[int, float]:
+    """``parallel`` plain transcodes of ``src`` at once (one process each; in-process when 1):
+    total frames encoded and the wall seconds until the last one finished."""
+    if parallel <= 1:
+        started = time.perf_counter()
+        frames = plain_transcode(src, workdir / "floor.mp4", crf, preset)
+        return frames, time.perf_counter() - started
+    with ProcessPoolExecutor(parallel, mp_context=get_context("spawn")) as pool:
+        # start the workers (and their imports) before the clock does
+        list(pool.map(math.sqrt, range(parallel)))
+        started = time.perf_counter()
+        futures = [pool.submit(plain_transcode, src, workdir / f"floor-{i}.mp4", crf, preset)
+                   for i in range(parallel)]
+        frames = sum(f.result() for f in futures)
+        return frames, time.perf_counter() - started
+
+
+def count_gpus() -> int:
+    """GPUs ``nvidia-smi -L`` lists (restricted to ``CUDA_VISIBLE_DEVICES`` when set); 0 without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    listed = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return min(listed, len(ids))
+    return listed
+
+
+def hours_per_100h(units: float, wall_seconds: float, footage_seconds: float) -> float:
+    """(units x wall / 3600) / (footage / 3600) x 100: e.g. GPU-hours per 100 h of footage."""
+    return (units * wall_seconds / 3600.0) / (footage_seconds / 3600.0) * 100.0
+
+
+def default_parallel(gpu_host: bool, cpus: int | None) -> int:
+    return max(1, cpus or 1) if gpu_host else 1
+
+
+def run_anonray(clip: Path, workdir: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "anonray", "run", str(clip), "--output", str(workdir / "anon")]
     started = time.perf_counter()
@@ -100,8 +186,116 @@ def run_anonray(clip: Path, workdir: Path) -> dict[str, float]:
         raise SystemExit(f"anonray run failed with exit code {proc.returncode}")
     import pyarrow.parquet as pq
 
-    row = pq.read_table(workdir / "anon" / "_anonray" / "videos").to_pylist()[0]
-    return {"wall_seconds": wall, **{k: row[k] for k in row if k.startswith("seconds_")}}
+    state = workdir / "anon" / "_anonray"
+    row = pq.read_table(state / "videos").to_pylist()[0]
+    run = pq.read_table(state / "runs").to_pylist()[0]
+    return {"wall_seconds": wall, **{k: row[k] for k in row if k.startswith("seconds_")},
+            "run_wall_seconds": run.get("wall_seconds"), "cluster_cpus": run.get("cluster_cpus"),
+            "cluster_gpus": run.get("cluster_gpus")}
+
+
+def _deface_tool():
+    """``benchmarks.deface_tool``, importable whether this file runs as a script or as a module."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import deface_tool
+
+    return deface_tool
+
+
+def run_deface(clip: Path, workdir: Path) -> dict[str, Any]:
+    """One cold ``deface`` subprocess with its defaults on ``clip``, output to a file in ``workdir``."""
+    tool = _deface_tool()
+    try:
+        deface = tool.deface_venv(tool.default_cache())
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"could not install deface {tool.DEFACE_VERSION} ({exc}); "
+                         "run with --skip-deface on a machine without network") from exc
+    target = workdir / "deface.mp4"
+    cmd = [str(deface), str(tool.deface_input(clip, workdir)), "-o", str(target)]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0 or not target.exists():
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"deface failed with exit code {proc.returncode}")
+    with av.open(str(target)) as out:
+        vs = out.streams.video[0]
+        frames_out = sum(1 for p in out.demux(vs) if p.size)
+    # output_frames may exceed the clip's frames: deface writes at a constant rate, filling pts gaps
+    return {"version": tool.DEFACE_VERSION, "command": ["deface", Path(cmd[1]).name, "-o", target.name],
+            "wall_seconds": wall, "output_frames": frames_out}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def build_result(*, name: str, frames: int, footage_seconds: float, crf: int, preset: str, transcode_frames: int,
+                 transcode_wall: float, parallel: int, anon: dict[str, Any], deface: dict[str, Any] | None,
+                 gpu_host: bool, gpus: float) -> dict[str, Any]:
+    """OUT.json's content from the raw measures."""
+    anon_wall = anon["wall_seconds"]
+    transcode_fps = transcode_frames / transcode_wall
+    anonray_fps = frames / anon_wall
+    deface_fps = frames / deface["wall_seconds"] if deface else None
+    return {
+        "input": name,
+        "frames": frames,
+        "footage_seconds": footage_seconds,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node()},
+        "encoder": {"codec": "libx264", "crf": crf, "preset": preset},
+        "gpu_host": gpu_host,
+        "gpus": gpus if gpu_host else 0,
+        "transcode_fps": transcode_fps,
+        "transcode_seconds": transcode_wall,
+        "transcode_parallel": parallel,
+        "transcode_frames": transcode_frames,
+        "anonray_fps": anonray_fps,
+        "anonray_footage_seconds_per_wall_second": footage_seconds / anon_wall,
+        "anonray_footage_seconds_per_second": footage_seconds / anon_wall,  # older name of the key above
+        "anonray_seconds": anon,
+        "deface_fps": deface_fps,
+        "deface_seconds": deface["wall_seconds"] if deface else None,
+        "deface": deface,
+        "anonray_over_transcode": _ratio(anonray_fps, transcode_fps),
+        "anonray_over_deface": _ratio(anonray_fps, deface_fps),
+        "machine_hours_per_100h_footage": hours_per_100h(1, anon_wall, footage_seconds),
+        "gpu_hours_per_100h_footage": hours_per_100h(gpus, anon_wall, footage_seconds) if gpu_host else None,
+    }
+
+
+def _num(v: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The markdown table printed at the end of a run: fps, footage speed and ratios per measure."""
+    enc, footage, frames = result["encoder"], result["footage_seconds"], result["frames"]
+    parallel = result["transcode_parallel"]
+    floor_fps, anon_fps, deface_fps = result["transcode_fps"], result["anonray_fps"], result["deface_fps"]
+    floor_name = f"plain PyAV decode + libx264 ({enc['preset']}, CRF {enc['crf']})"
+    if parallel > 1:
+        floor_name += f", {parallel} in parallel (total)"
+    speed = footage / frames  # footage seconds per frame
+    rows = [
+        (floor_name, floor_fps),
+        ("anonray run (cold, default config, faces + plates)", anon_fps),
+        (f"deface {(result['deface'] or {}).get('version', '1.5.0')} (cold, defaults, faces only)", deface_fps),
+    ]
+    lines = ["| measure | fps | footage s / wall s | ratio to transcode floor | anonray / this |",
+             "| --- | --- | --- | --- | --- |"]
+    for label, fps in rows:
+        lines.append(f"| {label} | {_num(fps, '.1f')} | {_num(None if fps is None else fps * speed)} | "
+                     f"{_num(_ratio(fps, floor_fps))} | {_num(_ratio(anon_fps, fps))} |")
+    lines.append("")
+    lines.append(f"{frames} frames, {footage:.1f} s of footage; anonray: "
+                 f"{result['machine_hours_per_100h_footage']:.2f} machine-hours per 100 h of footage")
+    if result["gpu_host"]:
+        lines[-1] += (f", {_num(result['gpu_hours_per_100h_footage'])} GPU-hours per 100 h of footage "
+                      f"({_num(result['gpus'], 'g')} GPUs)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,43 +304,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--skip-deface", action="store_true", help="Leave deface out (no network to install it).")
+    parser.add_argument("--gpu-host", action=argparse.BooleanOptionalAction, default=None,
+                        help="GPU host mode (default: on when nvidia-smi lists a GPU).")
+    parser.add_argument("--gpus", type=float, default=None,
+                        help="GPUs the anonray run used, for GPU-hours (default: the run's cluster_gpus).")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="Transcodes run at once for the floor (default: os.cpu_count() on a GPU host, else 1).")
     args = parser.parse_args(argv)
 
     from anonray.config import Config
 
     encoder = Config().encoder
+    listed_gpus = count_gpus()
+    gpu_host = args.gpu_host if args.gpu_host is not None else listed_gpus > 0
+    parallel = args.parallel if args.parallel is not None else default_parallel(gpu_host, os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="anonray-bench-") as tmp:
         work = Path(tmp)
         clip = work / f"looped{args.input.suffix}"
         frames = loop_clip(args.input, clip, args.frames)
         footage_seconds = _loop_span_seconds(clip)[1]
 
-        started = time.perf_counter()
-        transcoded = plain_transcode(clip, work / "floor.mp4", encoder.crf, encoder.preset)
-        transcode_wall = time.perf_counter() - started
-        assert transcoded == frames, (transcoded, frames)
+        transcoded, transcode_wall = parallel_transcodes(clip, work, encoder.crf, encoder.preset, parallel)
+        assert transcoded == frames * max(1, parallel), (transcoded, frames, parallel)
 
         anon = run_anonray(clip, work)
+        deface = None if args.skip_deface else run_deface(clip, work)
 
-    result = {
-        "input": args.input.name,
-        "frames": frames,
-        "footage_seconds": footage_seconds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "encoder": {"codec": "libx264", "crf": encoder.crf, "preset": encoder.preset},
-        "transcode_fps": frames / transcode_wall,
-        "transcode_seconds": transcode_wall,
-        "anonray_fps": frames / anon["wall_seconds"],
-        "anonray_footage_seconds_per_second": footage_seconds / anon["wall_seconds"],
-        "anonray_seconds": anon,
-    }
-    result["anonray_over_transcode"] = result["anonray_fps"] / result["transcode_fps"]
+    gpus = args.gpus if args.gpus is not None else (anon.get("cluster_gpus") or listed_gpus)
+    result = build_result(name=args.input.name, frames=frames, footage_seconds=footage_seconds, crf=encoder.crf,
+                          preset=encoder.preset, transcode_frames=transcoded, transcode_wall=transcode_wall,
+                          parallel=max(1, parallel), anon=anon, deface=deface, gpu_host=gpu_host, gpus=gpus)
     args.json.write_text(json.dumps(result, indent=2))
-    print(f"| measure | fps | ratio to transcode floor |\n| --- | --- | --- |\n"
-          f"| plain PyAV decode + libx264 ({encoder.preset}, CRF {encoder.crf}) | "
-          f"{result['transcode_fps']:.1f} | 1.00 |\n"
-          f"| anonray run (cold, default config, faces + plates) | {result['anonray_fps']:.1f} | "
-          f"{result['anonray_over_transcode']:.2f} |")
+    print(markdown_table(result))
 
 
 if __name__ == "__main__":

@@ -25,22 +25,11 @@ import yaml
 from benchmarks.accuracy.clips import CLIP_SPECS, build_all
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 from benchmarks.accuracy.score import ClipScore, combine, score_clip
+from benchmarks.deface_tool import DEFACE_VERSION, deface_venv
 
 MAGENTA = (255, 0, 255)
 BLACK = (0, 0, 0)
-DEFACE_VERSION = "1.5.0"
 TRACKING_OFF = {"max_gap": 0, "pre_roll": 0, "post_roll": 0, "smoothing": 0.0}
-
-
-def deface_venv(cache: Path) -> Path:
-    """deface 1.5.0 with onnxruntime in a venv of its own (its pins must not touch ours)."""
-    venv = cache / f"deface-{DEFACE_VERSION}-venv"
-    python = venv / "bin" / "python"
-    if not (venv / "bin" / "deface").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"deface=={DEFACE_VERSION}", "onnxruntime"],
-                       check=True)
-    return venv / "bin" / "deface"
 
 
 def run_anonray(clips: Path, out: Path, config: dict) -> float:
