@@ -7,6 +7,7 @@ the work itself lives in ``decode.py`` and ``detect/``. Per-segment failures bec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anonray import fault_injection
+from anonray import fault_injection, storage
 from anonray.collect import pack_boxes
 from anonray.config import Config, validate_config
 from anonray.scenes import frame_signature
@@ -113,6 +114,37 @@ class SegmentDecoder:
     def __init__(self, config_json: str, restarts=None):
         self.config: Config = validate_config(json.loads(config_json))
         self.restart_report = _RestartReport(restarts, "decode")
+        self._staged: tuple[tuple[str, str], contextlib.ExitStack, Path] | None = None
+        """The last URI input's private local copy (storage.py), kept for its next segments."""
+
+    def _local_source(self, info: VideoInfo) -> Path:
+        """The input to decode: a local path as is; a URI input staged once per video, then reused."""
+        if not storage.is_uri(info.source_path):
+            return Path(info.source_path)
+        key = (info.source_path, info.sha256)
+        if self._staged is None or self._staged[0] != key:
+            self._release()
+            stack = contextlib.ExitStack()
+            try:
+                local, remote = stack.enter_context(storage.staged(info.source_path, storage.suffix_of(key[0])))
+            except BaseException:
+                stack.close()
+                raise
+            self._staged = (key, stack, local)
+            if (remote.size, remote.mtime_ns) != (info.size_bytes, info.mtime_ns):
+                self._release()
+                err = RuntimeError(f"{info.relative_path}: the input changed after it was ingested")
+                err.error_class = "input_changed"
+                raise err
+        return self._staged[2]
+
+    def _release(self) -> None:
+        if self._staged is not None:
+            self._staged[1].close()
+            self._staged = None
+
+    def __del__(self):
+        self._release()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict]:
         from anonray.decode import decode_segment
@@ -131,7 +163,8 @@ class SegmentDecoder:
             started = time.perf_counter()
             shape = (size[1], size[0], 3)
             try:
-                for frame_index, pts, image in decode_segment(Path(info.source_path), info, segment, size):
+                source = self._local_source(info)
+                for frame_index, pts, image in decode_segment(source, info, segment, size):
                     upright = to_display(image, info.rotation)
                     shape = upright.shape
                     chunk.append((frame_index, pts, upright))

@@ -7,6 +7,7 @@ Exit codes: 0 every file succeeded; 1 at least one file failed (the others still
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None,
                 force: bool, verify_inputs: bool, verbose: bool) -> None:
     """Anonymize INPUT files and folders (recursive) into --output."""
     _setup_logging(verbose)
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(output)):  # click's Path has already folded s3:// to s3:/
+        click.echo("error: --output must be a local or mounted folder; object-store outputs (s3://...) are "
+                   "not supported yet (inputs may be URIs)", err=True)
+        sys.exit(EXIT_USAGE)
     from anonray.config import ConfigError, load_config
     from anonray.discover import InputError
     from anonray.models import ModelError

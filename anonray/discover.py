@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from anonray import storage
 from anonray.config import InputConfig
 
 STATE_DIR_NAME = "_anonray"
@@ -25,8 +26,9 @@ class InputError(ValueError):
 class InputFile:
     """One file to process: where it is and where it sits relative to its root."""
 
-    source_path: Path
-    root: Path
+    source_path: Path | str
+    """A local path, or a storage URI (``s3://...``, see storage.py) for URI inputs."""
+    root: Path | str
     relative_path: str
 
 
@@ -56,6 +58,9 @@ def discover(inputs: list[str | Path], output_dir: Path, input_config: InputConf
     ignored = 0
     seen: set[Path] = set()
     for raw in inputs:
+        if storage.is_uri(raw):
+            ignored += _discover_uri(str(raw), input_config, files, seen)
+            continue
         given = Path(raw).expanduser()
         if not given.exists():
             raise InputError(f"input does not exist: {raw}")
@@ -85,3 +90,31 @@ def discover(inputs: list[str | Path], output_dir: Path, input_config: InputConf
                 seen.add(file_path)
                 files.append(InputFile(file_path, path, file_path.relative_to(path).as_posix()))
     return Discovery(files, ignored)
+
+
+def _discover_uri(uri: str, input_config: InputConfig, files: list[InputFile], seen: set) -> int:
+    """Expand one URI INPUT (an object, or every object under a prefix) like a local one; the ignored count."""
+    try:
+        listing = storage.list_tree(uri)
+    except storage.StorageError as err:
+        raise InputError(f"an input URI cannot be read: {err}") from None
+    if listing is None:
+        raise InputError("an input URI holds no object")  # never the URI itself: it may be personal data
+    root = uri.rstrip("/")
+    if listing.is_file:
+        root = root.rsplit("/", 1)[0]
+    ignored = 0
+    for relative in listing.relative_paths:
+        name = relative.rsplit("/", 1)[-1]
+        parts = relative.split("/")[:-1]
+        if STATE_DIR_NAME in parts:
+            continue
+        if not listing.is_file and (not _matches(name, input_config.include) or _matches(name, input_config.exclude)):
+            ignored += 1
+            continue
+        source = storage.join(root, relative)
+        if source in seen:
+            continue
+        seen.add(source)
+        files.append(InputFile(source, root, relative))
+    return ignored

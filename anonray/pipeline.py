@@ -8,6 +8,7 @@ wave's videos are rendered. Every stage lives in its own module; this file only 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import ray
 
-from anonray import audit, fault_injection, models, ray_scratch
+from anonray import audit, fault_injection, models, ray_scratch, storage
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
 from anonray.detect import model_name_for
 from anonray.discover import STATE_DIR_NAME, Discovery, InputFile, discover
-from anonray.ingest import probe, video_id_for
+from anonray.ingest import IngestError, probe, video_id_for
 from anonray.outputs import output_relative_path
 from anonray.progress import NullProgress, Progress
 from anonray.records import (
@@ -102,11 +103,26 @@ class IngestOutcome:
     error: tuple[str, str] | None = None
 
 
+def _probe_source(source: Path | str, relative_path: str, target_seconds: float):
+    """probe() a local input, or a private local copy of a URI input (storage.py), deleted afterwards."""
+    if not storage.is_uri(source):
+        return probe(source, relative_path, target_seconds)
+    try:
+        with storage.staged(str(source), storage.suffix_of(str(source))) as (local, remote):
+            info, segments = probe(local, relative_path, target_seconds)
+    except FileNotFoundError:
+        raise IngestError("input_vanished", f"{relative_path}: the file no longer exists") from None
+    except storage.StorageError as err:
+        raise IngestError("storage_error", f"{relative_path}: {err}") from None
+    # the object's identity, not the staged copy's: what a rerun compares (resume.py); objects have no inode
+    return dataclasses.replace(info, source_path=str(source), mtime_ns=remote.mtime_ns, inode=0), segments
+
+
 @ray.remote(max_retries=3)
 def _ingest(file: InputFile, target_seconds: float) -> IngestOutcome:
     started, t0 = utc_now(), time.perf_counter()
     try:
-        info, segments = probe(file.source_path, file.relative_path, target_seconds)
+        info, segments = _probe_source(file.source_path, file.relative_path, target_seconds)
         return IngestOutcome(file, started, time.perf_counter() - t0, info, segments)
     except Exception as err:  # noqa: BLE001 - a bad file is a row, not a crash
         error = (getattr(err, "error_class", "ingest_error"), str(err) or type(err).__name__)

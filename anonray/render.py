@@ -7,6 +7,7 @@ final path never holds a partial file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray import storage
 from anonray.checksums import sha256_file
 from anonray.collect import VideoDetections
 from anonray.config import Config
@@ -123,6 +125,21 @@ def _check_input_unchanged(source: Path, info: VideoInfo, full: bool) -> None:
                           "differs from when it was ingested); no output was written")
 
 
+def _local_input(info: VideoInfo, stack: contextlib.ExitStack) -> Path:
+    """The input's local path; a URI input is staged into a private copy whose bytes the later checks
+    compare with the ingest hash (so what is rendered is what was ingested)."""
+    if not storage.is_uri(info.source_path):
+        return Path(info.source_path)
+    try:
+        local, _ = stack.enter_context(storage.staged(info.source_path, storage.suffix_of(info.source_path)))
+    except FileNotFoundError:
+        raise RenderError("input_vanished",
+                          f"{info.relative_path}: the input file was removed during the run") from None
+    except storage.StorageError as err:
+        raise RenderError("storage_error", f"{info.relative_path}: {err}") from None
+    return local
+
+
 def render_video(video: VideoDetections, config: Config, output_dir: Path, state_dir: Path,
                  run_id: str | None = None) -> RenderResult:
     """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure.
@@ -144,8 +161,13 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f"{info.video_id}-{uuid.uuid4().hex[:8]}{final.suffix}"
     started = time.perf_counter()
-    source = Path(info.source_path)
-    _check_input_unchanged(source, info, full=False)
+    inputs = contextlib.ExitStack()  # a URI input's private local copy (storage.py), deleted at the end
+    try:
+        source = _local_input(info, inputs)
+        _check_input_unchanged(source, info, full=False)
+    except BaseException:
+        inputs.close()
+        raise
     # input.on_damage = mask_whole_frame: frames detection never saw are filled whole, frames the decoder
     # cannot produce here either are left out (counted as lost); QA then expects exactly the frames written.
     whole = config.input.on_damage == "mask_whole_frame" and video.damaged
@@ -178,6 +200,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+        inputs.close()
     seconds_encode = time.perf_counter() - started
     flags = anomaly_flags(plan, cuts, info.fps, [sum(s.detections.values()) for s in video.segments],
                           [s.segment.frame_count for s in video.segments])

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from anonray import storage
 from anonray.checksums import sha256_file
 
 
@@ -25,20 +26,34 @@ class DoneIndex:
             if row["status"] == "ok":
                 self._rows[row["path"]] = row
 
-    def find(self, relative_path: str, source: Path, output_dir: Path, config_hash: str, model_ids: str,
+    def find(self, relative_path: str, source: Path | str, output_dir: Path, config_hash: str, model_ids: str,
              verify_inputs: bool = False) -> dict[str, Any] | None:
         """The earlier ok row for this input if it still stands, else None."""
         row = self._rows.get(relative_path)
         if row is None or row["config_hash"] != config_hash or row["model_ids"] != model_ids:
             return None
         try:
-            stat = source.stat()
+            if storage.is_uri(source):  # an object: size and modification time (objects have no inode)
+                remote = storage.stat(str(source))
+                identity = (remote.size, remote.mtime_ns, 0)
+            else:
+                stat = Path(source).stat()
+                identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
         except OSError:
             return None
-        same = (stat.st_size, stat.st_mtime_ns, stat.st_ino) == (row["size_bytes_in"], row["mtime_ns_in"],
-                                                                   row["inode_in"])
+        same = identity == (row["size_bytes_in"], row["mtime_ns_in"], row["inode_in"])
         if not same or not row["output_path"] or not (output_dir / row["output_path"]).is_file():
             return None
-        if verify_inputs and sha256_file(source) != row["sha256_in"]:
+        if verify_inputs and _sha256_source(source) != row["sha256_in"]:
             return None
         return row
+
+
+def _sha256_source(source: Path | str) -> str | None:
+    if not storage.is_uri(source):
+        return sha256_file(source)
+    try:
+        with storage.staged(str(source)) as (local, _):
+            return sha256_file(local)
+    except OSError:
+        return None
