@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,9 @@ class _RestartReport:
         try:
             import ray
 
-            self._pending = ray.get_runtime_context().was_current_actor_reconstructed
+            with warnings.catch_warnings():  # Ray's own property reads a deprecated attribute (2.60)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._pending = ray.get_runtime_context().was_current_actor_reconstructed
         except Exception:  # outside Ray (unit tests)
             return
         if self._pending:
