@@ -129,7 +129,7 @@ class SegmentDecoder:
             self._release()
             stack = contextlib.ExitStack()
             try:
-                local, remote = stack.enter_context(storage.staged(info.source_path, storage.suffix_of(key[0])))
+                local, remote = stack.enter_context(storage.staged(info.source_path))
             except BaseException:
                 stack.close()
                 raise

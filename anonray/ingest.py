@@ -19,7 +19,7 @@ import numpy as np
 
 from anonray.checksums import sha256_file
 from anonray.fault_injection import check_read_allowed
-from anonray.types import AudioStreamInfo, Segment, VideoInfo
+from anonray.types import AudioStreamInfo, Segment, VideoInfo, ratio_text
 
 _FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 
@@ -68,25 +68,27 @@ def _open(path: Path, relative_path: str) -> av.container.InputContainer:
     try:
         check_read_allowed(path)
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise IngestError("input_vanished", f"{relative_path}: the file no longer exists") from None
     except OSError as err:
-        raise _os_error(err, relative_path) from None
+        raise ingest_os_error(err, relative_path) from None
     if size == 0:
         raise IngestError("empty_file", f"{relative_path}: the file is empty (0 bytes)")
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
         return av.open(str(path), "r", metadata_errors="replace")  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
-            raise _os_error(err, relative_path) from None
+            raise ingest_os_error(err, relative_path) from None
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_SNIFF_BYTES)
+        except OSError as read_err:
+            raise ingest_os_error(read_err, relative_path) from None
         raise _unrecognised(path, head, size, relative_path, err) from None
     except OSError as err:
-        raise _os_error(err, relative_path) from None
+        raise ingest_os_error(err, relative_path) from None
 
 
-def _os_error(err: OSError, relative_path: str) -> IngestError:
+def ingest_os_error(err: OSError, relative_path: str) -> IngestError:
+    """The IngestError for an OS error while reading an input (no permission, vanished, unreadable)."""
     if isinstance(err, PermissionError) or err.errno in (errno.EACCES, errno.EPERM):
         return IngestError("permission_denied", f"{relative_path}: no permission to read the file")
     if isinstance(err, FileNotFoundError) or err.errno == errno.ENOENT:
@@ -268,12 +270,6 @@ def plan_segments(
     return segments
 
 
-def _ratio(value: Fraction | None) -> str:
-    if not value:
-        return "1:1"
-    return f"{value.numerator}:{value.denominator}"
-
-
 def _fps(video: av.VideoStream, pts: np.ndarray, time_base: Fraction) -> float:
     rate = video.average_rate or video.guessed_rate
     if rate:
@@ -366,7 +362,7 @@ def probe(
     except av.error.FFmpegError as err:
         raise IngestError("unreadable", f"{relative_path}: reading the file failed ({err.strerror})") from None
     except OSError as err:  # the file vanished or lost its permissions while being read
-        raise _os_error(err, relative_path) from None
+        raise ingest_os_error(err, relative_path) from None
 
 
 def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[VideoInfo, list[Segment]]:
@@ -395,7 +391,7 @@ def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[Video
             pixel_format=ctx.pix_fmt or "unknown",
             width=int(ctx.width or scan.first_frame.width),
             height=int(ctx.height or scan.first_frame.height),
-            sample_aspect_ratio=_ratio(video.sample_aspect_ratio),
+            sample_aspect_ratio=ratio_text(video.sample_aspect_ratio),
             fps=fps,
             time_base=f"{time_base.numerator}/{time_base.denominator}",
             start_pts=int(index.pts[0]),

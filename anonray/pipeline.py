@@ -26,7 +26,7 @@ from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
 from anonray.detect import model_name_for
 from anonray.discover import STATE_DIR_NAME, Discovery, InputFile, discover
-from anonray.ingest import IngestError, probe, video_id_for
+from anonray.ingest import IngestError, ingest_os_error, probe, video_id_for
 from anonray.outputs import output_relative_path
 from anonray.progress import NullProgress, Progress
 from anonray.records import (
@@ -108,12 +108,12 @@ def _probe_source(source: Path | str, relative_path: str, target_seconds: float)
     if not storage.is_uri(source):
         return probe(source, relative_path, target_seconds)
     try:
-        with storage.staged(str(source), storage.suffix_of(str(source))) as (local, remote):
+        with storage.staged(str(source)) as (local, remote):
             info, segments = probe(local, relative_path, target_seconds)
-    except FileNotFoundError:
-        raise IngestError("input_vanished", f"{relative_path}: the file no longer exists") from None
     except storage.StorageError as err:
         raise IngestError("storage_error", f"{relative_path}: {err}") from None
+    except FileNotFoundError as err:
+        raise ingest_os_error(err, relative_path) from None
     # the object's identity, not the staged copy's: what a rerun compares (resume.py); objects have no inode
     return dataclasses.replace(info, source_path=str(source), mtime_ns=remote.mtime_ns, inode=0), segments
 
@@ -382,9 +382,10 @@ def _skip_done(state: _Run, files: list[InputFile], state_dir: Path, output_dir:
     if request.force:
         return list(files)
     done = DoneIndex(read_table(state_dir, "videos"))
+    config_hash = state.config.config_hash()
     todo = []
     for file in files:
-        previous = done.find(file.relative_path, file.source_path, output_dir, state.config.config_hash(),
+        previous = done.find(file.relative_path, file.source_path, output_dir, config_hash,
                              state.ctx.model_ids_json, request.verify_inputs)
         if previous is None:
             todo.append(file)

@@ -26,7 +26,7 @@ import av
 import av.error
 import numpy as np
 
-from anonray.types import CLASS_NAMES, MaskPlan, VideoInfo
+from anonray.types import CLASS_NAMES, MaskPlan, VideoInfo, ratio_text
 
 TIMESTAMP_TOLERANCE_SECONDS = 0.001
 """How far an output frame's time may be from the input's: the rounding of a 1 ms container time base
@@ -80,12 +80,6 @@ class OutputRead:
     seconds: float = 0.0
 
 
-def _ratio(value: Fraction | None) -> str:
-    if not value or value <= 0:
-        return "1:1"
-    return f"{value.numerator}:{value.denominator}"
-
-
 def inspect_output(path: str | Path) -> OutputRead:
     """Decode every video frame of ``path`` and demux its audio (one pass); never raises on bad data."""
     started = time.perf_counter()
@@ -114,7 +108,7 @@ def _read_container(container: av.container.InputContainer, read: OutputRead) ->
     video.thread_type = "AUTO"
     read.time_base = video.time_base
     read.width, read.height = int(video.codec_context.width or 0), int(video.codec_context.height or 0)
-    read.sample_aspect_ratio = _ratio(video.codec_context.sample_aspect_ratio or video.sample_aspect_ratio)
+    read.sample_aspect_ratio = ratio_text(video.codec_context.sample_aspect_ratio or video.sample_aspect_ratio)
     audio = list(container.streams.audio)
     spans: dict[int, tuple[int, int]] = {}
     longest: dict[int, int] = dict.fromkeys((s.index for s in audio), 0)
@@ -187,7 +181,7 @@ def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, au
 def _normal_ratio(text: str) -> str:
     try:
         num, den = (int(x) for x in text.split(":"))
-        return _ratio(Fraction(num, den)) if den else "1:1"
+        return ratio_text(Fraction(num, den)) if den else "1:1"
     except ValueError:
         return "1:1"
 

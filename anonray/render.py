@@ -131,7 +131,7 @@ def _local_input(info: VideoInfo, stack: contextlib.ExitStack) -> Path:
     if not storage.is_uri(info.source_path):
         return Path(info.source_path)
     try:
-        local, _ = stack.enter_context(storage.staged(info.source_path, storage.suffix_of(info.source_path)))
+        local, _ = stack.enter_context(storage.staged(info.source_path))
     except FileNotFoundError:
         raise RenderError("input_vanished",
                           f"{info.relative_path}: the input file was removed during the run") from None

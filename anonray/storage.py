@@ -162,10 +162,11 @@ def download(uri: str, target: Path) -> ObjectStat:
 
 
 @contextlib.contextmanager
-def staged(uri: str, suffix: str = "") -> Iterator[tuple[Path, ObjectStat]]:
-    """A private local copy of the object at ``uri`` and its stat; the copy is deleted on exit."""
+def staged(uri: str) -> Iterator[tuple[Path, ObjectStat]]:
+    """A private local copy of the object at ``uri`` (keeping its extension, which FFmpeg's probing may
+    use) and its stat; the copy is deleted on exit."""
     folder = Path(tempfile.mkdtemp(dir=staging_root()))
-    target = folder / f"input{suffix}"
+    target = folder / f"input{suffix_of(uri)}"
     try:
         yield target, download(uri, target)
     finally:

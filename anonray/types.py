@@ -17,6 +17,13 @@ CLASS_NAMES: tuple[str, ...] = ("face", "plate")
 """Detector class ids index into this tuple: 0 = face, 1 = plate."""
 
 
+
+def ratio_text(value: Fraction | None) -> str:
+    """A ratio (a sample aspect ratio) as ``num:den``; ``1:1`` where it is unknown (None, 0 or negative)."""
+    if not value or value <= 0:
+        return "1:1"
+    return f"{value.numerator}:{value.denominator}"
+
 @dataclass(frozen=True)
 class AudioStreamInfo:
     """One audio stream of an input file."""
