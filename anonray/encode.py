@@ -2,16 +2,28 @@
 
 The output keeps the input's geometry (size, sample aspect ratio, rotation), frame count, per-frame
 timestamps (the encoder works in the input stream's time base and frame pts pass through, so
-variable frame rate survives), colour tags and field order. Audio is packet-copied bit-exact where
-the output container can hold it unchanged, re-encoded to AAC otherwise, or dropped on request.
-Subtitle, data and attachment streams are dropped. Container and stream metadata are dropped (GPS,
-device and owner tags can be personal data) except the stream language and one container tag,
-``encoder = anonray <version>``; the muxer is run with ``fflags=+bitexact`` so that libavformat
-does not add its own encoder tag.
+variable frame rate survives), colour tags, field order and SMPTE start timecode. Audio is
+packet-copied bit-exact where the output container can hold it unchanged, re-encoded to AAC
+otherwise, or dropped on request. Subtitle, data and attachment streams are dropped. Container and
+stream metadata are dropped (GPS, device and owner tags can be personal data) except the stream
+language, the start timecode (written as the video stream's ``timecode`` tag, from which the MP4/MOV
+muxer makes a ``tmcd`` track) and one container tag, ``comment = anonray <version>``; the muxer is
+run with ``fflags=+bitexact`` so that libavformat does not add its own encoder tag.
 
 What a reader still sees in the container metadata afterwards is written by the muxer itself: for
 MP4/MOV ``major_brand``, ``minor_version``, ``compatible_brands`` and per stream ``handler_name``
 (and ``vendor_id`` for MOV); for Matroska per stream ``DURATION``.
+
+Interlaced input (ingest's field order tt, bb, tb or bt, or 'unknown' for frames flagged interlaced)
+is encoded interlaced by libx264 (x264's MBAFF mode, ``x264-params tff=1`` or ``bff=1``), and every
+frame is marked with that field order before it is encoded, as x264 follows each frame's flag. tt
+and tb count as top field first, bb and bt as bottom field first, as FFmpeg reads them (its raw
+decoders treat tb as top field first; its command line tags top-field-first frames tb). Masks are
+drawn on the whole woven frame, so a region is covered in both fields. Interlaced input stays
+progressive where x264 cannot code it interlaced (a frame height not a multiple of 4 in 4:2:0, of 2
+otherwise) and with libx265: x265 has no frame-coded interlaced mode (its ``interlace`` option takes
+each picture as one field), so there interlaced frames are coded as progressive frames; with libx265
+the container's field order tag (MP4/MOV ``fiel``, Matroska FieldOrder) still says they are interlaced.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ from pathlib import Path
 
 import av
 import av.error
+import av.filter
 
 import anonray
 from anonray.config import Config, EncoderConfig
@@ -35,6 +48,8 @@ FrameHook = Callable[[int, av.VideoFrame], av.VideoFrame]
 
 _RANGE_MPEG = 1
 _RANGE_JPEG = 2
+_TOP_FIRST = {"tt": "tff", "tb": "tff", "bb": "bff", "bt": "bff"}
+"""Field order name (ingest) -> the field that comes first in time (FFmpeg's reading of tb and bt)."""
 
 
 class EncodeError(Exception):
@@ -102,10 +117,25 @@ def _muxer_options(fmt_name: str, inp: av.container.InputContainer) -> dict[str,
     return opts
 
 
-def _encoder_options(enc: EncoderConfig) -> dict[str, str]:
+def interlace_mode(info: VideoInfo, codec: str) -> str | None:
+    """How the encoder codes the frames: 'tff' or 'bff' (interlaced, that field first), 'auto' (interlaced,
+    each frame's own flag decides, for field order 'unknown'; the stream-level order FFmpeg then reports
+    is x264's initial top field first), or None (progressive: always for libx265, and where x264 cannot
+    code the frame height interlaced, which must be a multiple of 4 in 4:2:0, else of 2)."""
+    if codec != "libx264" or info.field_order == "progressive":
+        return None
+    pix_fmt, _ = working_pixel_format(info.pixel_format, info.width, info.height)
+    if info.height % (4 if pix_fmt == "yuv420p" else 2):
+        return None
+    return _TOP_FIRST.get(info.field_order, "auto")
+
+
+def _encoder_options(enc: EncoderConfig, interlace: str | None = None) -> dict[str, str]:
     opts = {"crf": str(enc.crf), "preset": enc.preset}
     if enc.codec == "libx264":
         opts["a53cc"] = "0"  # never carry closed captions from the source into the output
+        if interlace is not None:
+            opts["x264-params"] = "interlaced=1" if interlace == "auto" else f"{interlace}=1"
     else:
         opts["x265-params"] = "log-level=error"
     return opts
@@ -118,7 +148,8 @@ def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.Vi
     width, height = icc.width or info.width, icc.height or info.height
     pix_fmt, full = working_pixel_format(icc.pix_fmt or info.pixel_format, width, height)
     rate = src.average_rate or src.guessed_rate or Fraction(info.fps or 25).limit_denominator(1001)
-    vs = out.add_stream(cfg.encoder.codec, rate=rate, options=_encoder_options(cfg.encoder))
+    interlace = interlace_mode(info, cfg.encoder.codec)
+    vs = out.add_stream(cfg.encoder.codec, rate=rate, options=_encoder_options(cfg.encoder, interlace))
     cc = vs.codec_context
     cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
     cc.time_base = src.time_base
@@ -134,11 +165,42 @@ def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.Vi
     cc.color_trc = icc.color_trc
     cc.colorspace = icc.colorspace
     cc.field_order = icc.field_order
+    if interlace is not None:
+        cc.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
     if cfg.encoder.codec == "libx265" and fmt_name in ("mp4", "mov"):
         cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC in MP4/MOV
     if info.rotation:
         vs.set_display_rotation(info.rotation)
     return vs, pix_fmt, full
+
+
+class _FieldMarker:
+    """Marks every frame interlaced with one field order (FFmpeg's setfield filter; PyAV frames' field
+    flags are read-only), so that x264 codes the whole stream with the same field first."""
+
+    def __init__(self, field: str, width: int, height: int, pix_fmt: str, time_base: Fraction) -> None:
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(width=width, height=height, format=pix_fmt, time_base=time_base)
+        setfield = self.graph.add("setfield", field)
+        sink = self.graph.add("buffersink")
+        src.link_to(setfield)
+        setfield.link_to(sink)
+        self.graph.configure()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        pts, time_base = frame.pts, frame.time_base
+        self.graph.push(frame)
+        marked = self.graph.pull()
+        marked.pts, marked.time_base = pts, time_base
+        return marked
+
+
+def _field_marker(mode: str | None, cc: av.video.codeccontext.VideoCodecContext,
+                  time_base: Fraction) -> _FieldMarker | None:
+    """The marker for interlace mode 'tff' or 'bff' (None for progressive, or 'auto': frames keep their flags)."""
+    if mode not in ("tff", "bff"):
+        return None
+    return _FieldMarker(mode, cc.width, cc.height, cc.pix_fmt, time_base)
 
 
 def _keep_language(src: av.stream.Stream, dst: av.stream.Stream) -> None:
@@ -191,6 +253,9 @@ class _Transcoder:
         self.src = streams[index]
         self.src.thread_type = "AUTO"
         self.dst, self.pix_fmt, self.full = _add_video_stream(out, self.src, info, cfg, fmt_name)
+        self.timecode = info.timecode
+        self.mark_fields = _field_marker(interlace_mode(info, cfg.encoder.codec), self.dst.codec_context,
+                                         self.src.time_base)
         self.audio = _add_audio_streams(out, inp, cfg, fmt_name)
         self.by_index = {r.src.index: r for r in self.audio}
         self.frames_in = self.frames_out = self.video_packets = 0
@@ -207,6 +272,8 @@ class _Transcoder:
         self.out.metadata.clear()
         self.out.metadata["comment"] = f"anonray {anonray.__version__}"
         _keep_language(self.src, self.dst)
+        if self.timecode:
+            self.dst.metadata["timecode"] = self.timecode
         for packet in self.inp.demux([self.src] + [r.src for r in self.audio]):
             route = self.by_index.get(packet.stream.index)
             if route is None:
@@ -257,6 +324,8 @@ class _Transcoder:
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
         if frame is not None:
+            if self.mark_fields is not None:
+                frame = self.mark_fields(frame)
             frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
             frame.time_base = self.src.time_base
         try:

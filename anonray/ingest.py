@@ -2,8 +2,9 @@
 
 The packet index comes from demuxing only. The one exception is the first frame, which is decoded
 during the same pass: PyAV 18 exposes the display matrix only on decoded frames
-(``VideoFrame.rotation``), and the frame's ``interlaced_frame`` flag is the fallback for the field
-order. Decoding it also proves early that the stream is decodable.
+(``VideoFrame.rotation``), the frame's ``interlaced_frame`` flag is the fallback for the field
+order, and its ``timecode`` tag (MPEG-2 GOP header, H.264 timing SEI) the last place a start timecode
+is looked for (timecode.py). Decoding it also proves early that the stream is decodable.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from anonray.checksums import sha256_file
 from anonray.fault_injection import check_read_allowed
+from anonray.timecode import timecode_of
 from anonray.types import AudioStreamInfo, Segment, VideoInfo, ratio_text
 
 _FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
@@ -287,13 +289,17 @@ def _duration_seconds(pts: np.ndarray, time_base: Fraction, fps: float) -> float
     return float((int(pts[-1]) - int(pts[0])) * time_base) + last
 
 
-def _field_order(video: av.VideoStream, first_frame: av.VideoFrame) -> str:
-    """Container/codec field order; where unknown, the first frame's interlaced flag."""
-    raw = video.codec_context.field_order
+def field_order_name(raw: int | str | None, interlaced_frame: bool) -> str:
+    """A stream's field order by name: the container/codec value (FFmpeg's AVFieldOrder); where that is
+    unknown, the first frame's interlaced flag ('unknown' for interlaced, else 'progressive')."""
     name = _FIELD_ORDERS.get(raw, "unknown") if isinstance(raw, int) else str(raw or "unknown").lower()
     if name in _FIELD_ORDERS.values() and name != "unknown":
         return name
-    return "unknown" if first_frame.interlaced_frame else "progressive"
+    return "unknown" if interlaced_frame else "progressive"
+
+
+def _field_order(video: av.VideoStream, first_frame: av.VideoFrame) -> str:
+    return field_order_name(video.codec_context.field_order, bool(first_frame.interlaced_frame))
 
 
 def _audio_info(container: av.container.InputContainer, scan: _Scan) -> tuple[AudioStreamInfo, ...]:
@@ -402,5 +408,6 @@ def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[Video
             variable_frame_rate=bool(np.unique(np.diff(index.pts)).size > 1),
             audio=_audio_info(container, scan),
             video_stream_index=video.index,
+            timecode=timecode_of(container, video, scan.first_frame, fps),
         )
     return info, plan_segments(video_id, index, time_base, target_seconds)

@@ -7,9 +7,11 @@ Pure functions, no Ray:
   Render counts the frames it encodes but never decodes its output, so this is the one decode of
   the output.
 - ``output_problems`` compares what was read with the input: frame count, every frame's timestamp,
-  duration, stored size, sample aspect ratio, display rotation, and per audio stream the duration
-  (within one audio frame). ``check_output`` raises ``QAError`` (error class ``qa_failed``) with a
-  message a person understands when anything differs.
+  duration, stored size, sample aspect ratio, display rotation, field order (which field comes first,
+  where the encoder codes the input interlaced; progressive stays progressive), the SMPTE start
+  timecode (where the input has one), and per audio stream the duration (within one audio frame).
+  ``check_output`` raises ``QAError`` (error class ``qa_failed``) with a message a person understands
+  when anything differs.
 - ``mask_statistics`` and ``anomaly_flags`` summarise a MaskPlan (counts and flags only, never
   coordinates) for the ``videos`` table.
 """
@@ -26,6 +28,9 @@ import av
 import av.error
 import numpy as np
 
+from anonray.encode import interlace_mode
+from anonray.ingest import field_order_name
+from anonray.timecode import timecode_of
 from anonray.types import CLASS_NAMES, MaskPlan, VideoInfo, ratio_text
 
 TIMESTAMP_TOLERANCE_SECONDS = 0.001
@@ -38,6 +43,10 @@ VANISH_MIN_SECONDS = 1.0
 """tracks_vanish: the run of frames without any mask after the drop lasts at least this long."""
 DROPOUT_MIN_DETECTIONS_PER_FRAME = 1.0
 """detections_dropout: detections per frame every neighbouring segment has at least (``many``)."""
+
+_FIELD_FIRST = {"tt": "top", "tb": "top", "bb": "bottom", "bt": "bottom", "progressive": "progressive",
+                "tff": "top", "bff": "bottom"}
+"""Field order names (ingest's, and encode.interlace_mode's) -> the field shown first."""
 
 FLAG_TRACKS_VANISH = "tracks_vanish"
 FLAG_DETECTIONS_DROPOUT = "detections_dropout"
@@ -73,6 +82,12 @@ class OutputRead:
     height: int = 0
     sample_aspect_ratio: str = "1:1"
     rotation: int = 0
+    field_order: str = "unknown"
+    """As ingest names it (ingest.field_order_name), from the first decoded frame."""
+    interlaced_frame: bool = False
+    """Whether the first decoded frame is coded interlaced (a container's field order tag alone is not)."""
+    timecode: str | None = None
+    """SMPTE start timecode in canonical form (timecode.py), None where there is none."""
     time_base: Fraction | None = None
     audio: list[AudioRead] = field(default_factory=list)
     decode_error: str = ""
@@ -117,7 +132,8 @@ def _read_container(container: av.container.InputContainer, read: OutputRead) ->
         if packet.stream.index == video.index:
             for frame in video.decode(packet):  # packet.size == 0 flushes the decoder at the end
                 if first:
-                    read.rotation, first = int(frame.rotation or 0), False
+                    _read_first_frame(container, video, frame, read)
+                    first = False
                 _add_frame(read, frame)
         elif packet.size and packet.pts is not None:
             end = packet.pts + (packet.duration or 0)
@@ -132,6 +148,15 @@ def _read_container(container: av.container.InputContainer, read: OutputRead) ->
             duration_seconds=float((lo_hi[1] - lo_hi[0]) * tb) if lo_hi else None,
             frame_seconds=float(longest[stream.index] * tb),
         ))
+
+
+def _read_first_frame(container: av.container.InputContainer, video: av.VideoStream, frame: av.VideoFrame,
+                     read: OutputRead) -> None:
+    """Rotation, field order and start timecode, read as ingest reads them from an input."""
+    read.rotation = int(frame.rotation or 0)
+    read.interlaced_frame = bool(frame.interlaced_frame)
+    read.field_order = field_order_name(video.codec_context.field_order, read.interlaced_frame)
+    read.timecode = timecode_of(container, video, frame, float(video.average_rate or 0))
 
 
 def _add_frame(read: OutputRead, frame: av.VideoFrame) -> None:
@@ -149,8 +174,11 @@ def _duration(times: list[Fraction]) -> float:
 
 
 def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str,
-                    frames_lost: int = 0) -> list[str]:
+                    frames_lost: int = 0, codec: str = "libx264") -> list[str]:
     """Every way the output differs from the input, each as a sentence ([] when it matches).
+
+    codec: the encoder that wrote the output (config ``encoder.codec``); it decides whether the output
+    can be interlaced (encode.interlace_mode).
 
     frame_pts: the input's pts per presentation index (what detection analysed), in the input time base.
     frames_lost: input frames recorded as lost to damaged data (input.on_damage = mask_whole_frame);
@@ -174,8 +202,37 @@ def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, au
                         f"{info.sample_aspect_ratio}")
     if read.frames_decoded and read.rotation != info.rotation:
         problems.append(f"the output is displayed rotated by {read.rotation} degrees, the input by {info.rotation}")
+    if read.frames_decoded:
+        problems += _field_order_problems(read, info, codec) + _timecode_problems(read, info)
     problems += _audio_problems(read, info, audio_mode)
     return problems
+
+
+def expected_field_first(info: VideoInfo, codec: str) -> str | None:
+    """The field the output shows first ('top' or 'bottom'), 'progressive', or None where it is not checked:
+    interlaced input the encoder codes progressive (libx265; see encode.interlace_mode) and input whose
+    field order is unknown."""
+    mode = interlace_mode(info, codec)
+    if mode in ("tff", "bff"):
+        return _FIELD_FIRST[mode]
+    return "progressive" if info.field_order == "progressive" else None
+
+
+def _field_order_problems(read: OutputRead, info: VideoInfo, codec: str) -> list[str]:
+    expected = expected_field_first(info, codec)
+    if expected is None:
+        return []
+    if _FIELD_FIRST.get(read.field_order) != expected:
+        return [f"the output's field order is {read.field_order}, the input's {info.field_order}"]
+    if expected != "progressive" and not read.interlaced_frame:
+        return [f"the output's frames are coded progressive, the input's are interlaced ({info.field_order})"]
+    return []
+
+
+def _timecode_problems(read: OutputRead, info: VideoInfo) -> list[str]:
+    if info.timecode is None or read.timecode == info.timecode:
+        return []
+    return [f"the output's start timecode is {read.timecode or 'missing'}, the input's {info.timecode}"]
 
 
 def _normal_ratio(text: str) -> str:
@@ -224,10 +281,10 @@ def _audio_problems(read: OutputRead, info: VideoInfo, audio_mode: str) -> list[
 
 
 def check_output(path: str | Path, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str,
-                 frames_lost: int = 0) -> OutputRead:
+                 frames_lost: int = 0, codec: str = "libx264") -> OutputRead:
     """Inspect ``path`` against the input; raise QAError naming every difference (see output_problems)."""
     read = inspect_output(path)
-    problems = output_problems(read, info, frame_pts, audio_mode, frames_lost)
+    problems = output_problems(read, info, frame_pts, audio_mode, frames_lost, codec)
     if problems:
         raise QAError("the output failed its checks, so it was not published: " + "; ".join(problems), problems)
     return read

@@ -53,6 +53,7 @@ def _info_columns(info: VideoInfo) -> dict[str, Any]:
         "frames_in": info.frame_count,
         "rotation": info.rotation,
         "field_order": info.field_order,
+        "timecode": info.timecode,
         "variable_frame_rate": info.variable_frame_rate,
     }
 

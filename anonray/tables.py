@@ -48,6 +48,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("frames_out", pa.int64()),
     pa.field("rotation", pa.int32()),
     pa.field("field_order", pa.string()),
+    pa.field("timecode", pa.string()),
     pa.field("variable_frame_rate", pa.bool_()),
     pa.field("segments", pa.int32()),
     pa.field("detections_face", pa.int64()),

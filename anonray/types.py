@@ -72,6 +72,9 @@ class VideoInfo:
     mtime_ns: int = 0
     """Modification time and inode at ingest: with size and path, how a rerun recognises the input."""
     inode: int = 0
+    timecode: str | None = None
+    """SMPTE start timecode, canonical 'hh:mm:ss:ff' (';' before ff for drop-frame); None where the file
+    has no valid one (see timecode.py). Absent from JSON written before it existed, hence the default."""
 
     @property
     def time_base_fraction(self) -> Fraction:
