@@ -193,7 +193,7 @@ class FrameDetectorActor:
         if threads:
             torch.set_num_threads(threads)
         self.config = validate_config(json.loads(config_json))
-        self.detector = FrameDetector(self.config)
+        self.detector = FrameDetector(self.config, cpu_threads=threads or None)
         self.node_id = _node_id()
         self.restart_report = _RestartReport(restarts, "detect")
 

@@ -37,6 +37,7 @@ OPTIONAL_PACKAGES = {
     "numpy": ("numpy",),
     "ultralytics": ("ultralytics",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "openvino": ("openvino",),
     "opencv": ("opencv-python-headless", "opencv-python"),
     "pyarrow": ("pyarrow",),
     "lap": ("lap",),

@@ -81,12 +81,18 @@ def passes_threshold(xyxy: np.ndarray, score: np.ndarray, cfg: ClassDetection) -
 class FrameDetector:
     """The detectors for ``config.classes``, loaded once, run on batches of frames."""
 
-    def __init__(self, config: Config, device: str | None = None) -> None:
+    def __init__(self, config: Config, device: str | None = None, cpu_threads: int | None = None) -> None:
+        """cpu_threads: the threads a CPU runtime may use (the CPUs the caller holds); None = its default."""
         from anonray.models import model_path
 
         self.config = config
         self.device = device or default_device()
-        half = config.detection.half_precision and torch.device(self.device).type == "cuda"
+        on_cpu = torch.device(self.device).type == "cpu"
+        half = config.detection.half_precision and not on_cpu
+        runtime = {}
+        if on_cpu:
+            native = {"face": "onnxruntime", "plate": "torch"}
+            runtime = dict(cpu_threads=cpu_threads, cpu_precision=config.detection.cpu_precision)
         self.detectors: dict[int, object] = {}
         for name in config.classes:
             cfg = getattr(config.detection, name)
@@ -100,6 +106,9 @@ class FrameDetector:
                 half=half,
                 batch_size=config.detection.batch_size,
             )
+            if on_cpu:
+                common.update(runtime, backend="openvino" if config.detection.cpu_runtime == "openvino"
+                              else native[name])
             path = model_path(model_spec_for(config, name).name)
             if name == "face":
                 from anonray.detect.centerface import CenterFace
@@ -134,7 +143,11 @@ class FrameDetector:
         frames = np.asarray(frame_indices, dtype=np.int64)
         parts = []
         for cls_id, det in self.detectors.items():
-            for frame, (xyxy, score) in zip(frames, det.detect(images), strict=True):  # type: ignore[attr-defined]
+            due = frames % getattr(self.config.detection, CLASS_NAMES[cls_id]).stride == 0
+            if not due.any():
+                continue
+            due_images = [img for img, d in zip(images, due, strict=True) if d]
+            for frame, (xyxy, score) in zip(frames[due], det.detect(due_images), strict=True):  # type: ignore[attr-defined]
                 if not len(xyxy):
                     continue
                 xyxy = xyxy * np.array([sx, sy, sx, sy], np.float32)

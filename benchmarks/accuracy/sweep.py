@@ -37,7 +37,12 @@ FLOOR = 0.05
 def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
     """What changes one class's detections (its threshold excluded: it is replayed)."""
     d = getattr(config.detection, cls)
-    return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}"
+    runtime = config.detection.cpu_runtime
+    if runtime == "openvino":
+        from anonray.detect.openvino_cpu import resolve_precision
+
+        runtime += "-" + resolve_precision(config.detection.cpu_precision)
+    return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}-{runtime}"
 
 
 def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
@@ -74,7 +79,8 @@ def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np
                 images, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
                 np.save(signature_file, signatures)
             single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR,
-                                              f"detection.{cls}.small_threshold": None})
+                                              f"detection.{cls}.small_threshold": None,
+                                              f"detection.{cls}.stride": 1})  # strides are replayed
             detector = FrameDetector(single)
             batch = config.detection.batch_size
             found = Detections.concat([
@@ -95,7 +101,9 @@ def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size
     keep = np.ones(len(dets), bool)
     for cls_id, name in enumerate(CLASS_NAMES):
         if name in config.classes:
-            keep &= (dets.cls != cls_id) | passes_threshold(dets.xyxy, dets.score, getattr(config.detection, name))
+            cfg = getattr(config.detection, name)
+            due = dets.frame_index % cfg.stride == 0  # the frames a detection stride would run on
+            keep &= (dets.cls != cls_id) | (passes_threshold(dets.xyxy, dets.score, cfg) & due)
         else:
             keep &= dets.cls != cls_id
     width, height = size

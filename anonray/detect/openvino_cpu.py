@@ -1,0 +1,108 @@
+"""OpenVINO on the CPU: the detectors' networks compiled once per input shape, bf16 where the CPU has it.
+
+Measured on this project's 2-core Sapphire Rapids VM (benchmarks/README.md): CenterFace at 1280x736
+73 ms per frame in onnxruntime fp32, 71 ms in OpenVINO fp32, 34 ms in OpenVINO bf16; the YOLOv8n
+plate network at 1280x736 224 ms in torch fp32, 76 ms in OpenVINO fp32, 31 ms in bf16. bf16 runs on
+AMX / AVX512-BF16 units; CPUs without them get fp32 (``precision: auto``).
+
+Each compiled model is static in shape (faster than a dynamic one, and the YOLO head's anchors are
+traced for one shape); a video's frames share one shape, so one compile per video size per actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def _core():
+    import openvino as ov
+
+    return ov.Core()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AMX or AVX512-BF16)."""
+    try:
+        return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no OpenVINO CPU plugin: the caller falls back to fp32
+        return False
+
+
+def resolve_precision(setting: Precision) -> Literal["fp32", "bf16"]:
+    """``auto`` -> bf16 where the CPU has native bf16, fp32 elsewhere; explicit settings are kept."""
+    if setting == "auto":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return setting
+
+
+def compile_for_cpu(model, precision: Literal["fp32", "bf16"], threads: int | None):
+    """An ``openvino.Model`` compiled for the CPU plugin at the given precision and thread count.
+
+    CPU pinning is off: a detection actor shares its node with decode and encode processes.
+    """
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return _core().compile_model(model, "CPU", config)
+
+
+def with_uint8_image_input(model, scale: float):
+    """``model`` (NCHW float input) taking NHWC uint8 images instead: the conversion, the layout change and
+    the scaling (pixel / scale) run inside the compiled graph, threaded, instead of in numpy."""
+    from openvino import Layout, Type
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(Type.u8).set_layout(Layout("NHWC"))
+    steps = ppp.input().preprocess().convert_element_type(Type.f32)
+    if scale != 1.0:
+        steps.scale(scale)
+    ppp.input().model().set_layout(Layout("NCHW"))
+    return ppp.build()
+
+
+class ShapeCompiledModel:
+    """Calls a network on NCHW float32 arrays or NHWC uint8 images, compiling it once per input shape.
+
+    ``build(nchw_shape)`` returns the ``openvino.Model`` for one input shape (N, C, H, W); uint8 input
+    (N, H, W, C) gets the network with ``with_uint8_image_input(model, image_scale)``. Outputs come back
+    as float32 arrays in the network's output order.
+    """
+
+    def __init__(self, build: Callable[[tuple[int, ...]], object], precision: Literal["fp32", "bf16"],
+                 threads: int | None, image_scale: float = 1.0) -> None:
+        self._build = build
+        self.precision = precision
+        self.threads = threads
+        self.image_scale = image_scale
+        self._requests: dict[tuple[tuple[int, ...], str], object] = {}
+
+    def _request(self, x: np.ndarray):
+        key = (tuple(int(d) for d in x.shape), x.dtype.str)
+        request = self._requests.get(key)
+        if request is None:
+            if x.dtype == np.uint8:
+                n, h, w, c = key[0]
+                model = with_uint8_image_input(self._build((n, c, h, w)), self.image_scale)
+            else:
+                model = self._build(key[0])
+            request = compile_for_cpu(model, self.precision, self.threads).create_infer_request()
+            self._requests[key] = request
+        return request
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if x.dtype != np.uint8:
+            x = x.astype(np.float32, copy=False)
+        request = self._request(x)
+        request.infer({0: np.ascontiguousarray(x)})
+        return [np.array(request.get_output_tensor(i).data, dtype=np.float32)
+                for i in range(len(request.model_outputs))]
