@@ -136,6 +136,11 @@ def models_pull() -> None:
     try:
         for path in pull_models():
             click.echo(f"ok {path}")
+        from anonray.config import Config
+        from anonray.detect import prepare_cpu_runtime
+
+        for path in prepare_cpu_runtime(Config()):
+            click.echo(f"ok {path}")
     except ModelError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)

@@ -198,7 +198,7 @@ def test_plate_detector_finds_the_plate(plate_detector: PlateDetector, plate_sam
 def test_frame_detector_rescales_to_source(plate_sample) -> None:
     img, labels = plate_sample
     src_h, src_w = img.shape[:2]
-    cfg = Config().with_overrides(classes=["plate"])
+    cfg = Config().with_overrides(classes=["plate"], **{"detection.plate.stride": 1})
     det = FrameDetector(cfg, device="cpu")
     full = det.detect([img], [0], (src_w, src_h))
     small = cv2.resize(img, (src_w // 2, src_h // 2), interpolation=cv2.INTER_AREA)

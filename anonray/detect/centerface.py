@@ -98,12 +98,14 @@ class CenterFace:
             module = convert(onnx_model).eval().requires_grad_(False)
             self._module = module.to(self.device, self.dtype)
         elif backend == "openvino":
-            from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision
+            from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision, static_copy
 
             if self.device.type != "cpu":
                 raise ValueError("the openvino backend runs on the CPU only")
-            onnx_bytes = onnx_model.SerializeToString()
-            self._openvino = ShapeCompiledModel(lambda shape: _openvino_model(onnx_bytes, shape),
+            import openvino as ov
+
+            base = ov.Core().read_model(onnx_model.SerializeToString(), b"")
+            self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
                                                 resolve_precision(cpu_precision), cpu_threads)
         elif backend == "onnxruntime":
             import onnxruntime as ort
@@ -190,15 +192,6 @@ class CenterFace:
                 for i, r in zip(sel, self.postprocess(outs, box), strict=True):
                     results[i] = r
         return results  # type: ignore[return-value]
-
-
-def _openvino_model(onnx_bytes: bytes, shape: tuple[int, ...]):
-    """The CenterFace graph as an OpenVINO model with a static input shape."""
-    import openvino as ov
-
-    model = ov.Core().read_model(onnx_bytes, b"")
-    model.reshape(list(shape))
-    return model
 
 
 def _empty() -> Boxes:

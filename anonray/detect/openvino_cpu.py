@@ -5,8 +5,8 @@ Measured on this project's 2-core Sapphire Rapids VM (benchmarks/README.md): Cen
 plate network at 1280x736 224 ms in torch fp32, 76 ms in OpenVINO fp32, 31 ms in bf16. bf16 runs on
 AMX / AVX512-BF16 units; CPUs without them get fp32 (``precision: auto``).
 
-Each compiled model is static in shape (faster than a dynamic one, and the YOLO head's anchors are
-traced for one shape); a video's frames share one shape, so one compile per video size per actor.
+Each compiled model is static in shape (faster than a dynamic one); a video's frames share one shape,
+so one compile (well under a second) per video size per actor.
 """
 
 from __future__ import annotations
@@ -53,6 +53,13 @@ def compile_for_cpu(model, precision: Literal["fp32", "bf16"], threads: int | No
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return _core().compile_model(model, "CPU", config)
+
+
+def static_copy(model, shape: tuple[int, ...]):
+    """A copy of a dynamic-shape ``openvino.Model`` fixed to one input shape (static shapes run faster)."""
+    fixed = model.clone()
+    fixed.reshape(list(shape))
+    return fixed
 
 
 def with_uint8_image_input(model, scale: float):

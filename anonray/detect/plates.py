@@ -9,6 +9,7 @@ ultralytics' own letterbox, NMS and box scaling around it, so both paths keep th
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -68,10 +69,10 @@ class PlateDetector:
         self.backend = backend
         self._openvino = None
         if backend == "openvino":
-            from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision
+            from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision, static_copy
 
-            network = _PredictionsOnly(self.model.model.float().eval())
-            self._openvino = ShapeCompiledModel(lambda shape: _openvino_model(network, shape),
+            base = _read_openvino_ir(openvino_ir(model_path))
+            self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
                                                 resolve_precision(cpu_precision), cpu_threads, image_scale=255.0)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Boxes]:
@@ -132,18 +133,40 @@ class _PredictionsOnly(torch.nn.Module):
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _openvino_model(network: torch.nn.Module, shape: tuple[int, ...]):
-    """The network traced for one input shape and converted to an OpenVINO model.
+def openvino_ir(model_path: Path) -> Path:
+    """The plate network as an OpenVINO IR with a dynamic input shape, converted once (about 10 s) and
+    kept beside the verified model file (per OpenVINO version); ``anonray models pull`` makes it."""
+    import openvino as ov
 
-    One call first, so that the detection head caches its anchors for this shape and the trace sees
-    them as constants (otherwise the tracer's consistency check fails).
-    """
+    target = model_path.parent / f"openvino-{ov.get_version().split('-')[0]}" / f"{model_path.stem}.xml"
+    if target.is_file() and target.with_suffix(".bin").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = _convert_to_openvino(_offline_ultralytics()(str(model_path), task="detect").model)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name
+        ov.save_model(model, str(staged), compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), target.with_suffix(".bin"))  # weights first, then the graph
+        os.replace(staged, target)
+    return target
+
+
+def _read_openvino_ir(path: Path):
+    import openvino as ov
+
+    return ov.Core().read_model(str(path))
+
+
+def _convert_to_openvino(network: torch.nn.Module):
+    """Trace the YOLO network with a dynamic input (its head computing anchors from the feature shapes,
+    as ultralytics' own dynamic export does) and convert it to an OpenVINO model."""
     import warnings
 
     import openvino as ov
 
-    example = torch.zeros(shape)
+    network = network.float().eval()
+    network.model[-1].dynamic = True
+    example = torch.zeros(1, 3, 640, 640)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
-        network(example)
-        return ov.convert_model(network, example_input=example, input=[list(shape)])
+        return ov.convert_model(_PredictionsOnly(network), example_input=example, input=[-1, 3, -1, -1])
