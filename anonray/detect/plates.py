@@ -20,6 +20,10 @@ import torch
 from anonray.detect.letterbox import check_rgb_uint8, chunks
 
 Boxes = tuple[np.ndarray, np.ndarray]
+IR_LAYOUT = "ir1"
+"""Bumped when what openvino_ir writes changes, so that an IR made by an older anonray is made again."""
+STRIDE_INFO = ("anonray", "stride")
+"""Where the OpenVINO IR keeps the network's largest stride (the letterbox pads to a multiple of it)."""
 
 
 # ultralytics decides at import time whether it is online (a DNS probe) and, if so, may send
@@ -54,8 +58,7 @@ class PlateDetector:
         cpu_precision: Literal["auto", "fp32", "bf16"] = "auto",
     ) -> None:
         """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere."""
-        YOLO = _offline_ultralytics()
-        self.model = YOLO(str(model_path), task="detect")
+        self.model = None
         self.input_size = input_size
         self.threshold = threshold
         self.nms_iou = nms_iou
@@ -68,12 +71,16 @@ class PlateDetector:
             raise ValueError("the openvino backend runs on the CPU only")
         self.backend = backend
         self._openvino = None
-        if backend == "openvino":
+        if backend == "openvino":  # the checkpoint is loaded only to convert it, once (openvino_ir)
             from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision, static_copy
 
             base = _read_openvino_ir(openvino_ir(model_path))
+            self.stride = int(base.get_rt_info(list(STRIDE_INFO)).astype(int))
             self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
                                                 resolve_precision(cpu_precision), cpu_threads, image_scale=255.0)
+        else:
+            self.model = _offline_ultralytics()(str(model_path), task="detect")
+            self.stride = int(self.model.model.stride.max())
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Boxes]:
         """Plates in each HxWx3 uint8 RGB image, in that image's pixel coordinates."""
@@ -109,7 +116,7 @@ class PlateDetector:
         from ultralytics.utils import nms, ops
 
         same_shape = len({img.shape for img in images}) == 1
-        boxer = LetterBox(self.input_size, auto=same_shape, stride=int(self.model.model.stride.max()))
+        boxer = LetterBox(self.input_size, auto=same_shape, stride=self.stride)
         padded = np.stack([boxer(image=img) for img in images])  # RGB already: the network's order
         preds = torch.from_numpy(self._openvino(padded)[0])  # uint8 NHWC; /255 inside the graph
         kept = nms.non_max_suppression(preds, self.threshold, self.nms_iou, max_det=300)
@@ -138,11 +145,14 @@ def openvino_ir(model_path: Path) -> Path:
     kept beside the verified model file (per OpenVINO version); ``anonray models pull`` makes it."""
     import openvino as ov
 
-    target = model_path.parent / f"openvino-{ov.get_version().split('-')[0]}" / f"{model_path.stem}.xml"
+    folder = f"openvino-{ov.get_version().split('-')[0]}-{IR_LAYOUT}"
+    target = model_path.parent / folder / f"{model_path.stem}.xml"
     if target.is_file() and target.with_suffix(".bin").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    model = _convert_to_openvino(_offline_ultralytics()(str(model_path), task="detect").model)
+    network = _offline_ultralytics()(str(model_path), task="detect").model
+    model = _convert_to_openvino(network)
+    model.set_rt_info(str(int(network.stride.max())), list(STRIDE_INFO))
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         staged = Path(tmp) / target.name
         ov.save_model(model, str(staged), compress_to_fp16=False)
