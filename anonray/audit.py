@@ -234,7 +234,7 @@ def write_manifest(state_dir: Path, manifest: Mapping[str, Any]) -> Path:
     return write_bytes_atomic(manifest_path(state_dir, manifest["run_id"]), manifest_json(manifest).encode())
 
 
-def write_run_records(*, state_dir: Path, output_dir: Path, run_row: Mapping[str, Any],
+def write_run_records(*, state_dir: Path, output_dir: Path | str, run_row: Mapping[str, Any],
                       video_rows: list[Mapping[str, Any]], segment_rows: list[Mapping[str, Any]], config: Any,
                       model_ids: Mapping[str, str], node_hosts: Mapping[str, str] | None = None,
                       ) -> tuple[Path, Path | None]:

@@ -7,7 +7,6 @@ Exit codes: 0 every file succeeded; 1 at least one file failed (the others still
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -29,8 +28,9 @@ def main() -> None:
 
 @main.command("run")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: outputs mirror the inputs' paths; run records go to DIR/_anonray/.")
+@click.option("--output", "-o", "output", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Output folder, or an object-store URI (s3://bucket/prefix): outputs mirror the inputs' "
+                   "paths; run records go to DIR/_anonray/.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML config file (see `anonray config`); flags below override it.")
 @click.option("--mask", type=click.Choice(["blur", "pixelate", "solid"]), help="Mask style.")
@@ -43,18 +43,17 @@ def main() -> None:
 @click.option("--verify-inputs", is_flag=True,
               help="Before skipping a file that looks unchanged (path, size, mtime, inode), re-hash it.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
-def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None, mask: str | None,
+def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, mask: str | None,
                 mask_color: str | None, classes: str | None, audio: str | None, address: str | None,
                 force: bool, verify_inputs: bool, verbose: bool) -> None:
     """Anonymize INPUT files and folders (recursive) into --output."""
     _setup_logging(verbose)
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(output)):  # click's Path has already folded s3:// to s3:/
-        click.echo("error: --output must be a local or mounted folder; object-store outputs (s3://...) are "
-                   "not supported yet (inputs may be URIs)", err=True)
-        sys.exit(EXIT_USAGE)
+    from anonray import storage
     from anonray.config import ConfigError, load_config
     from anonray.discover import InputError
     from anonray.models import ModelError
+
+    location: Path | str = output if storage.is_uri(output) else Path(output)
 
     overrides: dict[str, object] = {}
     if mask:
@@ -75,10 +74,11 @@ def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None,
 
     from anonray.pipeline import RunRequest, run
     from anonray.progress import ConsoleProgress
+    from anonray.remote_output import OutputLocationError
 
     try:
-        summary = run(RunRequest(list(inputs), output, config, address, force, verify_inputs), ConsoleProgress())
-    except (InputError, ModelError, ConfigError) as err:  # ConfigError: resources.ray_temp_dir unusable
+        summary = run(RunRequest(list(inputs), location, config, address, force, verify_inputs), ConsoleProgress())
+    except (InputError, ModelError, ConfigError, OutputLocationError) as err:  # ConfigError: ray_temp_dir
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(
@@ -89,7 +89,8 @@ def run_command(inputs: tuple[str, ...], output: Path, config_file: Path | None,
     )
     for error_class, count in sorted(summary.failure_classes.items()):
         click.echo(f"  failed: {count} x {error_class}")
-    click.echo(f"  tables: {output / '_anonray'}")
+    tables = storage.join(output, "_anonray") if storage.is_uri(output) else Path(output) / "_anonray"
+    click.echo(f"  tables: {tables}")
     click.echo(f"  manifest: {summary.manifest_path or 'NOT WRITTEN (see the log)'}")
     click.echo(f"  review sheet: {summary.review_path or 'NOT WRITTEN (see the log)'}")
     sys.exit(summary.exit_code)

@@ -180,6 +180,10 @@ class EncoderConfig(_Strict):
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "veryfast"
     threads: int = Field(0, ge=0, description="Encoder threads; 0 = the CPUs the worker holds.")
+    passthrough: bool = Field(
+        False, description="Smart passthrough (passthrough.py): GOPs without masks are copied bit-exact from the "
+        "source (SEI messages stripped), only GOPs with masks are re-encoded; H.264 sources with libx264, HEVC "
+        "with libx265, progressive 8-bit; other inputs get the full re-encode (videos.passthrough_fallback says why).")
 
 
 class SegmentConfig(_Strict):
@@ -211,8 +215,8 @@ class ResourceConfig(_Strict):
         False, description="Keep that folder after the run (debugging only: it holds logs and spilled objects).")
     max_retries: int = Field(
         3, ge=0, le=100, description="Transient failures (a worker or actor process died, out of memory, a node "
-        "lost) are retried this many times per render task, per decode/detection actor (restarts) and per actor "
-        "task; deterministic failures are never retried.")
+        "lost, an upload to an object-store output failed) are retried this many times per render task, per "
+        "decode/detection actor (restarts) and per actor task; deterministic failures are never retried.")
 
 
 class ReviewConfig(_Strict):

@@ -2,7 +2,8 @@
 
 A folder INPUT is the root of its files; a file INPUT's root is its own folder. Files under a folder
 that match no include pattern (or match an exclude pattern) are counted as ignored. The output folder
-is never walked, so re-running into an output inside an input folder cannot feed outputs back in.
+is never walked, so re-running into an output inside an input folder cannot feed outputs back in; a
+URI output under a URI input's prefix is skipped the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
 
 
-def _is_within(path: Path, folder: Path) -> bool:
+def _is_within(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
     try:
         path.relative_to(folder)
     except ValueError:
@@ -51,15 +54,18 @@ def _is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def discover(inputs: list[str | Path], output_dir: Path, input_config: InputConfig) -> Discovery:
-    """Expand INPUT arguments into files, in a stable order; raise InputError for a missing INPUT."""
-    output_dir = output_dir.resolve()
+def discover(inputs: list[str | Path], output: Path | str, input_config: InputConfig) -> Discovery:
+    """Expand INPUT arguments into files, in a stable order; raise InputError for a missing INPUT.
+
+    ``output`` is the output folder, or a URI for an output on an object store."""
+    output_uri = str(output).rstrip("/") if storage.is_uri(output) else None
+    output_dir = None if output_uri else Path(output).resolve()
     files: list[InputFile] = []
     ignored = 0
     seen: set[Path] = set()
     for raw in inputs:
         if storage.is_uri(raw):
-            ignored += _discover_uri(str(raw), input_config, files, seen)
+            ignored += _discover_uri(str(raw), input_config, files, seen, output_uri)
             continue
         given = Path(raw).expanduser()
         if not given.exists():
@@ -92,7 +98,12 @@ def discover(inputs: list[str | Path], output_dir: Path, input_config: InputConf
     return Discovery(files, ignored)
 
 
-def _discover_uri(uri: str, input_config: InputConfig, files: list[InputFile], seen: set) -> int:
+def _uri_within(uri: str, prefix: str | None) -> bool:
+    return prefix is not None and (uri == prefix or uri.startswith(prefix + "/"))
+
+
+def _discover_uri(uri: str, input_config: InputConfig, files: list[InputFile], seen: set,
+                  output_uri: str | None = None) -> int:
     """Expand one URI INPUT (an object, or every object under a prefix) like a local one; the ignored count."""
     try:
         listing = storage.list_tree(uri)
@@ -103,12 +114,14 @@ def _discover_uri(uri: str, input_config: InputConfig, files: list[InputFile], s
     root = uri.rstrip("/")
     if listing.is_file:
         root = root.rsplit("/", 1)[0]
+    elif _uri_within(root, output_uri):
+        raise InputError("an input URI lies inside the output location")
     ignored = 0
     for relative in listing.relative_paths:
         name = relative.rsplit("/", 1)[-1]
         parts = relative.split("/")[:-1]
-        if STATE_DIR_NAME in parts:
-            continue
+        if STATE_DIR_NAME in parts or (not listing.is_file and _uri_within(storage.join(root, relative), output_uri)):
+            continue  # run records, and the outputs of a URI output under this prefix
         if not listing.is_file and (not _matches(name, input_config.include) or _matches(name, input_config.exclude)):
             ignored += 1
             continue

@@ -142,14 +142,20 @@ def _encoder_options(enc: EncoderConfig, interlace: str | None = None) -> dict[s
 
 
 def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.VideoStream, info: VideoInfo,
-                      cfg: Config, fmt_name: str) -> tuple[av.video.stream.VideoStream, str, bool]:
-    """Add and configure the output video stream after the input stream. Returns (stream, pix_fmt, full)."""
+                      cfg: Config, fmt_name: str, options: dict[str, str] | None = None,
+                      ) -> tuple[av.video.stream.VideoStream, str, bool]:
+    """Add and configure the output video stream after the input stream. Returns (stream, pix_fmt, full).
+
+    options: the encoder's options (default: _encoder_options for the config and the interlace mode).
+    """
     icc = src.codec_context
     width, height = icc.width or info.width, icc.height or info.height
     pix_fmt, full = working_pixel_format(icc.pix_fmt or info.pixel_format, width, height)
     rate = src.average_rate or src.guessed_rate or Fraction(info.fps or 25).limit_denominator(1001)
     interlace = interlace_mode(info, cfg.encoder.codec)
-    vs = out.add_stream(cfg.encoder.codec, rate=rate, options=_encoder_options(cfg.encoder, interlace))
+    if options is None:
+        options = _encoder_options(cfg.encoder, interlace)
+    vs = out.add_stream(cfg.encoder.codec, rate=rate, options=options)
     cc = vs.codec_context
     cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
     cc.time_base = src.time_base
@@ -252,7 +258,7 @@ class _Transcoder:
         index = next((i for i, s in enumerate(streams) if s.index == info.video_stream_index), 0)
         self.src = streams[index]
         self.src.thread_type = "AUTO"
-        self.dst, self.pix_fmt, self.full = _add_video_stream(out, self.src, info, cfg, fmt_name)
+        self.dst, self.pix_fmt, self.full = self._add_video(out, info, cfg, fmt_name)
         self.timecode = info.timecode
         self.mark_fields = _field_marker(interlace_mode(info, cfg.encoder.codec), self.dst.codec_context,
                                          self.src.time_base)
@@ -262,6 +268,11 @@ class _Transcoder:
         self.audio_copied = self.audio_reencoded = 0
         self.last_pts: int | None = None
         self.step = self._default_step()
+
+    def _add_video(self, out: av.container.OutputContainer, info: VideoInfo, cfg: Config,
+                   fmt_name: str) -> tuple[av.video.stream.VideoStream, str, bool]:
+        """Add the output video stream (passthrough.py's job adds it with its own encoder options)."""
+        return _add_video_stream(out, self.src, info, cfg, fmt_name)
 
     def _default_step(self) -> int:
         """Ticks per frame in the input time base, for frames that come without a pts."""
@@ -398,11 +409,28 @@ def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: Fr
     dst is written exactly as given; on failure it is closed and may hold a partial file, which the
     caller deletes. Raises EncodeError on every failure.
     """
-    start = time.monotonic()
+    def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer, fmt_name: str) -> _Transcoder:
+        return _Transcoder(inp, out, info, cfg, fmt_name, frame_hook, skip_damaged)
+
+    return run_job(src, dst, make_job, container_format)
+
+
+JobFactory = Callable[[av.container.InputContainer, av.container.OutputContainer, str], _Transcoder]
+"""Builds the transcode job for an opened input, output and output format name (passthrough.py has its own)."""
+
+
+def output_format(dst: Path, container_format: str | None = None) -> str:
+    """The muxer name for dst: container_format, or the one for dst's suffix; EncodeError if there is none."""
     try:
-        fmt_name = container_format or container_format_for(Path(dst).suffix)
+        return container_format or container_format_for(Path(dst).suffix)
     except ValueError as err:
         raise EncodeError("output_format", str(err)) from None
+
+
+def run_job(src: Path, dst: Path, make_job: JobFactory, container_format: str | None = None) -> TranscodeStats:
+    """Open src and dst, run the job ``make_job`` builds, close both; raise EncodeError on every failure."""
+    start = time.monotonic()
+    fmt_name = output_format(dst, container_format)
     try:
         inp = av.open(str(src), "r", metadata_errors="replace")  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
@@ -415,7 +443,7 @@ def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: Fr
         except av.error.FFmpegError as err:
             raise EncodeError("open_output", _ffmpeg_message(err)) from None
         try:
-            job = _Transcoder(inp, out, info, cfg, fmt_name, frame_hook, skip_damaged)
+            job = make_job(inp, out, fmt_name)
             job.run()
         except av.error.FFmpegError as err:
             _close_quietly(out)

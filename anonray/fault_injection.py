@@ -1,5 +1,6 @@
-"""Test hooks: hold a stage until a test has killed its process (tests/test_retries.py), and refuse to
-read marked files (tests/test_broken_inputs.py; CI runs as root, where ``chmod 000`` changes nothing).
+"""Test hooks: hold a stage until a test has killed its process (tests/test_retries.py), refuse to
+read marked files (tests/test_broken_inputs.py; CI runs as root, where ``chmod 000`` changes nothing),
+and break uploads of marked outputs (tests/test_s3.py).
 
 Does nothing unless ``$ANONRAY_TEST_PAUSE_DIR`` is set (only tests set it; Ray workers inherit it
 from the driver that starts a local Ray). Then a process reaching ``pause(stage)`` for a stage named
@@ -43,3 +44,14 @@ def pause(stage: str) -> None:
     deadline = time.monotonic() + MAX_WAIT_S
     while not released.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+FAIL_UPLOAD_ENV = "ANONRAY_TEST_FAIL_UPLOAD"
+"""A marker: uploads to keys whose last part contains it fail after the upload has begun (unset: none fail)."""
+
+
+def check_upload_allowed(key: str) -> None:
+    """Raise the OSError of a connection lost mid-upload, for keys a test marked."""
+    marker = os.environ.get(FAIL_UPLOAD_ENV)
+    if marker and marker in key.rsplit("/", 1)[-1]:
+        raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ray
 
-from anonray import audit, fault_injection, models, ray_scratch, storage
+from anonray import audit, fault_injection, models, ray_scratch, remote_output, storage
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
@@ -38,6 +38,7 @@ from anonray.records import (
     software_versions,
     utc_now,
 )
+from anonray.regions import REGIONS_TABLE
 from anonray.render import TMP_DIR_NAME, render_video
 from anonray.resources import ResourcePlan, plan_resources
 from anonray.resume import DoneIndex
@@ -57,11 +58,16 @@ TRANSIENT_ERRORS = (
 """Failures of the machinery, not of the file: a render task that ends with one of these is resubmitted
 (at most ``resources.max_retries`` times); any other failure is deterministic and recorded at once."""
 
+RETRIED_ERROR_CLASSES = frozenset({"upload_failed"})
+"""Render failures that are the store's, not the file's (a URI output that could not be uploaded): the
+render is resubmitted like a TRANSIENT_ERRORS one (at most ``resources.max_retries`` times)."""
+
 
 @dataclass
 class RunRequest:
     inputs: list[str]
-    output_dir: Path
+    output_dir: Path | str
+    """A local or mounted folder, or a storage URI (``s3://bucket/prefix``, see remote_output.py)."""
     config: Config
     address: str | None = None
     force: bool = False
@@ -81,10 +87,10 @@ class RunSummary:
     footage_seconds: float = 0.0
     wall_seconds: float = 0.0
     failure_classes: dict[str, int] = field(default_factory=dict)
-    manifest_path: Path | None = None
-    """The run manifest (audit.py); None when it could not be written."""
-    review_path: Path | None = None
-    """The review sheet (review.py); None when it could not be written."""
+    manifest_path: Path | str | None = None
+    """The run manifest (audit.py; its URI for a URI output); None when it could not be written."""
+    review_path: Path | str | None = None
+    """The review sheet (review.py; its URI for a URI output); None when it could not be written."""
 
     @property
     def exit_code(self) -> int:
@@ -136,7 +142,8 @@ def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir
     fault_injection.pause("render")
     try:
         config = validate_config(json.loads(config_json))
-        return "ok", render_video(video, config, Path(output_dir), Path(state_dir), run_id)
+        output = output_dir if storage.is_uri(output_dir) else Path(output_dir)
+        return "ok", render_video(video, config, output, Path(state_dir), run_id)
     except Exception as err:  # noqa: BLE001 - deterministic per-file failure: recorded, not retried
         return "failed", (getattr(err, "error_class", "render_error"), str(err) or type(err).__name__)
 
@@ -249,7 +256,9 @@ class _Run:
         self.ingest_seconds: dict[str, tuple[dt.datetime, float]] = {}
         self.ctx: RunContext | None = None
         self.state_dir: Path | None = None
-        self.output_dir: Path | None = None
+        self.output_dir: Path | str | None = None
+        self.remote: remote_output.RemoteState | None = None
+        """A URI output's state (its local copy is ``state_dir``); None for a local output."""
         self.plan: ResourcePlan | None = None
         self.restart_log = None
         """The run's RestartLog actor (None where it could not start)."""
@@ -263,7 +272,9 @@ class _Run:
         if self.state_dir is None:
             return
         try:
-            write_part(self.state_dir, "videos", f"{self.run_id}-{len(self.video_rows):07d}", [row])
+            part = write_part(self.state_dir, "videos", f"{self.run_id}-{len(self.video_rows):07d}", [row])
+            if self.remote is not None:
+                self.remote.push(part)
         except OSError as err:  # the end-of-run part still records it
             log.error("run %s: a finished file's row could not be written early: %s", self.run_id,
                       type(err).__name__)
@@ -295,10 +306,23 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     progress = progress or NullProgress()
     wall = time.perf_counter()
     state = _Run(request, progress)
-    output_dir = request.output_dir.resolve()
+    uri_output = storage.is_uri(request.output_dir)
+    output_dir = str(request.output_dir).rstrip("/") if uri_output else Path(request.output_dir).resolve()
     discovery = discover(request.inputs, output_dir, request.config.input)
     state.summary.ignored = discovery.ignored
-    state_dir = prepare_state_dir(output_dir)
+    if uri_output:  # the run's state in a private local folder, kept in step with the store
+        state.remote = remote_output.open_state(output_dir)
+    try:
+        return _run_with_state(state, discovery, output_dir, wall)
+    finally:
+        if state.remote is not None:
+            state.remote.close()
+
+
+def _run_with_state(state: _Run, discovery: Discovery, output_dir: Path | str, wall: float) -> RunSummary:
+    """``run`` once the inputs are known and the output can be written."""
+    request = state.request
+    state_dir = state.remote.local_dir if state.remote is not None else prepare_state_dir(output_dir)
     state.state_dir, state.output_dir = state_dir, output_dir
     model_names = [model_name_for(request.config, c) for c in request.config.classes]
     for name in model_names:
@@ -317,8 +341,8 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
             scratch.remove()
 
 
-def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Path, started: dt.datetime, ray_mode: str,
-             wall: float) -> RunSummary:
+def _process(state: _Run, discovery: Discovery, output_dir: Path | str, state_dir: Path, started: dt.datetime,
+             ray_mode: str, wall: float) -> RunSummary:
     """The run itself, once Ray is up (see ``run``)."""
     request, progress = state.request, state.progress
     _configure_ray_data()
@@ -372,11 +396,13 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path, state_dir: Pat
     if state.restart_log is not None:
         ray.kill(state.restart_log)
     _write_audit(state, state_dir, output_dir, run_row)
+    if state.remote is not None:
+        _publish_remote(state)
     progress.finish(state.summary)
     return state.summary
 
 
-def _skip_done(state: _Run, files: list[InputFile], state_dir: Path, output_dir: Path,
+def _skip_done(state: _Run, files: list[InputFile], state_dir: Path, output_dir: Path | str,
                request: RunRequest) -> list[InputFile]:
     """The files still to process; the others get a ``skipped`` row (see resume.py)."""
     if request.force:
@@ -477,6 +503,12 @@ def _harvest(state: _Run, renders: dict, timeout: float) -> None:
             status, payload = "failed", ("worker_lost", f"{type(err).__name__} (after {attempt} retries)")
         except Exception as err:  # noqa: BLE001 - not transient: recorded, not retried
             status, payload = "failed", ("render_error", type(err).__name__)
+        if status == "failed" and payload[0] in RETRIED_ERROR_CLASSES \
+                and attempt < state.config.resources.max_retries:
+            log.warning("video %s: render attempt %d failed (%s); retrying", video_id, attempt + 1, payload[0])
+            state.render_retries += 1
+            _start_render(state, video, file, renders, attempt + 1)
+            continue
         if status == "failed":
             state.fail(file, payload, started, video.info, seconds, retries=retries)
             continue
@@ -515,8 +547,13 @@ def _write_tables(state: _Run, state_dir: Path, started: dt.datetime, ray_mode: 
     return run_row
 
 
-def _write_audit(state: _Run, state_dir: Path, output_dir: Path, run_row: dict) -> None:
+def _write_audit(state: _Run, state_dir: Path, output_dir: Path | str, run_row: dict) -> None:
     """The review sheet and the run manifest (audit.py); a failure is logged, the outputs stand."""
+    if state.remote is not None:
+        try:  # the review sheet outlines the regions, which render workers uploaded
+            state.remote.pull(REGIONS_TABLE, f"part-{state.run_id}-")
+        except OSError as err:
+            log.error("run %s: the regions could not be read back: %s", state.run_id, type(err).__name__)
     try:
         node_hosts = {n.get("NodeID", ""): n.get("NodeManagerHostname", "") for n in ray.nodes()}
         state.summary.manifest_path, state.summary.review_path = audit.write_run_records(
@@ -525,3 +562,16 @@ def _write_audit(state: _Run, state_dir: Path, output_dir: Path, run_row: dict) 
             node_hosts=node_hosts)
     except Exception as err:  # noqa: BLE001 - the tables are written; the missing manifest is reported
         log.error("run %s: the run manifest could not be written: %s", state.run_id, type(err).__name__)
+
+
+def _publish_remote(state: _Run) -> None:
+    """A URI output: the run's tables, manifest and review sheet go up to the store (remote_output.py)."""
+    summary = state.summary
+    try:
+        state.remote.publish_run(state.run_id, state.config.review.keep_regions)
+    except OSError as err:  # the rows written early stay on the store
+        log.error("run %s: the run's records could not be uploaded: %s", state.run_id, type(err).__name__)
+        summary.manifest_path = summary.review_path = None
+        return
+    summary.manifest_path = state.remote.uri_of(summary.manifest_path) if summary.manifest_path else None
+    summary.review_path = state.remote.uri_of(summary.review_path) if summary.review_path else None

@@ -91,6 +91,15 @@ def _qa_columns(result: RenderResult) -> dict[str, Any]:
     return row
 
 
+def _passthrough_columns(result: RenderResult) -> dict[str, Any]:
+    """GOPs and frames copied by encoder.passthrough, or why it re-encoded everything (null with it off)."""
+    outcome = result.passthrough
+    if outcome is None:
+        return {}
+    return {"gops_copied": outcome.gops_copied, "frames_copied": outcome.frames_copied,
+            "passthrough_fallback": outcome.fallback}
+
+
 def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, *, started: dt.datetime,
                  seconds_ingest: float) -> dict[str, Any]:
     info = video.info
@@ -114,6 +123,7 @@ def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, 
         "frames_masked_whole": result.frames_masked_whole,
         "frames_lost": result.frames_lost,
         **_qa_columns(result),
+        **_passthrough_columns(result),
         "seconds_ingest": seconds_ingest,
         "seconds_decode": sum(s.decode_seconds for s in video.segments),
         "seconds_detect": sum(s.detect_seconds for s in video.segments),

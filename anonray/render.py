@@ -2,7 +2,8 @@
 
 No Ray here: ``render_video`` takes a video's detections and returns counters for the tables. The
 output is written under ``_anonray/tmp`` in the output folder, checked, then renamed into place, so a
-final path never holds a partial file.
+final path never holds a partial file. For a URI output (``s3://...``) it is written and checked in a
+private local folder of the worker instead, then uploaded to its key (remote_output.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import av
 import numpy as np
@@ -21,9 +22,10 @@ from anonray import storage
 from anonray.checksums import sha256_file
 from anonray.collect import VideoDetections
 from anonray.config import Config
-from anonray.encode import EncodeError, transcode
+from anonray.encode import EncodeError
 from anonray.mask import fill_whole_frame, mask_frame
 from anonray.outputs import output_relative_path
+from anonray.passthrough import PassthroughOutcome, encode_video
 from anonray.qa import MaskStatistics, QAError, anomaly_flags, check_output, mask_statistics
 from anonray.regions import write_regions
 from anonray.scenes import find_cuts
@@ -64,6 +66,8 @@ class RenderResult:
     """Frames written filled whole with the mask colour: not analysed by detection (damaged data)."""
     frames_lost: int = 0
     """Input frames not written: the render-time decode could not produce them (damaged data)."""
+    passthrough: PassthroughOutcome | None = None
+    """GOPs copied / re-encoded (or why not) with encoder.passthrough on; None with it off."""
 
 
 FLAG_DAMAGED_FRAMES = "damaged_frames"
@@ -140,9 +144,46 @@ def _local_input(info: VideoInfo, stack: contextlib.ExitStack) -> Path:
     return local
 
 
-def render_video(video: VideoDetections, config: Config, output_dir: Path, state_dir: Path,
+@dataclass
+class _LocalTarget:
+    """A local or mounted output folder: outputs are written under ``_anonray/tmp`` (the same filesystem)
+    and renamed into place (``UriTarget`` in remote_output.py is the same for a URI output)."""
+
+    output_dir: Path
+    state_dir: Path
+
+    def is_source(self, relative: str, source: Path | str) -> bool:
+        return (self.output_dir / relative).resolve() == Path(source).resolve()
+
+    def tmp_dir(self) -> Path:
+        folder = self.state_dir / TMP_DIR_NAME
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def write_regions(self, run_id: str, video_id: str, plan: MaskPlan) -> None:
+        write_regions(self.state_dir, run_id, video_id, plan)
+
+    def publish(self, tmp: Path, relative: str) -> None:
+        final = self.output_dir / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+    def close(self) -> None:
+        pass
+
+
+def _output_target(output_dir: Path | str, state_dir: Path):
+    if not storage.is_uri(output_dir):
+        return _LocalTarget(Path(output_dir), state_dir)
+    from anonray.remote_output import UriTarget
+
+    return UriTarget(str(output_dir))
+
+
+def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
                  run_id: str | None = None) -> RenderResult:
-    """Track, mask and encode one video into ``output_dir``; raise RenderError on a per-file failure.
+    """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
+    per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
 
     With ``run_id``, the mask plan's regions are written to the restricted regions table (regions.py)
     before the output is published, so every published output of a run has its regions.
@@ -154,15 +195,15 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     seconds_track = time.perf_counter() - started
 
     relative_out = output_relative_path(info.relative_path, info, config.audio)
-    final = output_dir / relative_out
-    if final.resolve() == Path(info.source_path).resolve():
+    suffix = PurePosixPath(relative_out).suffix
+    target = _output_target(output_dir, state_dir)
+    if target.is_source(relative_out, info.source_path):
         raise RenderError("output_is_input", "the output path would overwrite the input")
-    tmp_dir = state_dir / TMP_DIR_NAME
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"{info.video_id}-{uuid.uuid4().hex[:8]}{final.suffix}"
     started = time.perf_counter()
     inputs = contextlib.ExitStack()  # a URI input's private local copy (storage.py), deleted at the end
+    inputs.callback(target.close)  # a URI output's private local folder, deleted with what is left in it
     try:
+        tmp = target.tmp_dir() / f"{info.video_id}-{uuid.uuid4().hex[:8]}{suffix}"
         source = _local_input(info, inputs)
         _check_input_unchanged(source, info, full=False)
     except BaseException:
@@ -174,7 +215,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
     hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
     try:
         try:
-            stats = transcode(source, tmp, info, config, hook, skip_damaged=whole)
+            stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
+                                              skip_damaged=whole)
         except EncodeError:
             _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
             raise
@@ -187,17 +229,19 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
                               f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
         expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
         try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa.py)
-            qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost)
+            qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec)
         except QAError as err:
             raise RenderError(err.error_class, str(err)) from None
         _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
         _fsync(tmp)
         sha256_out = sha256_file(tmp)
         size_out = tmp.stat().st_size
-        if run_id is not None:
-            write_regions(state_dir, run_id, info.video_id, plan)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        try:
+            if run_id is not None:
+                target.write_regions(run_id, info.video_id, plan)
+            target.publish(tmp, relative_out)
+        except storage.UploadError as err:
+            raise RenderError("upload_failed", f"{relative_out}: {err}") from None
     finally:
         tmp.unlink(missing_ok=True)
         inputs.close()
@@ -212,7 +256,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         size_bytes_out=size_out,
         frames_out=stats.frames_out,
         video_codec_out=ENCODER_CODEC_NAMES[config.encoder.codec],
-        container_out=final.suffix.lstrip("."),
+        container_out=suffix.lstrip("."),
         tracks=summary.tracks,
         frames_masked=summary.frames_masked,
         seconds_track=seconds_track,
@@ -223,4 +267,5 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path, state
         seconds_qa=qa_read.seconds,
         frames_masked_whole=hook.masked_whole,
         frames_lost=frames_lost,
+        passthrough=passthrough,
     )

@@ -2,8 +2,8 @@
 
 An input counts as done when the ``videos`` table holds an ``ok`` row for the same relative path,
 size, modification time and inode, the same config hash and model ids, and that row's output file
-is still there. ``--verify-inputs`` also re-hashes the input against the row's sha256; ``--force``
-skips this check altogether.
+(or, for a URI output, object) is still there. ``--verify-inputs`` also re-hashes the input against
+the row's sha256; ``--force`` skips this check altogether.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ class DoneIndex:
 
     def __init__(self, videos: pa.Table):
         self._rows: dict[str, dict[str, Any]] = {}
+        self._objects: set[str] | None = None
+        """A URI output's keys relative to it, listed once (not one request per file)."""
         for row in sorted(videos.to_pylist(), key=lambda r: r["finished_utc"] or r["started_utc"]):
             if row["status"] == "ok":
                 self._rows[row["path"]] = row
 
-    def find(self, relative_path: str, source: Path | str, output_dir: Path, config_hash: str, model_ids: str,
+    def find(self, relative_path: str, source: Path | str, output_dir: Path | str, config_hash: str, model_ids: str,
              verify_inputs: bool = False) -> dict[str, Any] | None:
         """The earlier ok row for this input if it still stands, else None."""
         row = self._rows.get(relative_path)
@@ -42,11 +44,22 @@ class DoneIndex:
         except OSError:
             return None
         same = identity == (row["size_bytes_in"], row["mtime_ns_in"], row["inode_in"])
-        if not same or not row["output_path"] or not (output_dir / row["output_path"]).is_file():
+        if not same or not row["output_path"] or not self._output_exists(output_dir, row["output_path"]):
             return None
         if verify_inputs and _sha256_source(source) != row["sha256_in"]:
             return None
         return row
+
+    def _output_exists(self, output_dir: Path | str, relative: str) -> bool:
+        if not storage.is_uri(output_dir):
+            return (Path(output_dir) / relative).is_file()
+        if self._objects is None:
+            try:
+                listing = storage.list_tree(str(output_dir))
+            except OSError:  # the outputs cannot be listed: nothing counts as done
+                listing = None
+            self._objects = set(listing.relative_paths) if listing and not listing.is_file else set()
+        return relative in self._objects
 
 
 def _sha256_source(source: Path | str) -> str | None:

@@ -23,6 +23,7 @@ import av
 import cv2
 import numpy as np
 
+from anonray import storage
 from anonray.config import ReviewConfig
 from anonray.orientation import to_display
 from anonray.regions import read_regions
@@ -238,7 +239,15 @@ def _file_section(number: int, row: Mapping[str, Any], manifest_index: int | Non
     return head + facts + '<div class="frames">' + "".join(figures) + "</div></section>", len(figures)
 
 
-def build_review_sheet(run_id: str, video_rows: Iterable[Mapping[str, Any]], output_dir: Path, state_dir: Path,
+def _read_output(output_dir: Path | str, relative: str, indices: Sequence[int]) -> dict[int, OutputFrame]:
+    """Frames of one output: in the output folder, or from a private local copy of a URI output's object."""
+    if not storage.is_uri(output_dir):
+        return read_output_frames(Path(output_dir) / relative, indices)
+    with storage.staged(storage.join(str(output_dir), relative)) as (local, _):
+        return read_output_frames(local, indices)
+
+
+def build_review_sheet(run_id: str, video_rows: Iterable[Mapping[str, Any]], output_dir: Path | str, state_dir: Path,
                        cfg: ReviewConfig, manifest_index: Mapping[str, int] | None = None,
                        config_hash: str = "") -> tuple[str, dict[str, Any]]:
     """The HTML page for one run and a summary of it (counts only)."""
@@ -251,7 +260,7 @@ def build_review_sheet(run_id: str, video_rows: Iterable[Mapping[str, Any]], out
         plan = read_regions(state_dir, run_id, row["video_id"], int(row.get("frames_out") or 0))
         error, frames = None, []
         try:
-            got = read_output_frames(output_dir / row["output_path"], indices)
+            got = _read_output(output_dir, row["output_path"], indices)
             frames = [got[i] for i in indices if i in got]
             if not frames:
                 error = "no frame could be decoded"
