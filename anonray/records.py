@@ -159,15 +159,21 @@ def segment_rows(ctx: RunContext, video: VideoDetections) -> list[dict[str, Any]
 
 
 def software_versions() -> dict[str, str]:
+    """Versions for the runs table; torch's from its package metadata (importing it costs the driver 2 s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import av
     import ray
-    import torch
 
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
     return {
         "anonray_version": __version__,
         "python_version": platform.python_version(),
         "ray_version": ray.__version__,
-        "torch_version": torch.__version__,
+        "torch_version": torch_version,
         "av_version": av.__version__,
         "ffmpeg_version": ".".join(str(x) for x in av.library_versions.get("libavcodec", ())),
     }

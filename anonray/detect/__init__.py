@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from anonray.config import ClassDetection, Config
 from anonray.types import CLASS_NAMES, Detections
@@ -56,6 +55,8 @@ def prepare_cpu_runtime(config: Config) -> list:
 
 
 def default_device() -> str:
+    import torch  # here, not at the top: the driver imports this package and never needs torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -98,7 +99,7 @@ class FrameDetector:
 
         self.config = config
         self.device = device or default_device()
-        on_cpu = torch.device(self.device).type == "cpu"
+        on_cpu = self.device.split(":")[0] == "cpu"
         half = config.detection.half_precision and not on_cpu
         runtime = {}
         if on_cpu:
