@@ -285,3 +285,15 @@ def test_detection_stride_runs_each_class_on_its_own_frames(plate_sample) -> Non
     out = det.detect([canvas] * len(frames), frames, (canvas.shape[1], canvas.shape[0]))
     assert set(out.frame_index[out.cls == 0].tolist()) == set(frames.tolist())
     assert set(out.frame_index[out.cls == 1].tolist()) == {6, 9}
+
+
+def test_openvino_streams_give_the_same_boxes_in_order() -> None:
+    """Two images in flight at once (resources.cpu_inference_streams) return each image's own boxes."""
+    face = skimage_data.astronaut()
+    images = [face, np.full_like(face, 128), face[:, ::-1].copy()]
+    one = CenterFace(models.model_path("centerface"), backend="openvino", cpu_precision="fp32", cpu_streams=1)
+    two = CenterFace(models.model_path("centerface"), backend="openvino", cpu_precision="fp32", cpu_streams=2)
+    for (ax, as_), (bx, bs) in zip(one.detect(images), two.detect(images), strict=True):
+        np.testing.assert_allclose(ax, bx, atol=1e-3)
+        np.testing.assert_allclose(as_, bs, atol=1e-5)
+    assert len(two.detect(images)[1][0]) == 0

@@ -104,7 +104,8 @@ class FrameDetector:
         runtime = {}
         if on_cpu:
             native = {"face": "onnxruntime", "plate": "torch"}
-            runtime = dict(cpu_threads=cpu_threads, cpu_precision=config.detection.cpu_precision)
+            runtime = dict(cpu_threads=cpu_threads, cpu_precision=config.detection.cpu_precision,
+                           cpu_streams=config.resources.cpu_inference_streams)
         self.detectors: dict[int, object] = {}
         for name in config.classes:
             cfg = getattr(config.detection, name)
@@ -119,8 +120,10 @@ class FrameDetector:
                 batch_size=config.detection.batch_size,
             )
             if on_cpu:
-                common.update(runtime, backend="openvino" if config.detection.cpu_runtime == "openvino"
-                              else native[name])
+                backend = "openvino" if config.detection.cpu_runtime == "openvino" else native[name]
+                common.update(runtime, backend=backend)
+                if backend != "openvino":
+                    common.pop("cpu_streams")
             path = model_path(model_spec_for(config, name).name)
             if name == "face":
                 from anonray.detect.centerface import CenterFace

@@ -75,6 +75,7 @@ class CenterFace:
         batch_size: int = 8,
         cpu_threads: int | None = None,
         cpu_precision: Literal["auto", "fp32", "bf16"] = "auto",
+        cpu_streams: int = 1,
     ) -> None:
         """backend 'auto' = torch on CUDA, OpenVINO on the CPU; cpu_threads caps the CPU runtime's pool;
         cpu_precision applies to OpenVINO only (onnxruntime runs fp32)."""
@@ -106,7 +107,7 @@ class CenterFace:
 
             base = ov.Core().read_model(onnx_model.SerializeToString(), b"")
             self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
-                                                resolve_precision(cpu_precision), cpu_threads)
+                                                resolve_precision(cpu_precision), cpu_threads, streams=cpu_streams)
         elif backend == "onnxruntime":
             import onnxruntime as ort
 

@@ -56,6 +56,7 @@ class PlateDetector:
         backend: Literal["auto", "torch", "openvino"] = "auto",
         cpu_threads: int | None = None,
         cpu_precision: Literal["auto", "fp32", "bf16"] = "auto",
+        cpu_streams: int = 1,
     ) -> None:
         """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere."""
         self.model = None
@@ -77,7 +78,8 @@ class PlateDetector:
             base = _read_openvino_ir(openvino_ir(model_path))
             self.stride = int(base.get_rt_info(list(STRIDE_INFO)).astype(int))
             self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
-                                                resolve_precision(cpu_precision), cpu_threads, image_scale=255.0)
+                                                resolve_precision(cpu_precision), cpu_threads, image_scale=255.0,
+                                                streams=cpu_streams)
         else:
             self.model = _offline_ultralytics()(str(model_path), task="detect")
             self.stride = int(self.model.model.stride.max())
