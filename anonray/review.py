@@ -128,13 +128,28 @@ def _read_sequentially(path: Path, wanted: list[int]) -> dict[int, OutputFrame]:
     got: dict[int, OutputFrame] = {}
     remaining = set(wanted)
     with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(container.streams.video[0])):
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame threads: the driver's decode is the review sheet's whole cost
+        for i, frame in enumerate(container.decode(stream)):
             if i in remaining:
                 got[i] = _frame(i, frame)
                 remaining.discard(i)
                 if not remaining:
                     break
     return got
+
+
+def _seeking_pays(order: list[int], keyframes: list[tuple[int, int]], wanted: list[int]) -> bool:
+    """Whether seeking decodes clearly fewer frames than reading from the start to the last wanted one (a
+    seek costs about as much as decoding a frame again from the keyframe; short files read straight through)."""
+    key_pts = [k[0] for k in keyframes]
+    by_seeking = 0
+    for i in wanted:
+        if i >= len(order):
+            return True  # let the seeking reader report it cannot land
+        k = bisect.bisect_right(key_pts, order[i]) - 1
+        by_seeking += bisect.bisect_right(order, order[i]) - bisect.bisect_left(order, key_pts[max(k, 0)])
+    return 2 * by_seeking < wanted[-1] + 1
 
 
 def read_output_frames(path: Path, indices: Sequence[int]) -> dict[int, OutputFrame]:
@@ -144,8 +159,9 @@ def read_output_frames(path: Path, indices: Sequence[int]) -> dict[int, OutputFr
         return {}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
         index = _packet_index(container, stream)
-        if index is not None:
+        if index is not None and _seeking_pays(*index, wanted):
             got = _read_by_seeking(container, stream, *index, wanted)
             if got is not None:
                 return got

@@ -99,12 +99,12 @@ def test_read_output_frames_gives_exactly_the_frames_at_those_indices(tmp_path, 
     for i in wanted:
         assert got[i].index == i
         assert np.array_equal(got[i].image, reference[i]), f"frame {i} differs"
-    if fmt == "h264_mp4":  # closed GOPs with B-frames in MP4: found by seeking, not by decoding from the start
+    if fmt == "h264_mp4":  # closed GOPs with B-frames in MP4: a late frame is found by seeking, not from the start
         import anonray.review as review
 
         monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
-        again = read_output_frames(path, wanted)
-        assert all(np.array_equal(again[i].image, reference[i]) for i in wanted)
+        again = read_output_frames(path, [38, 39])
+        assert all(np.array_equal(again[i].image, reference[i]) for i in (38, 39))
 
 
 # ---------------------------------------------------------------- drawing
