@@ -93,13 +93,19 @@ def test_output_matches_input_and_targets_are_masked(e2e, sample_clips, name, tm
 
 
 def _assert_masked(truth: SampleTruth, images: list[np.ndarray]) -> None:
-    """Solid mode: >= 90% of each planted target's pixels are the mask colour, in every frame."""
+    """Solid mode, every frame: >= 90% of each planted plate's pixels are the mask colour; a face is masked
+    by an ellipse the size of the detector's box (the default margin 1.0), which leaves the box's corners:
+    >= 60% of the face box (the accuracy harness's "covered") and >= 95% of its central half."""
     for i, image in enumerate(images):
-        for box in (truth.face_boxes[i], truth.plate_boxes[i]):
-            x0, y0, x1, y1 = box
-            patch = image[y0:y1, x0:x1].astype(int)
-            is_mask = mask_pixels(patch).mean()
-            assert is_mask >= 0.9, f"frame {i}: only {is_mask:.0%} of a target masked"
+        x0, y0, x1, y1 = truth.plate_boxes[i]
+        is_mask = mask_pixels(image[y0:y1, x0:x1].astype(int)).mean()
+        assert is_mask >= 0.9, f"frame {i}: only {is_mask:.0%} of the plate masked"
+        x0, y0, x1, y1 = truth.face_boxes[i]
+        is_mask = mask_pixels(image[y0:y1, x0:x1].astype(int)).mean()
+        assert is_mask >= 0.6, f"frame {i}: only {is_mask:.0%} of the face masked"
+        qx, qy = (x1 - x0) // 4, (y1 - y0) // 4
+        centre = mask_pixels(image[y0 + qy:y1 - qy, x0 + qx:x1 - qx].astype(int)).mean()
+        assert centre >= 0.95, f"frame {i}: only {centre:.0%} of the face's centre masked"
 
 
 def _assert_rest_unchanged(truth: SampleTruth, src: list[np.ndarray], dst: list[np.ndarray],
