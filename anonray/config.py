@@ -96,6 +96,12 @@ class PlateDetection(ClassDetection):
     # Plates move slowly and tracks bridge two frames: measured on the accuracy harness, stride 3 misses
     # no more plate-frames than stride 1 (models/README.md) at a third of the plate model's cost.
     stride: int = Field(3, ge=1, le=25, description="Detect plates on every stride-th frame (see ClassDetection).")
+    low_light_model: str | None = Field(
+        "plate-yolov8n-safelicensing",
+        description="Manifest name of a second plate model for dark frames (detect/low_light.py): frames darker "
+        "than low_light_luma also go through it, brightened. None = no second look.")
+    low_light_luma: float = Field(
+        50.0, ge=0.0, le=255.0, description="Mean luma (0..255) below which a frame counts as dark.")
 
 
 class DetectionConfig(_Strict):

@@ -24,7 +24,7 @@ from anonray import audit, fault_injection, models, ray_scratch, remote_output, 
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
-from anonray.detect import model_name_for
+from anonray.detect import models_in_use
 from anonray.discover import STATE_DIR_NAME, Discovery, InputFile, discover
 from anonray.ingest import IngestError, ingest_os_error, probe, video_id_for
 from anonray.outputs import output_relative_path
@@ -324,7 +324,7 @@ def _run_with_state(state: _Run, discovery: Discovery, output_dir: Path | str, w
     request = state.request
     state_dir = state.remote.local_dir if state.remote is not None else prepare_state_dir(output_dir)
     state.state_dir, state.output_dir = state_dir, output_dir
-    model_names = [model_name_for(request.config, c) for c in request.config.classes]
+    model_names = models_in_use(request.config)
     for name in model_names:
         models.model_path(name)  # fail fast (usage error) when weights are missing or altered
     model_ids = models.model_ids(model_names)

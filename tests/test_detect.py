@@ -258,7 +258,7 @@ def test_plate_model_is_chosen_by_config() -> None:
     assert model_name_for(cfg, "plate") == "plate-yolov8n-fastanpr"
     assert model_name_for(Config(), "face") == "centerface"
     det = FrameDetector(cfg, device="cpu")
-    assert set(det.model_ids()) == {"plate-yolov8n-fastanpr"}
+    assert set(det.model_ids()) == {"plate-yolov8n-fastanpr", "plate-yolov8n-safelicensing"}  # + low light
 
 
 @pytest.mark.parametrize(("cls", "name", "why"), [
@@ -297,3 +297,36 @@ def test_openvino_streams_give_the_same_boxes_in_order() -> None:
         np.testing.assert_allclose(ax, bx, atol=1e-3)
         np.testing.assert_allclose(as_, bs, atol=1e-5)
     assert len(two.detect(images)[1][0]) == 0
+
+
+def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
+    """A frame darker than low_light_luma also goes, brightened, through the low-light model; a bright one
+    does not; the low-light model is recorded among the model ids."""
+    from anonray.detect.low_light import brightened, frame_luma, merge
+
+    img, labels = plate_sample
+    dark = (img.astype(np.float32) * 0.3).astype(np.uint8)
+    assert frame_luma(dark) < 50 <= frame_luma(img)
+    lifted = brightened(dark, frame_luma(dark))
+    assert abs(frame_luma(lifted) - 110) < 15
+    calls: list[int] = []
+
+    class Counting:
+        def detect(self, images):
+            calls.append(len(images))
+            return [(np.array([[1, 2, 30, 20]], np.float32), np.array([0.9], np.float32)) for _ in images]
+
+    cfg = Config().with_overrides(classes=["plate"], **{"detection.plate.stride": 1})
+    det = FrameDetector(cfg, device="cpu")
+    assert set(det.model_ids()) == {"plate-yolov8n-pyplatex", "plate-yolov8n-safelicensing"}
+    det.low_light[1] = Counting()
+    out = det.detect([img, dark], [0, 1], (img.shape[1], img.shape[0]))
+    assert calls == [1]  # only the dark frame
+    assert any(np.allclose(b, [1, 2, 30, 20]) for b in out.xyxy[out.frame_index == 1])
+    assert not any(np.allclose(b, [1, 2, 30, 20]) for b in out.xyxy[out.frame_index == 0])
+    a = (np.array([[0, 0, 10, 10]], np.float32), np.array([0.5], np.float32))
+    b = (np.array([[0, 0, 10, 11], [50, 50, 60, 60]], np.float32), np.array([0.7, 0.4], np.float32))
+    xyxy, score = merge(a, b, 0.5)
+    assert len(xyxy) == 2 and sorted(score.tolist()) == pytest.approx([0.4, 0.7])
+    off = FrameDetector(cfg.with_overrides(**{"detection.plate.low_light_model": None}), device="cpu")
+    assert not off.low_light and set(off.model_ids()) == {"plate-yolov8n-pyplatex"}

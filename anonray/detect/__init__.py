@@ -27,20 +27,34 @@ def model_name_for(config: Config, cls: str) -> str:
     return getattr(config.detection, cls).model
 
 
-def model_spec_for(config: Config, cls: str):
-    """The manifest entry of a class's model; a ModelError naming the setting if it cannot serve it."""
+def model_spec_for(config: Config, cls: str, setting: str = "model"):
+    """The manifest entry of the model a class's setting names (``model``, or ``low_light_model`` for
+    plates); a ModelError naming the setting if it cannot serve the class."""
     from anonray.models import ModelError, load_manifest
 
-    name = model_name_for(config, cls)
+    name = getattr(getattr(config.detection, cls), setting)
     specs = load_manifest()
     fits = sorted(n for n, s in specs.items() if s.kind in MODEL_KINDS[cls])
     spec = specs.get(name)
     if spec is None or spec.kind not in MODEL_KINDS[cls]:
         why = "is not in the model manifest" if spec is None else f"is a {spec.kind} model"
         raise ModelError(
-            f"detection.{cls}.model: {name!r} {why}; models for {cls}: {', '.join(fits) or '(none)'}"
+            f"detection.{cls}.{setting}: {name!r} {why}; models for {cls}: {', '.join(fits) or '(none)'}"
         )
     return spec
+
+
+def models_in_use(config: Config) -> list[str]:
+    """The manifest names of every model a run with ``config`` loads (the record's model ids)."""
+    names = [model_name_for(config, c) for c in config.classes]
+    low_light = low_light_model_name(config)
+    return names + ([low_light] if low_light and low_light not in names else [])
+
+
+def low_light_model_name(config: Config) -> str | None:
+    """The plate class's low-light model, where plates are detected and one is set."""
+    plate = config.detection.plate
+    return plate.low_light_model if "plate" in config.classes and plate.enabled else None
 
 
 def prepare_cpu_runtime(config: Config) -> list:
@@ -51,7 +65,8 @@ def prepare_cpu_runtime(config: Config) -> list:
     from anonray.detect.plates import openvino_ir
     from anonray.models import model_path
 
-    return [openvino_ir(model_path(model_spec_for(config, "plate").name))]
+    settings = ["model"] + (["low_light_model"] if low_light_model_name(config) else [])
+    return [openvino_ir(model_path(model_spec_for(config, "plate", s).name)) for s in settings]
 
 
 def default_device() -> str:
@@ -107,6 +122,8 @@ class FrameDetector:
             runtime = dict(cpu_threads=cpu_threads, cpu_precision=config.detection.cpu_precision,
                            cpu_streams=config.resources.cpu_inference_streams)
         self.detectors: dict[int, object] = {}
+        self.low_light: dict[int, object] = {}
+        """A second detector per class for dark frames (low_light.py)."""
         for name in config.classes:
             cfg = getattr(config.detection, name)
             if not cfg.enabled:
@@ -133,13 +150,19 @@ class FrameDetector:
                 from anonray.detect.plates import PlateDetector
 
                 det = PlateDetector(path, **common)
+                if low_light_model_name(config):
+                    dark_path = model_path(model_spec_for(config, name, "low_light_model").name)
+                    self.low_light[CLASS_NAMES.index(name)] = PlateDetector(dark_path, **common)
             self.detectors[CLASS_NAMES.index(name)] = det
 
     def model_ids(self) -> dict[str, str]:
         """The ids of the models in use, for the result record."""
         from anonray.models import model_ids
 
-        return model_ids([model_name_for(self.config, CLASS_NAMES[c]) for c in self.detectors])
+        names = [model_name_for(self.config, CLASS_NAMES[c]) for c in self.detectors]
+        if self.low_light:
+            names.append(self.config.detection.plate.low_light_model)
+        return model_ids(names)
 
     def detect(
         self,
@@ -162,7 +185,14 @@ class FrameDetector:
             if not due.any():
                 continue
             due_images = [img for img, d in zip(images, due, strict=True) if d]
-            for frame, (xyxy, score) in zip(frames[due], det.detect(due_images), strict=True):  # type: ignore[attr-defined]
+            found = det.detect(due_images)  # type: ignore[attr-defined]
+            if cls_id in self.low_light:
+                from anonray.detect.low_light import with_low_light_pass
+
+                cfg = self.config.detection.plate
+                found = with_low_light_pass(due_images, found, self.low_light[cls_id], cfg.low_light_luma,
+                                            cfg.nms_iou)
+            for frame, (xyxy, score) in zip(frames[due], found, strict=True):
                 if not len(xyxy):
                     continue
                 xyxy = xyxy * np.array([sx, sy, sx, sy], np.float32)

@@ -42,7 +42,8 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
         from anonray.detect.openvino_cpu import resolve_precision
 
         runtime += "-" + resolve_precision(config.detection.cpu_precision)
-    return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}-{runtime}"
+    low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}" if getattr(d, "low_light_model", None) else ""
+    return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
 
 
 def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
