@@ -330,3 +330,18 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
     assert len(xyxy) == 2 and sorted(score.tolist()) == pytest.approx([0.4, 0.7])
     off = FrameDetector(cfg.with_overrides(**{"detection.plate.low_light_model": None}), device="cpu")
     assert not off.low_light and set(off.model_ids()) == {"plate-yolov8n-pyplatex"}
+
+
+def test_plate_ir_is_made_once_and_kept_beside_the_model() -> None:
+    """`anonray models pull` (prepare_cpu_runtime) makes the OpenVINO IR of each plate model a run loads; a
+    second call finds the same files instead of tracing again, and the IR keeps the network's stride."""
+    from anonray.detect import prepare_cpu_runtime
+    from anonray.detect.plates import STRIDE_INFO, _read_openvino_ir
+
+    made = prepare_cpu_runtime(Config())
+    assert [p.parent.parent.name for p in made] == ["pyplatex-0.0.5", "safelicensing-1.0.3"]
+    stamps = [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made]
+    assert prepare_cpu_runtime(Config()) == made
+    assert [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made] == stamps
+    assert int(_read_openvino_ir(made[0]).get_rt_info(list(STRIDE_INFO)).astype(int)) == 32
+    assert prepare_cpu_runtime(Config().with_overrides(classes=["face"])) == []
