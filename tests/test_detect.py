@@ -328,6 +328,11 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
     b = (np.array([[0, 0, 10, 11], [50, 50, 60, 60]], np.float32), np.array([0.7, 0.4], np.float32))
     xyxy, score = merge(a, b, 0.5)
     assert len(xyxy) == 2 and sorted(score.tolist()) == pytest.approx([0.4, 0.7])
+    strided = FrameDetector(cfg.with_overrides(**{"detection.plate.stride": 3}), device="cpu")
+    strided.low_light[1] = Counting()
+    calls.clear()
+    out = strided.detect([dark, img], [4, 5], (img.shape[1], img.shape[0]))  # neither is a stride frame
+    assert calls == [1] and set(out.frame_index.tolist()) == {4}  # the dark one still gets its second look
     off = FrameDetector(cfg.with_overrides(**{"detection.plate.low_light_model": None}), device="cpu")
     assert not off.low_light and set(off.model_ids()) == {"plate-yolov8n-pyplatex"}
 

@@ -182,19 +182,20 @@ class FrameDetector:
         parts = []
         for cls_id, det in self.detectors.items():
             due = frames % getattr(self.config.detection, CLASS_NAMES[cls_id]).stride == 0
-            if not due.any():
-                continue
-            due_images = [img for img, d in zip(images, due, strict=True) if d]
-            found = det.detect(due_images)  # type: ignore[attr-defined]
-            if cls_id in self.low_light:
+            found: list = [None] * len(images)  # per image: its boxes, or None where the class is not due
+            if due.any():
+                due_at = np.flatnonzero(due)
+                for i, boxes in zip(due_at, det.detect([images[i] for i in due_at]), strict=True):  # type: ignore[attr-defined]
+                    found[i] = boxes
+            if cls_id in self.low_light:  # every dark frame, due or not: the hard cases get every look
                 from anonray.detect.low_light import with_low_light_pass
 
                 cfg = self.config.detection.plate
-                found = with_low_light_pass(due_images, found, self.low_light[cls_id], cfg.low_light_luma,
-                                            cfg.nms_iou)
-            for frame, (xyxy, score) in zip(frames[due], found, strict=True):
-                if not len(xyxy):
+                found = with_low_light_pass(images, found, self.low_light[cls_id], cfg.low_light_luma, cfg.nms_iou)
+            for frame, boxes in zip(frames, found, strict=True):
+                if boxes is None or not len(boxes[0]):
                     continue
+                xyxy, score = boxes
                 xyxy = xyxy * np.array([sx, sy, sx, sy], np.float32)
                 xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, src_w)
                 xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)

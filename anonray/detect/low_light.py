@@ -2,7 +2,8 @@
 
 Frames whose mean luma (on a 1-in-8 grid of pixels) is below ``detection.plate.low_light_luma`` also go,
 brightened to a mean luma of ``TARGET_LUMA`` (gain at most ``MAX_GAIN``), through the low-light model
-(``detection.plate.low_light_model``); its boxes join the main model's, overlaps merged by NMS. Measured
+(``detection.plate.low_light_model``); its boxes join the main model's, overlaps merged by NMS. Every
+dark frame gets that look, also the frames the plate stride skips. Measured
 on the accuracy harness's dark, noisy clip (models/README.md): the default plate model scores that
 clip's plate 0 on every frame, brightened at most 0.23; the safelicensing model finds it, brightened,
 on about half the frames, and tracking bridges the rest.
@@ -48,10 +49,11 @@ def merge(a: Boxes, b: Boxes, iou: float) -> Boxes:
     return xyxy[keep], score[keep]
 
 
-def with_low_light_pass(images: Sequence[np.ndarray], found: list[Boxes], detector, max_luma: float,
-                        iou: float) -> list[Boxes]:
-    """``found`` (the main model's boxes per image) with the low-light detector's boxes merged in for the
-    images darker than ``max_luma``."""
+def with_low_light_pass(images: Sequence[np.ndarray], found: list[Boxes | None], detector, max_luma: float,
+                        iou: float) -> list[Boxes | None]:
+    """``found`` (the main model's boxes per image; None for an image it did not look at, such as a frame
+    between detection strides) with the low-light detector's boxes merged in for every image darker than
+    ``max_luma``."""
     lumas = [frame_luma(img) for img in images]
     dark = [i for i, luma in enumerate(lumas) if luma < max_luma]
     if not dark:
@@ -59,5 +61,5 @@ def with_low_light_pass(images: Sequence[np.ndarray], found: list[Boxes], detect
     extra = detector.detect([brightened(images[i], lumas[i]) for i in dark])
     out = list(found)
     for i, boxes in zip(dark, extra, strict=True):
-        out[i] = merge(found[i], boxes, iou)
+        out[i] = boxes if found[i] is None else merge(found[i], boxes, iou)
     return out
