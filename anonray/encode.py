@@ -334,20 +334,30 @@ class _Transcoder:
         return 0 if self.last_pts is None else self.last_pts + self.step
 
     def _encode(self, frame: av.VideoFrame | None) -> None:
+        encoder = self._video_encoder()
+        if encoder is None:
+            return
         if frame is not None:
             if self.mark_fields is not None:
                 frame = self.mark_fields(frame)
             frame.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
             frame.time_base = self.src.time_base
         try:
-            packets = self.dst.encode(frame)
+            packets = encoder.encode(frame)
         except av.error.FFmpegError as err:
             raise EncodeError("encode", _ffmpeg_message(err)) from None
         if frame is not None:
             self.frames_out += 1
         for pkt in packets:
-            self._mux(pkt)
-            self.video_packets += 1
+            self._mux_video(pkt)
+
+    def _video_encoder(self):
+        """What encodes the video frames (the output stream here; None: nothing to encode now)."""
+        return self.dst
+
+    def _mux_video(self, packet: av.Packet) -> None:
+        self._mux(packet)
+        self.video_packets += 1
 
     def _mux(self, packet: av.Packet) -> None:
         try:

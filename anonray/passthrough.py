@@ -369,22 +369,12 @@ class _PassthroughTranscoder(_Transcoder):
         self._encode(None)
         self.run_state = None
 
-    def _encode(self, frame: av.VideoFrame | None) -> None:
-        if self.run_state is None:
-            return  # the base class's final flush: every run is already ended
-        if frame is not None:
-            frame.pict_type = av.video.frame.PictureType.NONE
-            frame.time_base = self.src.time_base
-        try:
-            packets = self.run_state.encoder.encode(frame)
-        except av.error.FFmpegError as err:
-            raise EncodeError("encode", _ffmpeg_message(err)) from None
-        if frame is not None:
-            self.frames_out += 1
-        for pkt in packets:
-            self._mux_reencoded(pkt)
+    def _video_encoder(self):
+        """The current run's encoder; None outside a run (the base class's final flush: every run has ended)."""
+        return None if self.run_state is None else self.run_state.encoder
 
-    def _mux_reencoded(self, pkt: av.Packet) -> None:
+    def _mux_video(self, pkt: av.Packet) -> None:
+        """A re-encoded packet, with the decode timestamp of the source packet it replaces."""
         queue = self.run_state.dts if self.run_state is not None else deque()
         if not queue:
             raise PassthroughUnsupported("a re-encoded run gave more frames than the source packets it replaces")
