@@ -99,13 +99,11 @@ class CenterFace:
             module = convert(onnx_model).eval().requires_grad_(False)
             self._module = module.to(self.device, self.dtype)
         elif backend == "openvino":
-            from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision, static_copy
+            from anonray.detect.openvino_cpu import ShapeCompiledModel, core, resolve_precision, static_copy
 
             if self.device.type != "cpu":
                 raise ValueError("the openvino backend runs on the CPU only")
-            import openvino as ov
-
-            base = ov.Core().read_model(onnx_model.SerializeToString(), b"")
+            base = core().read_model(onnx_model.SerializeToString(), b"")
             self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
                                                 resolve_precision(cpu_precision), cpu_threads, streams=cpu_streams)
         elif backend == "onnxruntime":

@@ -11,6 +11,7 @@ so one compile (well under a second) per video size per actor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -19,7 +20,9 @@ import numpy as np
 Precision = Literal["auto", "fp32", "bf16"]
 
 
-def _core():
+@functools.cache
+def core():
+    """The process's one OpenVINO runtime core (every model is read and compiled through it)."""
     import openvino as ov
 
     return ov.Core()
@@ -28,7 +31,7 @@ def _core():
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bf16 natively here (AMX or AVX512-BF16)."""
     try:
-        return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # noqa: BLE001 - no OpenVINO CPU plugin: the caller falls back to fp32
         return False
 
@@ -55,7 +58,7 @@ def compile_for_cpu(model, precision: Literal["fp32", "bf16"], threads: int | No
         config["NUM_STREAMS"] = int(streams)
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return _core().compile_model(model, "CPU", config)
+    return core().compile_model(model, "CPU", config)
 
 
 def static_copy(model, shape: tuple[int, ...]):

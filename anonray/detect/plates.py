@@ -164,9 +164,9 @@ def openvino_ir(model_path: Path) -> Path:
 
 
 def _read_openvino_ir(path: Path):
-    import openvino as ov
+    from anonray.detect.openvino_cpu import core
 
-    return ov.Core().read_model(str(path))
+    return core().read_model(str(path))
 
 
 def _convert_to_openvino(network: torch.nn.Module):
