@@ -489,25 +489,20 @@ def _harvest(state: _Run, renders: dict, timeout: float) -> None:
         video_id = video.info.video_id
         started, seconds = state.ingest_seconds[video_id]
         retries = attempt + by_video.get(video_id, 0)
+        can_retry = attempt < state.config.resources.max_retries
         try:
             status, payload = ray.get(ref)
         except TRANSIENT_ERRORS as err:
-            if attempt < state.config.resources.max_retries:
-                log.warning("video %s: render attempt %d lost (%s); retrying", video_id, attempt + 1,
-                            type(err).__name__)
+            if can_retry:
                 for stale in (state.state_dir / TMP_DIR_NAME).glob(f"{video_id}-*"):  # the dead attempt's file
                     stale.unlink(missing_ok=True)
-                state.render_retries += 1
-                _start_render(state, video, file, renders, attempt + 1)
+                _retry_render(state, video, file, renders, attempt, f"lost ({type(err).__name__})")
                 continue
             status, payload = "failed", ("worker_lost", f"{type(err).__name__} (after {attempt} retries)")
         except Exception as err:  # noqa: BLE001 - not transient: recorded, not retried
             status, payload = "failed", ("render_error", type(err).__name__)
-        if status == "failed" and payload[0] in RETRIED_ERROR_CLASSES \
-                and attempt < state.config.resources.max_retries:
-            log.warning("video %s: render attempt %d failed (%s); retrying", video_id, attempt + 1, payload[0])
-            state.render_retries += 1
-            _start_render(state, video, file, renders, attempt + 1)
+        if status == "failed" and payload[0] in RETRIED_ERROR_CLASSES and can_retry:
+            _retry_render(state, video, file, renders, attempt, f"failed ({payload[0]})")
             continue
         if status == "failed":
             state.fail(file, payload, started, video.info, seconds, retries=retries)
@@ -519,6 +514,14 @@ def _harvest(state: _Run, renders: dict, timeout: float) -> None:
         state.summary.footage_seconds += video.info.duration_seconds
         log.info("video %s ok: %d frames", video.info.video_id, video.info.frame_count)
         state.progress.video_finished("ok", video.info.frame_count, video.info.duration_seconds)
+
+
+def _retry_render(state: _Run, video: VideoDetections, file: InputFile, renders: dict, attempt: int,
+                  why: str) -> None:
+    """Resubmit a render whose attempt ``attempt`` ended in a failure worth another try, and count it."""
+    log.warning("video %s: render attempt %d %s; retrying", video.info.video_id, attempt + 1, why)
+    state.render_retries += 1
+    _start_render(state, video, file, renders, attempt + 1)
 
 
 def _write_tables(state: _Run, state_dir: Path, started: dt.datetime, ray_mode: str,
