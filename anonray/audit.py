@@ -24,12 +24,12 @@ from typing import Any
 
 from anonray.checksums import sha256_file
 from anonray.config import Config
+from anonray.private_dirs import PRIVATE_DIR_MODE
 
 MANIFEST_DIR_NAME = "manifests"
 MANIFEST_FORMAT = 1
 MANIFEST_KIND = "anonray-run-manifest"
 STATE_DIR_NAME = "_anonray"  # as discover.STATE_DIR_NAME (not imported, to keep `anonray verify` light)
-RESTRICTED_DIR_MODE = 0o700
 VERIFIED_STATUSES = ("ok", "skipped")
 """Statuses whose output file stands after the run (skipped: an earlier run's output, re-used)."""
 
@@ -203,7 +203,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 
     A folder created here is private to the user (0700): what goes here (manifests, review sheets) holds
     relative paths and footage."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=RESTRICTED_DIR_MODE)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}{path.suffix}"
     try:
         with open(tmp, "wb") as fh:

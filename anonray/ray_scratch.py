@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anonray.config import ConfigError, ResourceConfig
+from anonray.private_dirs import PRIVATE_DIR_MODE
 
 log = logging.getLogger("anonray")
 
-PRIVATE_MODE = 0o700
 SOCKET_PATH_MAX = 107
 """Bytes in a unix socket path on Linux (108 with the terminating NUL; macOS: 103)."""
 SESSION_SOCKET_SUFFIX = "/session_2000-01-01_00-00-00_000000_4194304/sockets/plasma_store.99"
@@ -92,13 +92,13 @@ def _fits(path: Path) -> bool:
 def _private_dir(prefix: str, parent: Path | str | None) -> Path:
     """A fresh folder with mode 0700 (mkdtemp creates it so, atomically, whatever the umask)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(path, PRIVATE_MODE)  # mkdtemp already does; stated for the reader and odd platforms
+    os.chmod(path, PRIVATE_DIR_MODE)  # mkdtemp already does; stated for the reader and odd platforms
     return path
 
 
 def _subdir(parent: Path, name: str) -> Path:
     path = parent / name
-    path.mkdir(mode=PRIVATE_MODE)
+    path.mkdir(mode=PRIVATE_DIR_MODE)
     return path
 
 
@@ -112,7 +112,7 @@ def for_local_ray(state_dir: Path, resources: ResourceConfig) -> RayScratch:
         if len(os.fsencode(base)) > longest:
             raise ConfigError("invalid configuration:\n  resources.ray_temp_dir: too long for Ray's unix socket "
                               f"paths (at most {longest} bytes)")
-        base.mkdir(parents=True, exist_ok=True, mode=PRIVATE_MODE)
+        base.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
         own = _private_dir(CONFIGURED_PREFIX, base)
         return RayScratch(_subdir(own, RAY_SUBDIR), _subdir(own, "spill"), [own], resources.keep_ray_temp)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from anonray.private_dirs import PRIVATE_DIR_MODE
 from anonray.tables import REGIONS_SCHEMA, table_dir, write_part
 from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, MaskPlan
 
@@ -49,7 +50,7 @@ def write_regions(state_dir: Path, run_id: str, video_id: str, plan: MaskPlan) -
     """Write one video's regions atomically (also when it has none: zero rows say "nothing masked").
 
     The folder, when created here, is private to the user (0700)."""
-    table_dir(state_dir, REGIONS_TABLE).mkdir(parents=True, exist_ok=True, mode=0o700)
+    table_dir(state_dir, REGIONS_TABLE).mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     return write_part(state_dir, REGIONS_TABLE, part_name(run_id, video_id), regions_table(run_id, video_id, plan))
 
 

@@ -29,13 +29,13 @@ from pathlib import Path
 from anonray import storage
 from anonray.audit import MANIFEST_DIR_NAME
 from anonray.discover import STATE_DIR_NAME
+from anonray.private_dirs import PRIVATE_DIR_MODE
 from anonray.regions import REGIONS_TABLE, write_regions
 from anonray.render import TMP_DIR_NAME
 from anonray.review import REVIEW_DIR_NAME
 from anonray.tables import TABLES
 from anonray.types import MaskPlan
 
-PRIVATE_MODE = 0o700
 VIDEOS_TABLE = "videos"
 
 
@@ -105,7 +105,7 @@ class RemoteState:
         if parent:
             Path(parent).mkdir(parents=True, exist_ok=True)
         self.local_dir = Path(tempfile.mkdtemp(prefix="anonray-state-", dir=parent))  # mkdtemp: mode 0700
-        (self.local_dir / TMP_DIR_NAME).mkdir(mode=PRIVATE_MODE)
+        (self.local_dir / TMP_DIR_NAME).mkdir(mode=PRIVATE_DIR_MODE)
 
     def uri_of(self, local: Path) -> str:
         """The key a file of the local folder has on the store."""
@@ -127,7 +127,7 @@ class RemoteState:
         """Download the files of ``_anonray/<folder>`` whose names start with ``prefix``; how many."""
         names = self._names(folder, prefix)
         target = self.local_dir / folder
-        target.mkdir(mode=PRIVATE_MODE, exist_ok=True)
+        target.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
         for name in names:
             storage.download(state_uri(self.output_uri, f"{folder}/{name}"), target / name)
         return len(names)
