@@ -25,10 +25,12 @@ from anonray.regions import delete_run_regions, read_regions, regions_file, writ
 from anonray.render import render_video
 from anonray.review import (
     OUTLINE_BGR,
+    at_keyframes,
     build_review_sheet,
     draw_regions,
     frame_indices,
     read_output_frames,
+    review_frames,
     sample_outputs,
     sample_size,
 )
@@ -82,6 +84,38 @@ def test_review_config_defaults_and_limits():
 
 
 # ---------------------------------------------------------------- reading frames of an output
+
+def _key_indices(path: Path) -> list[int]:
+    """Presentation indices of a file's keyframes, from its packets."""
+    with av.open(str(path)) as c:
+        packets = sorted((p.pts, p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size)
+    return [i for i, (_, key) in enumerate(packets) if key]
+
+
+@pytest.mark.parametrize(("indices", "count", "keys", "expected"), [
+    ([4, 12, 20], 25, [0], [0, 12, 20]),  # only the first slice [0, 8.3) holds a keyframe
+    ([83, 250, 416], 500, [0, 210, 420], [0, 210, 420]),  # the nearest keyframe inside each slice
+    ([83, 250, 416], 500, [0, 150, 420], [150, 250, 420]),  # the nearer of two in the first, none in the middle
+    ([5, 15], 20, list(range(20)), [5, 15]),  # every frame a keyframe (MJPEG): the centres themselves
+    ([2, 7], 10, [], [2, 7]),  # no keyframe known: unchanged
+    ([10, 30], 40, [19, 21], [19, 21]),  # ties and slice edges: each slice keeps its own keyframe
+])
+def test_review_frames_move_to_a_keyframe_in_their_own_slice(indices, count, keys, expected):
+    assert at_keyframes(indices, count, keys) == expected
+
+
+def test_review_frames_are_decoded_from_keyframes_only(tmp_path, monkeypatch):
+    path = tmp_path / "clip.mp4"
+    write_sample_video(path, format="h264_mp4", frames=60, audio=False)
+    keys = _key_indices(path)
+    import anonray.review as review
+
+    monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
+    got = review_frames(path, 3)
+    reference = _all_frames(path)
+    assert sorted(got) == at_keyframes(frame_indices(60, 3), 60, keys)
+    assert all(np.array_equal(got[i].image, reference[i]) for i in got)
+
 
 def _all_frames(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
@@ -188,9 +222,12 @@ def test_sheet_shows_output_frames_with_outlines(tmp_path, fmt):
     assert len(images) == 3 == page.count("<img ")
     w, h = display_size(row["width"], row["height"], row["rotation"])
     assert all(img.shape == (h, w, 3) for img in images)
-    assert [int(x) for x in re.findall(r"<figcaption>frame (\d+)", page)] == frame_indices(25, 3)
+    shown = [int(x) for x in re.findall(r"<figcaption>frame (\d+)", page)]
+    keys = _key_indices(out / row["output_path"])
+    assert shown == at_keyframes(frame_indices(25, 3), 25, keys) and len(shown) == 3
+    assert shown[0] == 0 and 0 in keys  # the first slice holds the output's first keyframe: taken instead of 4
     face_colour = np.array(OUTLINE_BGR["face"])
-    for k, img in zip(frame_indices(25, 3), images, strict=True):
+    for k, img in zip(shown, images, strict=True):
         assert (np.abs(img.astype(int) - face_colour).max(axis=2) <= 60).sum() > 30, "no face outline"
         if fmt == "h264_mp4":  # the middle of the face is the output's magenta mask, not the source's face
             x0, y0, x1, y1 = truth.face_boxes[k]
