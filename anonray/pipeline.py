@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,20 +185,22 @@ def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Con
     # for Ray 2.64): revisit when the pin moves.
     fault_tolerance = {"max_restarts": retries, "max_task_retries": retries}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map_batches(
-        SegmentDecoder, fn_constructor_kwargs={"config_json": config_json, "restarts": restarts}, batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=plan.decode_actors), num_cpus=plan.decode_cpus,
-        **fault_tolerance,
-    )
-    return ds.map_batches(
-        FrameDetectorActor,
-        fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2,
-                               "restarts": restarts},
-        batch_size=config.detection.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=plan.detect_actors),
-        num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None, memory=plan.detect_memory,
-        **fault_tolerance,
-    )
+    with warnings.catch_warnings():  # ray is pinned exactly: its deprecation notice is ours to act on, not users'
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+        ds = ds.map_batches(
+            SegmentDecoder, fn_constructor_kwargs={"config_json": config_json, "restarts": restarts}, batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=plan.decode_actors), num_cpus=plan.decode_cpus,
+            **fault_tolerance,
+        )
+        return ds.map_batches(
+            FrameDetectorActor,
+            fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2,
+                                   "restarts": restarts},
+            batch_size=config.detection.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=plan.detect_actors),
+            num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None, memory=plan.detect_memory,
+            **fault_tolerance,
+        )
 
 
 # ---------------------------------------------------------------- orchestration
