@@ -193,6 +193,12 @@ class EncoderConfig(_Strict):
         False, description="Smart passthrough (passthrough.py): GOPs without masks are copied bit-exact from the "
         "source (SEI messages stripped), only GOPs with masks are re-encoded; H.264 sources with libx264, HEVC "
         "with libx265, progressive 8-bit; other inputs get the full re-encode (videos.passthrough_fallback says why).")
+    chunk_seconds: float = Field(
+        300.0, ge=0.0,
+        description="Parallel encoding of long videos (chunked.py): a video of at least 1.5 x this many seconds is "
+        "cut at segment boundaries into chunks of about this length, encoded by one task each (any node) with "
+        "identical settings and joined losslessly into one file (videos.encode_chunks). 0 = one task per video. "
+        "Not with passthrough, nor for damaged input rendered with input.on_damage: mask_whole_frame.")
 
 
 class SegmentConfig(_Strict):

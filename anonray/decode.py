@@ -129,6 +129,13 @@ def _frames_with_fallback(path: str | Path, info: VideoInfo, segment: Segment) -
     yield from _decode_pass(path, info, segment, targets[-1])
 
 
+def segment_frames(path: str | Path, info: VideoInfo, segment: Segment) -> Iterator[av.VideoFrame]:
+    """The segment's frames as decoded (stored size and pixel format), in presentation order, found as
+    ``decode_segment`` finds them; fewer than expected where data is damaged (the caller counts them).
+    Raises PyAV's errors as they come (chunked.py renders a run of segments from these)."""
+    return _frames_with_fallback(path, info, segment)
+
+
 def decode_segment(
     path: str | Path,
     info: VideoInfo,

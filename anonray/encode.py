@@ -274,17 +274,21 @@ class _Transcoder:
         """Add the output video stream (passthrough.py's job adds it with its own encoder options)."""
         return _add_video_stream(out, self.src, info, cfg, fmt_name)
 
+    def _tag_output(self) -> None:
+        """The output's metadata: only the anonray comment, the video language and the start timecode."""
+        self.out.metadata.clear()
+        self.out.metadata["comment"] = f"anonray {anonray.__version__}"
+        _keep_language(self.src, self.dst)
+        if self.timecode:
+            self.dst.metadata["timecode"] = self.timecode
+
     def _default_step(self) -> int:
         """Ticks per frame in the input time base, for frames that come without a pts."""
         rate = self.src.average_rate or self.src.guessed_rate or Fraction(25)
         return max(1, round(1 / (rate * self.src.time_base)))
 
     def run(self) -> None:
-        self.out.metadata.clear()
-        self.out.metadata["comment"] = f"anonray {anonray.__version__}"
-        _keep_language(self.src, self.dst)
-        if self.timecode:
-            self.dst.metadata["timecode"] = self.timecode
+        self._tag_output()
         for packet in self.inp.demux([self.src] + [r.src for r in self.audio]):
             route = self.by_index.get(packet.stream.index)
             if route is None:
@@ -391,6 +395,10 @@ class _Transcoder:
     def _flush(self) -> None:
         self._video_packet(None)
         self._encode(None)
+        self._flush_audio()
+
+    def _flush_audio(self) -> None:
+        """Drain the audio decoders and encoders of re-encoded audio streams."""
         for route in self.audio:
             if not route.copy:
                 for frame in route.src.decode(None):

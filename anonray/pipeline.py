@@ -19,10 +19,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import ray
 
 from anonray import audit, fault_injection, models, ray_scratch, remote_output, storage
 from anonray.actors import FrameDetectorActor, SegmentDecoder, segment_row
+from anonray.chunked import ChunkJob, ChunkPackets, ChunkRunner, EncodedChunks, failure_message
 from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
 from anonray.detect import models_in_use
@@ -40,7 +42,7 @@ from anonray.records import (
     utc_now,
 )
 from anonray.regions import REGIONS_TABLE
-from anonray.render import TMP_DIR_NAME, render_video
+from anonray.render import TMP_DIR_NAME, render_chunk, render_video
 from anonray.resources import ResourcePlan, plan_resources
 from anonray.resume import DoneIndex
 from anonray.tables import read_table, table_dir, write_part
@@ -137,16 +139,73 @@ def _ingest(file: InputFile, target_seconds: float) -> IngestOutcome:
 
 
 @ray.remote(max_retries=0)  # retried by the driver, which counts the attempts (see _harvest)
-def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str, run_id: str):
+def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str, run_id: str,
+            chunk_cpus: float = 1.0):
     from anonray.config import validate_config
 
     fault_injection.pause("render")
     try:
         config = validate_config(json.loads(config_json))
         output = output_dir if storage.is_uri(output_dir) else Path(output_dir)
-        return "ok", render_video(video, config, output, Path(state_dir), run_id)
+        chunks = _chunks_on_ray(chunk_cpus, config.resources.max_retries)
+        return "ok", render_video(video, config, output, Path(state_dir), run_id, chunks)
     except Exception as err:  # noqa: BLE001 - deterministic per-file failure: recorded, not retried
         return "failed", (getattr(err, "error_class", "render_error"), str(err) or type(err).__name__)
+
+
+@ray.remote(num_returns=2)
+def _encode_chunk(job: ChunkJob, config_json: str):
+    """One chunk of a long video (chunked.py), on any node: (ChunkPackets, payloads), or on a per-file
+    failure ((error_class, message), no payloads)."""
+    from anonray.config import validate_config
+
+    try:
+        return render_chunk(job, validate_config(json.loads(config_json)))
+    except Exception as err:  # noqa: BLE001 - a per-file failure, reported to the render task
+        return (getattr(err, "error_class", "render_error"), failure_message(err)), np.zeros(0, np.uint8)
+
+
+def _chunks_on_ray(cpus: float, retries: int) -> ChunkRunner:
+    """The render task's ChunkRunner: one Ray task per chunk, on any node (a lost worker retried ``retries``
+    times); the render task waits without holding its CPU. The first failure cancels the other chunks."""
+
+    def run(source: Path, jobs: list[ChunkJob], config: Config) -> EncodedChunks:
+        task = _encode_chunk.options(num_cpus=cpus, max_retries=retries)
+        config_json = config.canonical_json()
+        refs = [task.remote(job, config_json) for job in jobs]
+        try:
+            packets = _gather_chunks(jobs, [described for described, _ in refs], retries)
+        except BaseException:
+            for described, _ in refs:
+                ray.cancel(described)
+            raise
+        payloads: list[ray.ObjectRef | None] = [payload for _, payload in refs]
+
+        def load(k: int) -> np.ndarray:
+            ref, payloads[k] = payloads[k], None  # the join asks once per chunk: let Ray free it after
+            return ray.get(ref)
+
+        return EncodedChunks(packets, load)
+
+    return run
+
+
+def _gather_chunks(jobs: list[ChunkJob], described: list[ray.ObjectRef], retries: int) -> list[ChunkPackets]:
+    """Every chunk's packets, waited for as they finish; the first failure raises ChunkError."""
+    index = {ref: k for k, ref in enumerate(described)}
+    packets: list[ChunkPackets] = []
+    pending = list(described)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        job = jobs[index[done[0]]]
+        try:
+            result = ray.get(done[0])
+        except TRANSIENT_ERRORS as err:
+            raise job.failed("worker_lost", f"{type(err).__name__} (after {retries} retries)") from None
+        if not isinstance(result, ChunkPackets):
+            raise job.failed(*result)
+        packets.append(result)
+    return sorted(packets, key=lambda p: p.index)
 
 
 @ray.remote(num_cpus=0)
@@ -467,7 +526,8 @@ def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str
 
 def _start_render(state: _Run, video: VideoDetections, file: InputFile, renders: dict, attempt: int) -> None:
     ref = _render.options(num_cpus=state.plan.render_cpus).remote(
-        video, state.config.canonical_json(), str(state.output_dir), str(state.state_dir), state.run_id)
+        video, state.config.canonical_json(), str(state.output_dir), str(state.state_dir), state.run_id,
+        state.plan.render_cpus)
     renders[ref] = (video, file, attempt)
 
 

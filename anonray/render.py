@@ -20,16 +20,27 @@ import numpy as np
 
 from anonray import storage
 from anonray.checksums import sha256_file
+from anonray.chunked import (
+    ChunkError,
+    ChunkJob,
+    ChunkRunner,
+    EncodedChunk,
+    EncodedChunks,
+    encode_chunk,
+    encoded_here,
+    join_chunks,
+    plan_chunks,
+)
 from anonray.collect import VideoDetections
 from anonray.config import Config
-from anonray.encode import EncodeError
+from anonray.encode import EncodeError, TranscodeStats, output_format
 from anonray.mask import fill_whole_frame, mask_frame
 from anonray.outputs import output_relative_path
 from anonray.passthrough import PassthroughOutcome, encode_video
 from anonray.qa import MaskStatistics, QAError, anomaly_flags, check_output, mask_statistics
 from anonray.regions import write_regions
 from anonray.scenes import find_cuts
-from anonray.track import plan_masks
+from anonray.track import TrackingSummary, plan_masks
 from anonray.types import MaskPlan, VideoInfo
 
 TMP_DIR_NAME = "tmp"
@@ -68,6 +79,8 @@ class RenderResult:
     """Input frames not written: the render-time decode could not produce them (damaged data)."""
     passthrough: PassthroughOutcome | None = None
     """GOPs copied / re-encoded (or why not) with encoder.passthrough on; None with it off."""
+    encode_chunks: int = 1
+    """Chunks the video was encoded in (encoder.chunk_seconds, chunked.py); 1 = one task."""
 
 
 FLAG_DAMAGED_FRAMES = "damaged_frames"
@@ -180,18 +193,65 @@ def _output_target(output_dir: Path | str, state_dir: Path):
     return UriTarget(str(output_dir))
 
 
+def mask_plan(video: VideoDetections, config: Config) -> tuple[MaskPlan, TrackingSummary, np.ndarray]:
+    """The video's mask plan from its detections (scene cuts bound the tracks), its tracking summary and cuts."""
+    info = video.info
+    cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
+    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts)
+    return plan, summary, cuts
+
+
+def render_chunk(job: ChunkJob, config: Config, source: Path | None = None) -> EncodedChunk:
+    """Decode, mask and encode one chunk of a long video (chunked.py): the chunk task's work, on any node.
+
+    ``source``: the input's local path; None reads it as render_video does (a URI input is staged into a
+    private copy, deleted afterwards). Raises RenderError / EncodeError on a per-file failure.
+    """
+    info = job.info
+    with contextlib.ExitStack() as inputs:
+        local = source if source is not None else _local_input(info, inputs)
+        _check_input_unchanged(local, info, full=False)
+        hook = MaskHook(job.plan, job.frame_pts, config)
+        try:
+            return encode_chunk(local, job, config, hook)
+        except EncodeError:
+            _check_input_unchanged(local, info, full=False)  # a vanished input explains the failure
+            raise
+
+
+def encode_chunks_here(source: Path, jobs: list[ChunkJob], config: Config) -> EncodedChunks:
+    """The ChunkRunner without Ray: the chunks one after another in this process."""
+    return encoded_here(lambda job: render_chunk(job, config, source), jobs)
+
+
+def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config, hook: MaskHook,
+            whole: bool, chunk_runner: ChunkRunner | None) -> tuple[TranscodeStats, PassthroughOutcome | None, int]:
+    """Write tmp: in one pass (encode_video), or for a long video in chunks joined into one file
+    (chunked.py). Returns (stats, passthrough outcome, chunks)."""
+    info = video.info
+    jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp))
+    if not jobs:
+        stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
+                                          skip_damaged=whole)
+        return stats, passthrough, 1
+    chunks = (chunk_runner or encode_chunks_here)(source, jobs, config)
+    return join_chunks(source, tmp, info, config, chunks), None, len(jobs)
+
+
 def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
-                 run_id: str | None = None) -> RenderResult:
+                 run_id: str | None = None, chunk_runner: ChunkRunner | None = None) -> RenderResult:
     """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
     per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
 
     With ``run_id``, the mask plan's regions are written to the restricted regions table (regions.py)
     before the output is published, so every published output of a run has its regions.
+
+    A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (pipeline.py's runs
+    them as Ray tasks; None: one after another here), then joined here; QA and publishing are the same.
     """
     info = video.info
     started = time.perf_counter()
-    cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
-    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts)
+    plan, summary, cuts = mask_plan(video, config)
     seconds_track = time.perf_counter() - started
 
     relative_out = output_relative_path(info.relative_path, info, config.audio)
@@ -215,9 +275,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
     try:
         try:
-            stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
-                                              skip_damaged=whole)
-        except EncodeError:
+            stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner)
+        except (EncodeError, ChunkError):
             _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
             raise
         frames_lost = info.frame_count - stats.frames_out if whole else 0
@@ -268,4 +327,5 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         frames_masked_whole=hook.masked_whole,
         frames_lost=frames_lost,
         passthrough=passthrough,
+        encode_chunks=chunks,
     )

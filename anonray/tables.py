@@ -61,6 +61,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("gops_copied", pa.int64()),
     pa.field("frames_copied", pa.int64()),
     pa.field("passthrough_fallback", pa.string()),
+    pa.field("encode_chunks", pa.int32()),
     pa.field("share_frames_masked", pa.float64()),
     pa.field("regions_per_frame_mean_face", pa.float64()),
     pa.field("regions_per_frame_mean_plate", pa.float64()),

@@ -63,9 +63,9 @@ def mask_pixels(image: np.ndarray, color: np.ndarray = MAGENTA, tolerance: int =
     return np.abs(image.astype(int) - color).max(axis=2) <= tolerance
 
 
-def analysed_video(path: Path, rel: str) -> VideoDetections:
+def analysed_video(path: Path, rel: str, target_seconds: float = 2.0) -> VideoDetections:
     """A video as detection hands it to render: every segment ended, every frame analysed, no detections."""
-    info, segments = probe(path, rel)
+    info, segments = probe(path, rel, target_seconds)
     collector = DetectionCollector([(info, segments)])
     pts = [p for s in segments for _, p, _ in decode_segment(path, info, s, (96, 72))]
     video = collector.drain_incomplete()[0]
