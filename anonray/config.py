@@ -188,7 +188,9 @@ class EncoderConfig(_Strict):
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "veryfast"
-    threads: int = Field(0, ge=0, description="Encoder threads; 0 = the CPUs the worker holds.")
+    threads: int = Field(
+        0, ge=0, description="Encoder threads; 0 = the encoder's own choice (libx264/libx265: about 1.5 per core "
+        "of the machine, whatever share of it the render task holds: a lone render uses the whole node).")
     passthrough: bool = Field(
         False, description="Smart passthrough (passthrough.py): GOPs without masks are copied bit-exact from the "
         "source (SEI messages stripped), only GOPs with masks are re-encoded; H.264 sources with libx264, HEVC "
