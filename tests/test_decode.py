@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from anonray.decode import DecodeError, decode_segment
+from anonray.decode import INTERPOLATION, DecodeError, decode_segment
 from anonray.ingest import probe
 from anonray.samples import SAMPLE_FORMATS
 from benchmarks.accuracy.datasets import DEFAULT_DATA
@@ -29,7 +29,8 @@ def _straight(path: Path, out_size: tuple[int, int] | None = None) -> list[tuple
     with av.open(str(path)) as c:
         for frame in c.decode(c.streams.video[0]):
             if out_size is not None:
-                frame = frame.reformat(width=out_size[0], height=out_size[1], format="rgb24")
+                frame = frame.reformat(width=out_size[0], height=out_size[1], format="rgb24",
+                                       interpolation=INTERPOLATION)
             out.append((frame.pts, _digest(frame.to_ndarray(format="rgb24"))))
     return out
 

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from anonray.config import Config
+from anonray.decode import INTERPOLATION
 from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
@@ -53,7 +54,7 @@ def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.nda
         width, height = stream.width, stream.height
         size = size_of(width, height)
         for frame in container.decode(stream):
-            image = frame.reformat(size[0], size[1], format="rgb24").to_ndarray()
+            image = frame.reformat(size[0], size[1], format="rgb24", interpolation=INTERPOLATION).to_ndarray()
             signatures.append(np.frombuffer(frame_signature(image), np.uint8))
             images.append(image)
     return images, np.stack(signatures), (width, height)
