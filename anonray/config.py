@@ -99,9 +99,20 @@ class PlateDetection(ClassDetection):
     low_light_model: str | None = Field(
         "plate-yolov8n-safelicensing",
         description="Manifest name of a second plate model for dark frames (detect/low_light.py): frames darker "
-        "than low_light_luma also go through it, brightened. None = no second look.")
+        "than low_light_luma also go through it, brightened, and (low_light_stack) shrunk, averaged and "
+        "brightened through it and the main plate model. None = no second look.")
     low_light_luma: float = Field(
         50.0, ge=0.0, le=255.0, description="Mean luma (0..255) below which a frame counts as dark.")
+    # Measured on dark, noisy clips like the accuracy harness's (models/README.md): shrinking averages the
+    # noise that hides plates in the dark (at 1280 neither model finds the tuning clip's plate at all).
+    low_light_input_size: InputSize = Field(
+        512, description="Long side (pixels) dark frames are shrunk to, by area averaging, for the low-light look, "
+        "and its detector input size.")
+    low_light_stack: int = Field(
+        8, ge=0, le=256,
+        description="Consecutive dark frames of one detector call (so at most detection.batch_size) aligned to "
+        "their middle frame and averaged into one image for the low-light look at low_light_input_size. 1 = each "
+        "frame alone; 0 = no such look (each dark frame still goes, brightened, through low_light_model).")
 
 
 class DetectionConfig(_Strict):

@@ -319,7 +319,7 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
     cfg = Config().with_overrides(classes=["plate"], **{"detection.plate.stride": 1})
     det = FrameDetector(cfg, device="cpu")
     assert set(det.model_ids()) == {"plate-yolov8n-pyplatex", "plate-yolov8n-safelicensing"}
-    det.low_light[1] = Counting()
+    det.low_light[1] = (Counting(), None)  # the per-frame look only (the stacked one: test_low_light.py)
     out = det.detect([img, dark], [0, 1], (img.shape[1], img.shape[0]))
     assert calls == [1]  # only the dark frame
     assert any(np.allclose(b, [1, 2, 30, 20]) for b in out.xyxy[out.frame_index == 1])
@@ -329,7 +329,7 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
     xyxy, score = merge(a, b, 0.5)
     assert len(xyxy) == 2 and sorted(score.tolist()) == pytest.approx([0.4, 0.7])
     strided = FrameDetector(cfg.with_overrides(**{"detection.plate.stride": 3}), device="cpu")
-    strided.low_light[1] = Counting()
+    strided.low_light[1] = (Counting(), None)
     calls.clear()
     out = strided.detect([dark, img], [4, 5], (img.shape[1], img.shape[0]))  # neither is a stride frame
     assert calls == [1] and set(out.frame_index.tolist()) == {4}  # the dark one still gets its second look

@@ -122,8 +122,9 @@ class FrameDetector:
             runtime = dict(cpu_threads=cpu_threads, cpu_precision=config.detection.cpu_precision,
                            cpu_streams=config.resources.cpu_inference_streams)
         self.detectors: dict[int, object] = {}
-        self.low_light: dict[int, object] = {}
-        """A second detector per class for dark frames (low_light.py)."""
+        self.low_light: dict[int, tuple] = {}
+        """Per class, what looks at dark frames a second time (low_light.py): the low-light model on each dark
+        frame, and the main and the low-light model (as one detector) at the low-light input size on stacks."""
         for name in config.classes:
             cfg = getattr(config.detection, name)
             if not cfg.enabled:
@@ -151,8 +152,13 @@ class FrameDetector:
 
                 det = PlateDetector(path, **common)
                 if low_light_model_name(config):
+                    from anonray.detect.low_light import Ensemble
+
                     dark_path = model_path(model_spec_for(config, name, "low_light_model").name)
-                    self.low_light[CLASS_NAMES.index(name)] = PlateDetector(dark_path, **common)
+                    small = dict(common, input_size=cfg.low_light_input_size)
+                    stacked = Ensemble([PlateDetector(p, **small) for p in dict.fromkeys([path, dark_path])],
+                                       cfg.nms_iou) if cfg.low_light_stack else None
+                    self.low_light[CLASS_NAMES.index(name)] = (PlateDetector(dark_path, **common), stacked)
             self.detectors[CLASS_NAMES.index(name)] = det
 
     def model_ids(self) -> dict[str, str]:
@@ -191,7 +197,8 @@ class FrameDetector:
                 from anonray.detect.low_light import with_low_light_pass
 
                 cfg = self.config.detection.plate
-                found = with_low_light_pass(images, found, self.low_light[cls_id], cfg.low_light_luma, cfg.nms_iou)
+                found = with_low_light_pass(images, frames, found, self.low_light[cls_id], cfg.low_light_luma,
+                                            cfg.nms_iou, cfg.low_light_input_size, cfg.low_light_stack)
             for frame, boxes in zip(frames, found, strict=True):
                 if boxes is None or not len(boxes[0]):
                     continue

@@ -43,7 +43,10 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
         from anonray.detect.openvino_cpu import resolve_precision
 
         runtime += "-" + resolve_precision(config.detection.cpu_precision)
-    low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}" if getattr(d, "low_light_model", None) else ""
+    low_light = ""
+    if getattr(d, "low_light_model", None):  # stacks never reach past one detector call
+        stack = min(d.low_light_stack, config.detection.batch_size)
+        low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}-{d.low_light_input_size}-x{stack}"
     return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
 
 
