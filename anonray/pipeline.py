@@ -167,18 +167,16 @@ def _encode_chunk(job: ChunkJob, config_json: str):
 
 def _chunks_on_ray(cpus: float, retries: int) -> ChunkRunner:
     """The render task's ChunkRunner: one Ray task per chunk, on any node (a lost worker retried ``retries``
-    times); the render task waits without holding its CPU. The first failure cancels the other chunks."""
+    times); the render task waits without holding its CPU. The first failure fails the video at once; the
+    other chunks are left to finish and be dropped, not cancelled: in Ray 2.60 a ray.cancel that races with a
+    task's completion aborts the calling process (task_manager.cc "Tried to complete task that was not
+    pending", ray-project/ray#54846), which took down a whole test session here."""
 
     def run(source: Path, jobs: list[ChunkJob], config: Config) -> EncodedChunks:
         task = _encode_chunk.options(num_cpus=cpus, max_retries=retries)
         config_json = config.canonical_json()
         refs = [task.remote(job, config_json) for job in jobs]
-        try:
-            packets = _gather_chunks(jobs, [described for described, _ in refs], retries)
-        except BaseException:
-            for described, _ in refs:
-                ray.cancel(described)
-            raise
+        packets = _gather_chunks(jobs, [described for described, _ in refs], retries)
         payloads: list[ray.ObjectRef | None] = [payload for _, payload in refs]
 
         def load(k: int) -> np.ndarray:
