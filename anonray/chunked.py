@@ -71,6 +71,7 @@ from anonray.passthrough import (
     PassthroughUnsupported,
     _annexb_starts,
     decode_timestamps,
+    nal_type,
 )
 from anonray.types import MaskPlan, Segment, VideoInfo
 
@@ -298,8 +299,7 @@ def parameter_sets(extradata: bytes, family: str) -> tuple[bytes, ...]:
     starts = _annexb_starts(extradata)
     units = [extradata[a:b - 3].rstrip(b"\x00") for a, b in zip(starts, [*starts[1:], len(extradata) + 3],
                                                                  strict=True)]
-    kind = (lambda u: u[0] & 0x1F) if family == "h264" else (lambda u: (u[0] >> 1) & 0x3F)
-    return tuple(u for u in units if u and kind(u) in _PARAM_SET_TYPES[family])
+    return tuple(u for u in units if u and nal_type(u[0], family) in _PARAM_SET_TYPES[family])
 
 
 def _packet_seconds(packet: av.Packet) -> float:

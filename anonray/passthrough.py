@@ -112,9 +112,12 @@ def nal_unit_types(data: bytes | memoryview, family: str, length_size: int | Non
         starts = _annexb_starts(data)
     else:
         starts = _prefixed_starts(data, length_size)
-    if family == "h264":
-        return {data[i] & 0x1F for i in starts}
-    return {(data[i] >> 1) & 0x3F for i in starts}
+    return {nal_type(data[i], family) for i in starts}
+
+
+def nal_type(first_byte: int, family: str) -> int:
+    """The NAL unit type in a unit's first header byte (H.264: low 5 bits; HEVC: bits 1-6)."""
+    return first_byte & 0x1F if family == "h264" else (first_byte >> 1) & 0x3F
 
 
 def _annexb_starts(data: bytes) -> list[int]:

@@ -193,7 +193,8 @@ def with_low_light_pass(images: Sequence[np.ndarray], frame_indices: Sequence[in
     between detection strides) with the low-light looks' boxes (module docstring) merged in for every image
     darker than ``max_luma``. ``looks``: the detector for each dark frame on its own (brightened, full size)
     and the one for the stacks' averages (images of ``input_size`` long side); either may be None."""
-    dark = [i for i, img in enumerate(images) if frame_luma(img) < max_luma]
+    luma = [frame_luma(img) for img in images]
+    dark = [i for i in range(len(images)) if luma[i] < max_luma]
     if not dark:
         return found
     frame_look, stack_look = looks
@@ -203,7 +204,7 @@ def with_low_light_pass(images: Sequence[np.ndarray], frame_indices: Sequence[in
         out[i] = boxes if out[i] is None else merge(out[i], boxes, iou)
 
     if frame_look is not None:
-        for i, boxes in zip(dark, frame_look.detect([brightened(images[i], frame_luma(images[i])) for i in dark]),
+        for i, boxes in zip(dark, frame_look.detect([brightened(images[i], luma[i]) for i in dark]),
                             strict=True):
             add(i, boxes)
     if stack_look is None or stack < 1:
