@@ -14,7 +14,7 @@ import base64
 import bisect
 import html
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,35 +166,39 @@ def at_keyframes(indices: Sequence[int], frame_count: int, key_indices: Sequence
     return sorted(set(out))
 
 
-def review_frames(path: Path, per_file: int) -> dict[int, OutputFrame]:
+def review_frames(path: Path, per_file: int, frame_count: int) -> dict[int, OutputFrame]:
     """``per_file`` frames of a video file evenly spread, each at a keyframe where its slice has one
-    (at_keyframes); presentation indices as keys."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        index = _packet_index(container, stream)
-    if index is None:  # no usable packet index: the slice centres, read through once
-        with av.open(str(path)) as container:
-            count = sum(1 for _ in container.decode(video=0))
-        return read_output_frames(path, frame_indices(count, per_file))
-    order, keyframes = index
-    key_indices = [bisect.bisect_left(order, pts) for pts, _ in keyframes]
-    return read_output_frames(path, at_keyframes(frame_indices(len(order), per_file), len(order), key_indices))
+    (at_keyframes); presentation indices as keys. ``frame_count`` (what the run wrote) spreads them where
+    the file has no usable packet index."""
+    return _read_frames(path, lambda order, key_indices: at_keyframes(
+        frame_indices(len(order), per_file), len(order), key_indices),
+        lambda: frame_indices(frame_count, per_file))
 
 
 def read_output_frames(path: Path, indices: Sequence[int]) -> dict[int, OutputFrame]:
     """The frames at presentation ``indices`` of a video file (seeking where the packet index allows)."""
     wanted = sorted({int(i) for i in indices if int(i) >= 0})
-    if not wanted:
-        return {}
+    return _read_frames(path, lambda *_: wanted, lambda: wanted) if wanted else {}
+
+
+def _read_frames(path: Path, pick: Callable[[list[int], list[int]], list[int]],
+                 pick_without_index: Callable[[], list[int]]) -> dict[int, OutputFrame]:
+    """The frames ``pick(order, key_indices)`` chooses from the file's packet index (one demux pass), read by
+    seeking where that pays, else from the start; ``pick_without_index()`` where there is no usable index."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         index = _packet_index(container, stream)
-        if index is not None and _seeking_pays(*index, wanted):
-            got = _read_by_seeking(container, stream, *index, wanted)
-            if got is not None:
-                return got
-    return _read_sequentially(path, wanted)
+        if index is None:
+            wanted = pick_without_index()
+        else:
+            order, keyframes = index
+            wanted = sorted(set(pick(order, [bisect.bisect_left(order, pts) for pts, _ in keyframes])))
+            if wanted and _seeking_pays(order, keyframes, wanted):
+                got = _read_by_seeking(container, stream, order, keyframes, wanted)
+                if got is not None:
+                    return got
+    return _read_sequentially(path, wanted) if wanted else {}
 
 
 # ---------------------------------------------------------------- drawing
@@ -284,12 +288,12 @@ def _file_section(number: int, row: Mapping[str, Any], manifest_index: int | Non
     return head + facts + '<div class="frames">' + "".join(figures) + "</div></section>", len(figures)
 
 
-def _read_output(output_dir: Path | str, relative: str, per_file: int) -> dict[int, OutputFrame]:
+def _read_output(output_dir: Path | str, relative: str, per_file: int, frame_count: int) -> dict[int, OutputFrame]:
     """Review frames of one output: in the output folder, or from a private local copy of a URI output's object."""
     if not storage.is_uri(output_dir):
-        return review_frames(Path(output_dir) / relative, per_file)
+        return review_frames(Path(output_dir) / relative, per_file, frame_count)
     with storage.staged(storage.join(str(output_dir), relative)) as (local, _):
-        return review_frames(local, per_file)
+        return review_frames(local, per_file, frame_count)
 
 
 def build_review_sheet(run_id: str, video_rows: Iterable[Mapping[str, Any]], output_dir: Path | str, state_dir: Path,
@@ -304,7 +308,7 @@ def build_review_sheet(run_id: str, video_rows: Iterable[Mapping[str, Any]], out
         plan = read_regions(state_dir, run_id, row["video_id"], int(row.get("frames_out") or 0))
         error, frames = None, []
         try:
-            got = _read_output(output_dir, row["output_path"], cfg.frames_per_file)
+            got = _read_output(output_dir, row["output_path"], cfg.frames_per_file, int(row.get("frames_out") or 0))
             frames = [got[i] for i in sorted(got)]
             if not frames:
                 error = "no frame could be decoded"

@@ -111,7 +111,7 @@ def test_review_frames_are_decoded_from_keyframes_only(tmp_path, monkeypatch):
     import anonray.review as review
 
     monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
-    got = review_frames(path, 3)
+    got = review_frames(path, 3, 60)
     reference = _all_frames(path)
     assert sorted(got) == at_keyframes(frame_indices(60, 3), 60, keys)
     assert all(np.array_equal(got[i].image, reference[i]) for i in got)
