@@ -51,6 +51,7 @@ import av
 import av.error
 import numpy as np
 
+from anonray.av_open import open_input
 from anonray.collect import VideoDetections
 from anonray.config import Config
 from anonray.decode import segment_frames
@@ -252,7 +253,7 @@ def encode_chunk(source: Path, job: ChunkJob, config: Config, frame_hook: FrameH
     ``frame_count_mismatch`` when it gave other than its frames."""
     started = time.perf_counter()
     try:
-        inp = av.open(str(source), "r", metadata_errors="replace")
+        inp = open_input(source)
     except av.error.FFmpegError as err:
         raise EncodeError("open", _ffmpeg_message(err)) from None
     with inp:

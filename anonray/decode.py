@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray.av_open import open_input
 from anonray.types import Segment, VideoInfo
 
 SEEK_BACKOFF_SECONDS = (1, 4, 16)
@@ -93,7 +94,7 @@ def _segment_frames(
 
 
 def _open_stream(path: str | Path, info: VideoInfo) -> tuple[av.container.InputContainer, av.VideoStream]:
-    container = av.open(str(path), "r", metadata_errors="replace")  # damaged tags are not UTF-8
+    container = open_input(path)  # damaged tags are not UTF-8
     stream = container.streams[info.video_stream_index]
     stream.thread_type = "AUTO"
     return container, stream

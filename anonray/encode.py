@@ -40,6 +40,7 @@ import av.error
 import av.filter
 
 import anonray
+from anonray.av_open import open_input
 from anonray.config import Config, EncoderConfig
 from anonray.outputs import audio_fits, canonical_audio_codec, container_format_for
 from anonray.types import VideoInfo
@@ -450,7 +451,7 @@ def run_job(src: Path, dst: Path, make_job: JobFactory, container_format: str | 
     start = time.monotonic()
     fmt_name = output_format(dst, container_format)
     try:
-        inp = av.open(str(src), "r", metadata_errors="replace")  # damaged tags are not UTF-8
+        inp = open_input(src)  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
         raise EncodeError("open", _ffmpeg_message(err)) from None
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray.av_open import open_input
 from anonray.checksums import sha256_file
 from anonray.fault_injection import check_read_allowed
 from anonray.timecode import timecode_of
@@ -75,7 +76,7 @@ def _open(path: Path, relative_path: str) -> av.container.InputContainer:
     if size == 0:
         raise IngestError("empty_file", f"{relative_path}: the file is empty (0 bytes)")
     try:
-        return av.open(str(path), "r", metadata_errors="replace")  # damaged tags are not UTF-8
+        return open_input(path)  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
         if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.ENOENT):
             raise ingest_os_error(err, relative_path) from None

@@ -53,6 +53,7 @@ import av.bitstream
 import av.error
 import numpy as np
 
+from anonray.av_open import open_input
 from anonray.config import Config, EncoderConfig
 from anonray.encode import (
     EncodeError,
@@ -162,7 +163,7 @@ class SourceIndex:
 def scan_source(path: Path | str, info: VideoInfo, family: str) -> SourceIndex:
     """Demux the source's video packets once; raise PassthroughUnsupported where timestamps are missing."""
     pts, dts, idr, params = [], [], [], []
-    with av.open(str(path), "r", metadata_errors="replace") as inp:
+    with open_input(path) as inp:
         stream = next((s for s in inp.streams.video if s.index == info.video_stream_index), inp.streams.video[0])
         extradata = stream.codec_context.extradata if stream.codec_context else None
         size = length_size(extradata, family)

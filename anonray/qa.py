@@ -28,6 +28,7 @@ import av
 import av.error
 import numpy as np
 
+from anonray.av_open import open_input
 from anonray.encode import interlace_mode
 from anonray.ingest import field_order_name
 from anonray.timecode import timecode_of
@@ -100,7 +101,7 @@ def inspect_output(path: str | Path) -> OutputRead:
     started = time.perf_counter()
     read = OutputRead()
     try:
-        with av.open(str(path), "r", metadata_errors="replace") as container:
+        with open_input(path) as container:
             _read_container(container, read)
     except (av.error.FFmpegError, OSError, ValueError) as err:
         read.decode_error = _error_text(err)
