@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -185,15 +186,17 @@ class SegmentDecoder:
 class FrameDetectorActor:
     """Detection actor: frame rows in, the same rows out with boxes (bytes) instead of pixels."""
 
-    def __init__(self, config_json: str, threads: int = 0, restarts=None):
-        import torch
-
+    def __init__(self, config_json: str, threads: int = 0, restarts=None, device: str | None = None):
+        """threads: the CPUs held (0 = leave the runtimes' pools alone); device: None = CUDA where torch sees
+        it, else the CPU (a CPU-only plan says "cpu", so that the OpenVINO path never imports torch)."""
         from anonray.detect import FrameDetector
 
-        if threads:
-            torch.set_num_threads(threads)
         self.config = validate_config(json.loads(config_json))
-        self.detector = FrameDetector(self.config, cpu_threads=threads or None)
+        self.detector = FrameDetector(self.config, device=device, cpu_threads=threads or None)
+        if threads and "torch" in sys.modules:  # a model runs in torch here (the native CPU runtime)
+            import torch
+
+            torch.set_num_threads(threads)
         self.node_id = _node_id()
         self.restart_report = _RestartReport(restarts, "detect")
 

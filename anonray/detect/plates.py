@@ -3,7 +3,9 @@
 ultralytics letterboxes every image to ``imgsz`` itself (upscaling small images too, which helps
 small plates), and returns boxes in the coordinates of the image passed in. On the CPU the network
 runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: 7x faster than torch fp32 here) with
-ultralytics' own letterbox, NMS and box scaling around it, so both paths keep the same geometry.
+ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths
+keep the same geometry and the CPU path needs neither torch nor ultralytics once the network's OpenVINO IR
+is made (``openvino_ir``, by ``prepare_cpu_runtime`` before a run).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from anonray.detect.letterbox import check_rgb_uint8, chunks
+
+if TYPE_CHECKING:
+    import torch
 
 Boxes = tuple[np.ndarray, np.ndarray]
 IR_LAYOUT = "ir1"
@@ -50,7 +54,7 @@ class PlateDetector:
         input_size: int = 1280,
         threshold: float = 0.25,
         nms_iou: float = 0.5,
-        device: str | torch.device = "cpu",
+        device: str = "cpu",
         half: bool = False,
         batch_size: int = 8,
         backend: Literal["auto", "torch", "openvino"] = "auto",
@@ -63,12 +67,13 @@ class PlateDetector:
         self.input_size = input_size
         self.threshold = threshold
         self.nms_iou = nms_iou
-        self.device = torch.device(device)
-        self.half = bool(half and self.device.type == "cuda")
+        self.device = str(device)
+        on_cpu = self.device.split(":")[0] == "cpu"
+        self.half = bool(half and self.device.startswith("cuda"))
         self.batch_size = batch_size
         if backend == "auto":
-            backend = "openvino" if self.device.type == "cpu" else "torch"
-        if backend == "openvino" and self.device.type != "cpu":
+            backend = "openvino" if on_cpu else "torch"
+        if backend == "openvino" and not on_cpu:
             raise ValueError("the openvino backend runs on the CPU only")
         self.backend = backend
         self._openvino = None
@@ -99,7 +104,7 @@ class PlateDetector:
                 imgsz=self.input_size,
                 conf=self.threshold,
                 iou=self.nms_iou,
-                device=str(self.device),
+                device=self.device,
                 half=self.half,
                 verbose=False,
                 save=False,
@@ -113,33 +118,16 @@ class PlateDetector:
         return out
 
     def _detect_openvino(self, images: Sequence[np.ndarray]) -> list[Boxes]:
-        """ultralytics' predict steps (letterbox, RGB 0..1, NMS, scale back) around the OpenVINO network."""
-        from ultralytics.data.augment import LetterBox
-        from ultralytics.utils import nms, ops
+        """ultralytics' predict steps (letterbox, RGB 0..1, NMS, scale back; yolo.py) around the OpenVINO
+        network."""
+        from anonray.detect import yolo
 
         same_shape = len({img.shape for img in images}) == 1
-        boxer = LetterBox(self.input_size, auto=same_shape, stride=self.stride)
-        padded = np.stack([boxer(image=img) for img in images])  # RGB already: the network's order
-        preds = torch.from_numpy(self._openvino(padded)[0])  # uint8 NHWC; /255 inside the graph
-        kept = nms.non_max_suppression(preds, self.threshold, self.nms_iou, max_det=300)
-        out: list[Boxes] = []
-        for img, det in zip(images, kept, strict=True):
-            xyxy = ops.scale_boxes(padded.shape[1:3], det[:, :4], img.shape)
-            out.append((xyxy.float().numpy().astype(np.float32).reshape(-1, 4),
-                        det[:, 4].float().numpy().astype(np.float32)))
-        return out
-
-
-class _PredictionsOnly(torch.nn.Module):
-    """The YOLO network returning only its prediction tensor (B, 4 + classes, anchors), for tracing."""
-
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.network(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        padded = np.stack([yolo.letterbox(img, self.input_size, self.stride, same_shape) for img in images])
+        preds = self._openvino(padded)[0]  # uint8 NHWC in (RGB already: the network's order); /255 in the graph
+        kept = yolo.non_max_suppression(preds, self.threshold, self.nms_iou)
+        return [(yolo.scale_boxes(padded.shape[1:3], xyxy, img.shape), score)
+                for img, (xyxy, score) in zip(images, kept, strict=True)]
 
 
 def openvino_ir(model_path: Path) -> Path:
@@ -175,6 +163,18 @@ def _convert_to_openvino(network: torch.nn.Module):
     import warnings
 
     import openvino as ov
+    import torch
+
+    class _PredictionsOnly(torch.nn.Module):
+        """The YOLO network returning only its prediction tensor (B, 4 + classes, anchors), for tracing."""
+
+        def __init__(self, network: torch.nn.Module) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.network(x)
+            return out[0] if isinstance(out, (tuple, list)) else out
 
     network = network.float().eval()
     network.model[-1].dynamic = True
