@@ -66,6 +66,17 @@ class Still:
     ignore: np.ndarray
 
 
+BLANK_RANGE = 2
+"""A still whose pixels all lie within this many levels of each other shows nothing (one such labelled file
+is in ro_dashcam: all black): its labels are kept in the truth but as ``ignore`` (nobody can mask what no
+pixel shows), so that the clips drawn for a seed stay the same."""
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Whether an image is one flat colour (to within BLANK_RANGE levels)."""
+    return int(image.max()) - int(image.min()) <= BLANK_RANGE
+
+
 def load_stills(data: Path, cls: str) -> list[Still]:
     """Every usable still of a class, in label-file order."""
     folder = data / ("faces/wider_val" if cls == "face" else "plates/ro_dashcam")
@@ -148,12 +159,16 @@ def build_clip(spec: ClipSpec, faces: list[Still], plates: list[Still], out_dir:
     path = out_dir / "clips" / f"{spec.name}.{spec.container_ext}"
     path.parent.mkdir(parents=True, exist_ok=True)
     truth: list[list[dict]] = []
+    blank_stills: list[str] = []
     with av.open(str(path), "w") as container:
         stream = _open_stream(container, spec)
         index = 0
         for object_base, k in enumerate(order):
             still = chosen[k]
             image = cv2.cvtColor(cv2.imread(str(still.path)), cv2.COLOR_BGR2RGB)
+            blank = is_blank(image)
+            if blank:
+                blank_stills.append(str(still.path.relative_to(still.path.parents[2])))
             for affine in camera_path((image.shape[1], image.shape[0]), spec.size, frames_per_still, rng):
                 frame = cv2.warpAffine(image, affine[:2], spec.size, flags=cv2.INTER_AREA,
                                        borderMode=cv2.BORDER_REFLECT)
@@ -163,7 +178,7 @@ def build_clip(spec: ClipSpec, faces: list[Still], plates: list[Still], out_dir:
                 truth.append([
                     {"object": f"{object_base}:{j}", "cls": still.cls,
                      "box": [round(v, 2) for v in box.tolist()],
-                     "ignore": bool(still.ignore[j] or visible[j] < 0.5)}
+                     "ignore": bool(still.ignore[j] or visible[j] < 0.5 or blank)}
                     for j, box in enumerate(boxes) if visible[j] > 0
                 ])
                 video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
@@ -174,7 +189,8 @@ def build_clip(spec: ClipSpec, faces: list[Still], plates: list[Still], out_dir:
         for packet in stream.encode(None):
             container.mux(packet)
     meta = {"clip": asdict(spec), "seed": seed, "frames": truth,
-            "stills": [str(chosen[k].path.relative_to(chosen[k].path.parents[2])) for k in order]}
+            "stills": [str(chosen[k].path.relative_to(chosen[k].path.parents[2])) for k in order],
+            "blank_stills": blank_stills}
     truth_path = out_dir / "truth" / f"{spec.name}.json"
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     truth_path.write_text(json.dumps(meta))
