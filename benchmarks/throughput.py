@@ -1,7 +1,7 @@
 """Throughput of anonray end to end against the transcode floor and deface, measured in one run on the same footage.
 
     python benchmarks/throughput.py --input CLIP --frames N --json OUT.json [--skip-deface]
-        [--gpu-host] [--gpus G] [--parallel P]
+        [--gpu-host] [--gpus G] [--parallel P] [--copies K]
 
 CLIP is looped to N frames by remuxing its packets (no re-encode, so the footage is the source's),
 then measured, one after the other, on that looped clip:
@@ -12,7 +12,8 @@ then measured, one after the other, on that looped clip:
   ``transcode_fps`` is their total (P x N frames / wall of the slowest);
 - ``anonray_fps``: frames / wall time of one cold ``anonray run`` subprocess with the default
   configuration (faces and plates), local Ray started by the command itself; plus
-  ``anonray_footage_seconds_per_wall_second``;
+  ``anonray_footage_seconds_per_wall_second``. With ``--copies K`` (default: P) that one run processes
+  a folder of K copies of the clip (the floor's work when K = P) and ``anonray_fps`` is K x N / wall;
 - ``deface_fps``: frames / wall time of one cold ``deface`` 1.5.0 subprocess with its defaults (faces only,
   blur, threshold 0.2, detection at full resolution: no ``--scale``) writing to a temporary file. deface
   is installed with onnxruntime (CPU build) in a venv of its own under ``$ANONRAY_CACHE`` (default
@@ -175,9 +176,25 @@ def default_parallel(gpu_host: bool, cpus: int | None) -> int:
     return max(1, cpus or 1) if gpu_host else 1
 
 
-def run_anonray(clip: Path, workdir: Path) -> dict[str, Any]:
+def link_copies(clip: Path, folder: Path, copies: int) -> Path:
+    """``copies`` names for ``clip`` in ``folder`` (hard links where the file system allows, else copies):
+    the input of an anonray run that does the same work as ``copies`` parallel transcodes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(copies):
+        target = folder / f"copy-{i:03d}{clip.suffix}"
+        try:
+            os.link(clip, target)
+        except OSError:
+            shutil.copyfile(clip, target)
+    return folder
+
+
+def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
+    """One cold ``anonray run`` subprocess on ``clip`` (or on a folder of ``copies`` of it): its wall time,
+    the per-stage seconds of its ``videos`` table (summed over the videos) and the cluster it had."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "anonray", "run", str(clip), "--output", str(workdir / "anon")]
+    source = clip if copies <= 1 else link_copies(clip, workdir / "copies", copies)
+    cmd = [sys.executable, "-m", "anonray", "run", str(source), "--output", str(workdir / "anon")]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -187,9 +204,13 @@ def run_anonray(clip: Path, workdir: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     state = workdir / "anon" / "_anonray"
-    row = pq.read_table(state / "videos").to_pylist()[0]
+    rows = pq.read_table(state / "videos").to_pylist()
+    not_ok = sorted({str(r.get("status")) for r in rows if r.get("status") != "ok"})
+    if len(rows) != max(1, copies) or not_ok:
+        raise SystemExit(f"anonray run: {len(rows)} video rows for {max(1, copies)} inputs, statuses {not_ok}")
     run = pq.read_table(state / "runs").to_pylist()[0]
-    return {"wall_seconds": wall, **{k: row[k] for k in row if k.startswith("seconds_")},
+    stages = {k: sum(float(r[k] or 0.0) for r in rows) for k in rows[0] if k.startswith("seconds_")}
+    return {"wall_seconds": wall, "videos": len(rows), **stages,
             "run_wall_seconds": run.get("wall_seconds"), "cluster_cpus": run.get("cluster_cpus"),
             "cluster_gpus": run.get("cluster_gpus")}
 
@@ -234,11 +255,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def build_result(*, name: str, frames: int, footage_seconds: float, crf: int, preset: str, transcode_frames: int,
                  transcode_wall: float, parallel: int, anon: dict[str, Any], deface: dict[str, Any] | None,
-                 gpu_host: bool, gpus: float) -> dict[str, Any]:
-    """OUT.json's content from the raw measures."""
+                 gpu_host: bool, gpus: float, copies: int = 1) -> dict[str, Any]:
+    """OUT.json's content from the raw measures (anonray processed ``copies`` copies of the clip in one run)."""
     anon_wall = anon["wall_seconds"]
+    copies = max(1, copies)
     transcode_fps = transcode_frames / transcode_wall
-    anonray_fps = frames / anon_wall
+    anonray_fps = frames * copies / anon_wall
     deface_fps = frames / deface["wall_seconds"] if deface else None
     return {
         "input": name,
@@ -252,17 +274,18 @@ def build_result(*, name: str, frames: int, footage_seconds: float, crf: int, pr
         "transcode_seconds": transcode_wall,
         "transcode_parallel": parallel,
         "transcode_frames": transcode_frames,
+        "anonray_copies": copies,
         "anonray_fps": anonray_fps,
-        "anonray_footage_seconds_per_wall_second": footage_seconds / anon_wall,
-        "anonray_footage_seconds_per_second": footage_seconds / anon_wall,  # older name of the key above
+        "anonray_footage_seconds_per_wall_second": footage_seconds * copies / anon_wall,
+        "anonray_footage_seconds_per_second": footage_seconds * copies / anon_wall,  # older name of the key above
         "anonray_seconds": anon,
         "deface_fps": deface_fps,
         "deface_seconds": deface["wall_seconds"] if deface else None,
         "deface": deface,
         "anonray_over_transcode": _ratio(anonray_fps, transcode_fps),
         "anonray_over_deface": _ratio(anonray_fps, deface_fps),
-        "machine_hours_per_100h_footage": hours_per_100h(1, anon_wall, footage_seconds),
-        "gpu_hours_per_100h_footage": hours_per_100h(gpus, anon_wall, footage_seconds) if gpu_host else None,
+        "machine_hours_per_100h_footage": hours_per_100h(1, anon_wall, footage_seconds * copies),
+        "gpu_hours_per_100h_footage": hours_per_100h(gpus, anon_wall, footage_seconds * copies) if gpu_host else None,
     }
 
 
@@ -279,9 +302,13 @@ def markdown_table(result: dict[str, Any]) -> str:
     if parallel > 1:
         floor_name += f", {parallel} in parallel (total)"
     speed = footage / frames  # footage seconds per frame
+    copies = result.get("anonray_copies", 1)
+    anon_name = "anonray run (cold, default config, faces + plates)"
+    if copies > 1:
+        anon_name += f", {copies} copies in one run (total)"
     rows = [
         (floor_name, floor_fps),
-        ("anonray run (cold, default config, faces + plates)", anon_fps),
+        (anon_name, anon_fps),
         (f"deface {(result['deface'] or {}).get('version', '1.5.0')} (cold, defaults, faces only)", deface_fps),
     ]
     lines = ["| measure | fps | footage s / wall s | ratio to transcode floor | anonray / this |",
@@ -311,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="GPUs the anonray run used, for GPU-hours (default: the run's cluster_gpus).")
     parser.add_argument("--parallel", type=int, default=None,
                         help="Transcodes run at once for the floor (default: os.cpu_count() on a GPU host, else 1).")
+    parser.add_argument("--copies", type=int, default=None,
+                        help="Copies of the looped clip anonray processes in its one run, so that it does the "
+                             "floor's work (default: --parallel).")
     args = parser.parse_args(argv)
 
     from anonray.config import Config
@@ -328,13 +358,15 @@ def main(argv: list[str] | None = None) -> None:
         transcoded, transcode_wall = parallel_transcodes(clip, work, encoder.crf, encoder.preset, parallel)
         assert transcoded == frames * max(1, parallel), (transcoded, frames, parallel)
 
-        anon = run_anonray(clip, work)
+        copies = max(1, args.copies if args.copies is not None else parallel)
+        anon = run_anonray(clip, work, copies)
         deface = None if args.skip_deface else run_deface(clip, work)
 
     gpus = args.gpus if args.gpus is not None else (anon.get("cluster_gpus") or listed_gpus)
     result = build_result(name=args.input.name, frames=frames, footage_seconds=footage_seconds, crf=encoder.crf,
                           preset=encoder.preset, transcode_frames=transcoded, transcode_wall=transcode_wall,
-                          parallel=max(1, parallel), anon=anon, deface=deface, gpu_host=gpu_host, gpus=gpus)
+                          parallel=max(1, parallel), anon=anon, deface=deface, gpu_host=gpu_host, gpus=gpus,
+                          copies=copies)
     args.json.write_text(json.dumps(result, indent=2))
     print(markdown_table(result))
 

