@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from anonray.config import ClassDetection, Config
+from anonray.detect.letterbox import is_cpu
 from anonray.types import CLASS_NAMES, Detections
 
 MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",)}
@@ -119,7 +120,7 @@ class FrameDetector:
 
         self.config = config
         self.device = device or default_device()
-        on_cpu = self.device.split(":")[0] == "cpu"
+        on_cpu = is_cpu(self.device)
         half = config.detection.half_precision and not on_cpu
         runtime = {}
         if on_cpu:

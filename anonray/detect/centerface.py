@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
-from anonray.detect.letterbox import Letterbox, batch_tensor, check_rgb_uint8, chunks, group_by_shape, letterbox
+from anonray.detect.letterbox import (
+    Letterbox,
+    batch_tensor,
+    check_rgb_uint8,
+    chunks,
+    group_by_shape,
+    is_cpu,
+    letterbox,
+)
 from anonray.detect.nms import nms
 
 if TYPE_CHECKING:
@@ -78,7 +86,7 @@ class CenterFace:
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.device = str(device)
-        on_cpu = self.device.split(":")[0] == "cpu"
+        on_cpu = is_cpu(self.device)
         if backend == "auto":
             backend = "openvino" if on_cpu else "torch"
         self.half = bool(half and self.device.startswith("cuda") and backend == "torch")

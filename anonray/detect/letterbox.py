@@ -82,6 +82,11 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def is_cpu(device: str) -> bool:
+    """Whether a torch-style device string ("cpu", "cuda:1", ...) names the CPU."""
+    return str(device).split(":")[0] == "cpu"
+
+
 def check_rgb_uint8(img: np.ndarray) -> None:
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {img.shape} dtype {img.dtype}")

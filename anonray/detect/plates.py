@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from anonray.detect.letterbox import check_rgb_uint8, chunks
+from anonray.detect.letterbox import check_rgb_uint8, chunks, is_cpu
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +68,7 @@ class PlateDetector:
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.device = str(device)
-        on_cpu = self.device.split(":")[0] == "cpu"
+        on_cpu = is_cpu(self.device)
         self.half = bool(half and self.device.startswith("cuda"))
         self.batch_size = batch_size
         if backend == "auto":
