@@ -88,7 +88,7 @@ class CpuSampler:
                 cpu, title = _cpu_seconds(pid), _title(pid)
             except (OSError, IndexError, ValueError):
                 continue
-            grown = cpu - self._last.get(pid, 0.0 if not self._first else cpu)
+            grown = cpu - self._last.get(pid, 0.0)  # a process born since the last sample: all of its CPU
             self._last[pid] = cpu
             if grown > 0 and not self._first:
                 self.by_title[title] += grown
