@@ -8,7 +8,9 @@ tasks (any node). Nothing here needs Ray. Decisions:
   seek to (decode.py seeks with its fallbacks and runs on past the next keyframe for open GOPs), and at a
   known presentation index, so each chunk takes an exact slice of the mask plan. A video is split once it
   lasts at least ``SPLIT_FACTOR`` x chunk_seconds, into round(duration / chunk_seconds) chunks whose starts
-  are the segment starts nearest to even shares of the duration.
+  are the segment starts nearest to even shares of the duration. In a run with fewer videos than render
+  slots, shorter videos are cut too, into up to slots / videos chunks of at least ``min_chunk_seconds``
+  (``chunk_count``): on 2 cores one libx264 render keeps about 1.5 of them busy, two chunks both.
 - **Identical settings.** A chunk's encoder is set up by encode.py's own ``_Transcoder`` (``_add_video_stream``)
   on an in-memory output of the final container's format, so codec, CRF, preset, pixel format, colour tags,
   SAR, field order and interlace mode, and the global-header flag are the single-task render's. The mask
@@ -53,7 +55,7 @@ import numpy as np
 
 from anonray.av_open import open_input
 from anonray.collect import VideoDetections
-from anonray.config import Config
+from anonray.config import Config, EncoderConfig
 from anonray.decode import segment_frames
 from anonray.encode import (
     EncodeError,
@@ -150,15 +152,29 @@ ChunkRunner = Callable[[Path, list[ChunkJob], Config], EncodedChunks]
 # --- planning -----------------------------------------------------------------------------------------------
 
 
+def chunk_count(duration_seconds: float, encoder: EncoderConfig, spread: int = 1) -> int:
+    """How many chunks a video is encoded in (1 = one task): round(duration / chunk_seconds) for a video of
+    at least SPLIT_FACTOR x chunk_seconds; in a small run at least ``spread`` (the render slots per video,
+    resources.render_spread) where each chunk still lasts min_chunk_seconds."""
+    chunk_seconds = encoder.chunk_seconds
+    if chunk_seconds <= 0:
+        return 1
+    count = max(2, int(duration_seconds / chunk_seconds + 0.5)) \
+        if duration_seconds >= SPLIT_FACTOR * chunk_seconds else 1
+    if encoder.min_chunk_seconds > 0 and spread > 1:
+        count = max(count, min(spread, int(duration_seconds // encoder.min_chunk_seconds)))
+    return count
+
+
 def chunk_ranges(segments: Sequence[Segment], time_base: Fraction, duration_seconds: float,
-                 chunk_seconds: float) -> list[Segment]:
-    """The chunks' frame ranges: runs of consecutive segments (``index`` = chunk number); [] for no split."""
-    if chunk_seconds <= 0 or duration_seconds < SPLIT_FACTOR * chunk_seconds or len(segments) < 2:
+                 count: int) -> list[Segment]:
+    """The frame ranges of ``count`` chunks: runs of consecutive segments (``index`` = chunk number) starting at
+    the segment starts nearest to even shares of the duration; [] for no split."""
+    if count < 2 or len(segments) < 2:
         return []
     origin = segments[0].start_pts
     starts = np.asarray([float((s.start_pts - origin) * time_base) for s in segments])
-    wanted = max(2, int(duration_seconds / chunk_seconds + 0.5))
-    cuts = {int(np.argmin(np.abs(starts - k * duration_seconds / wanted))) for k in range(1, wanted)} - {0}
+    cuts = {int(np.argmin(np.abs(starts - k * duration_seconds / count))) for k in range(1, count)} - {0}
     bounds = [0, *sorted(cuts), len(segments)]
     ranges = [_merged(segments[a:b], k) for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
     return ranges if len(ranges) > 1 else []
@@ -186,15 +202,18 @@ def plan_slice(plan: MaskPlan, first: int, count: int) -> MaskPlan:
                     plan.track_id[keep])
 
 
-def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, container_format: str) -> list[ChunkJob]:
-    """The chunk jobs of one video; [] where it is encoded by one task (see the module's docstring)."""
-    if config.encoder.passthrough or config.encoder.chunk_seconds <= 0:
-        return []
+def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, container_format: str,
+                spread: int = 1) -> list[ChunkJob]:
+    """The chunk jobs of one video; [] where it is encoded by one task (see the module's docstring).
+    ``spread``: render slots per video in this run (chunk_count)."""
     info = video.info
+    count = chunk_count(info.duration_seconds, config.encoder, spread)
+    if config.encoder.passthrough or count < 2:
+        return []
     segments = sorted((s.segment for s in video.segments), key=lambda s: s.index)
     if not _contiguous(segments, info.frame_count):
         return []
-    ranges = chunk_ranges(segments, info.time_base_fraction, info.duration_seconds, config.encoder.chunk_seconds)
+    ranges = chunk_ranges(segments, info.time_base_fraction, info.duration_seconds, count)
     frame_pts = np.asarray(video.frame_pts, np.int64)
     return [ChunkJob(info, k, len(ranges), r, plan_slice(plan, r.first_frame_index, r.frame_count),
                      frame_pts[r.first_frame_index:r.first_frame_index + r.frame_count].copy(), container_format)

@@ -212,6 +212,12 @@ class EncoderConfig(_Strict):
         "cut at segment boundaries into chunks of about this length, encoded by one task each (any node) with "
         "identical settings and joined losslessly into one file (videos.encode_chunks). 0 = one task per video. "
         "Not with passthrough, nor for damaged input rendered with input.on_damage: mask_whole_frame.")
+    min_chunk_seconds: float = Field(
+        10.0, ge=0.0,
+        description="Small runs: where a run has fewer videos than render slots (the cluster's CPUs / render "
+        "CPUs), each video is also cut into up to slots / videos chunks of at least this many seconds, so that "
+        "a few videos' renders use every CPU (two chunks of the throughput clip on 2 cores). 0 = off; "
+        "chunk_seconds 0 turns this off too.")
 
 
 class SegmentConfig(_Strict):

@@ -43,7 +43,7 @@ from anonray.records import (
 )
 from anonray.regions import REGIONS_TABLE
 from anonray.render import TMP_DIR_NAME, render_chunk, render_video
-from anonray.resources import ResourcePlan, plan_resources
+from anonray.resources import ResourcePlan, plan_resources, render_spread
 from anonray.resume import DoneIndex
 from anonray.tables import read_table, table_dir, write_part
 from anonray.types import Segment, VideoInfo
@@ -140,7 +140,7 @@ def _ingest(file: InputFile, target_seconds: float) -> IngestOutcome:
 
 @ray.remote(max_retries=0)  # retried by the driver, which counts the attempts (see _harvest)
 def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir: str, run_id: str,
-            chunk_cpus: float = 1.0):
+            chunk_cpus: float = 1.0, spread: int = 1):
     from anonray.config import validate_config
 
     fault_injection.pause("render")
@@ -148,7 +148,7 @@ def _render(video: VideoDetections, config_json: str, output_dir: str, state_dir
         config = validate_config(json.loads(config_json))
         output = output_dir if storage.is_uri(output_dir) else Path(output_dir)
         chunks = _chunks_on_ray(chunk_cpus, config.resources.max_retries)
-        return "ok", render_video(video, config, output, Path(state_dir), run_id, chunks)
+        return "ok", render_video(video, config, output, Path(state_dir), run_id, chunks, spread)
     except Exception as err:  # noqa: BLE001 - deterministic per-file failure: recorded, not retried
         return "failed", (getattr(err, "error_class", "render_error"), str(err) or type(err).__name__)
 
@@ -323,6 +323,8 @@ class _Run:
         self.restart_log = None
         """The run's RestartLog actor (None where it could not start)."""
         self.render_retries = 0
+        self.render_spread = 1
+        """Render slots per video (resources.render_spread): a small run cuts its videos into that many chunks."""
 
     def record(self, row: dict) -> None:
         """Keep a finished file's row, and write it at once as a part of its own, so that a run killed
@@ -417,6 +419,7 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path | str, state_di
              plan.describe())
     progress.start(len(discovery.files))
     todo = _skip_done(state, discovery.files, state_dir, output_dir, request)
+    state.render_spread = render_spread(ray.cluster_resources().get("CPU", 0.0), plan.render_cpus, len(todo))
 
     files_by_video: dict[str, InputFile] = {}
     renders: dict[ray.ObjectRef, tuple[VideoDetections, InputFile]] = {}
@@ -525,7 +528,7 @@ def _submit_render(state: _Run, video: VideoDetections, files_by_video: dict[str
 def _start_render(state: _Run, video: VideoDetections, file: InputFile, renders: dict, attempt: int) -> None:
     ref = _render.options(num_cpus=state.plan.render_cpus).remote(
         video, state.config.canonical_json(), str(state.output_dir), str(state.state_dir), state.run_id,
-        state.plan.render_cpus)
+        state.plan.render_cpus, state.render_spread)
     renders[ref] = (video, file, attempt)
 
 

@@ -225,11 +225,12 @@ def encode_chunks_here(source: Path, jobs: list[ChunkJob], config: Config) -> En
 
 
 def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config, hook: MaskHook,
-            whole: bool, chunk_runner: ChunkRunner | None) -> tuple[TranscodeStats, PassthroughOutcome | None, int]:
-    """Write tmp: in one pass (encode_video), or for a long video in chunks joined into one file
-    (chunked.py). Returns (stats, passthrough outcome, chunks)."""
+            whole: bool, chunk_runner: ChunkRunner | None,
+            spread: int = 1) -> tuple[TranscodeStats, PassthroughOutcome | None, int]:
+    """Write tmp: in one pass (encode_video), or for a long video (or a small run's, ``spread``) in chunks
+    joined into one file (chunked.py). Returns (stats, passthrough outcome, chunks)."""
     info = video.info
-    jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp))
+    jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp), spread)
     if not jobs:
         stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
                                           skip_damaged=whole)
@@ -239,7 +240,8 @@ def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, con
 
 
 def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
-                 run_id: str | None = None, chunk_runner: ChunkRunner | None = None) -> RenderResult:
+                 run_id: str | None = None, chunk_runner: ChunkRunner | None = None,
+                 spread: int = 1) -> RenderResult:
     """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
     per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
 
@@ -248,6 +250,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
 
     A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (pipeline.py's runs
     them as Ray tasks; None: one after another here), then joined here; QA and publishing are the same.
+    ``spread``, the render slots per video of a small run (resources.render_spread), cuts shorter videos too
+    (``encoder.min_chunk_seconds``).
     """
     info = video.info
     started = time.perf_counter()
@@ -275,7 +279,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
     try:
         try:
-            stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner)
+            stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner,
+                                                       spread)
         except (EncodeError, ChunkError):
             _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
             raise

@@ -37,6 +37,13 @@ class ResourcePlan:
                 f"render tasks at {self.render_cpus:g} CPU each")
 
 
+def render_spread(cluster_cpus: float, render_cpus: float, videos: int) -> int:
+    """Render slots per video: how many chunks a small run may cut each video into (chunked.chunk_count) so that
+    its renders use every CPU; 1 once the run has at least as many videos as the cluster has render slots."""
+    slots = int(max(cluster_cpus, 0.0) // render_cpus) if render_cpus > 0 else 1
+    return max(1, slots // max(videos, 1))
+
+
 MIN_ACTOR_CPUS = 0.05
 """The smallest logical CPU share an actor asks for, even on a cluster that has no CPUs yet (autoscaling)."""
 

@@ -19,6 +19,7 @@ from anonray.chunked import (
     ChunkError,
     ChunkPackets,
     EncodedChunks,
+    chunk_count,
     chunk_ranges,
     join_chunks,
     joined_decode_timestamps,
@@ -27,6 +28,7 @@ from anonray.chunked import (
     plan_slice,
 )
 from anonray.collect import VideoDetections
+from anonray.config import EncoderConfig
 from anonray.encode import EncodeError
 from anonray.pipeline import RunRequest, run
 from anonray.qa import check_output, inspect_output
@@ -161,8 +163,9 @@ def test_frames_at_each_join_present_and_in_order(pair) -> None:
     frame (the square moves 5 px a frame, so a neighbour would differ)."""
     _, chunked = pair
     video = detected(chunked.src)
-    ranges = chunk_ranges([s.segment for s in video.segments], video.info.time_base_fraction,
-                          video.info.duration_seconds, CHUNK_SECONDS)
+    duration = video.info.duration_seconds
+    ranges = chunk_ranges([s.segment for s in video.segments], video.info.time_base_fraction, duration,
+                          chunk_count(duration, config(CHUNK_SECONDS).encoder))
     src_times, src, _, _ = decode_frames(chunked.src)
     out_times, out, _, _ = decode_frames(chunked.out)
     top = slice(0, 40)  # the square's rows, clear of the mask
@@ -274,15 +277,28 @@ def _segments(starts: list[int], frames: list[int]) -> list[Segment]:
 def test_chunk_ranges() -> None:
     segments = _segments(list(range(0, 1000, 100)), [4] * 10)  # 10 segments of 1 s at time base 1/100
     tb = Fraction(1, 100)
-    assert chunk_ranges(segments, tb, 10.0, 0) == []
-    assert chunk_ranges(segments, tb, 10.0, 7.0) == []  # under 1.5 x chunk_seconds
-    ranges = chunk_ranges(segments, tb, 10.0, 3.0)
+    assert chunk_ranges(segments, tb, 10.0, 1) == []
+    assert chunk_ranges(segments[:1], tb, 1.0, 2) == []  # one segment cannot be cut
+    ranges = chunk_ranges(segments, tb, 10.0, 3)
     assert [r.start_pts for r in ranges] == [0, 300, 700] or [r.start_pts for r in ranges] == [0, 300, 600]
     assert [r.index for r in ranges] == [0, 1, 2]
     assert [r.end_pts for r in ranges] == [r.start_pts for r in ranges[1:]] + [None]
     assert sum(r.frame_count for r in ranges) == 40 and ranges[1].first_frame_index == ranges[0].frame_count
     assert all(r.keyframe_pts == r.start_pts for r in ranges)  # each starts at a segment's keyframe
-    assert len(chunk_ranges(segments, tb, 10.0, 0.5)) == 10  # never more chunks than segments
+    assert len(chunk_ranges(segments, tb, 10.0, 20)) == 10  # never more chunks than segments
+
+
+def test_chunk_count() -> None:
+    def count(duration: float, spread: int = 1, **settings) -> int:
+        return chunk_count(duration, EncoderConfig(**settings), spread)
+
+    assert count(10.0, chunk_seconds=0) == 1 and count(10.0, 8, chunk_seconds=0) == 1  # 0 turns both rules off
+    assert count(10.0, chunk_seconds=7.0) == 1  # under 1.5 x chunk_seconds
+    assert count(10.0, chunk_seconds=3.0) == 3 and count(1000.0) == 3  # round(duration / chunk_seconds)
+    # a small run: up to `spread` chunks, each at least min_chunk_seconds (10 s by default)
+    assert count(20.0, 2) == 2 and count(19.9, 2) == 1 and count(45.0, 8) == 4 and count(45.0, 3) == 3
+    assert count(20.0, 2, min_chunk_seconds=0) == 1 and count(20.0, 1) == 1
+    assert count(1000.0, 2) == 3 and count(1000.0, 16) == 16  # whichever rule cuts more
 
 
 def test_plan_slice() -> None:
@@ -342,6 +358,28 @@ def test_pipeline_splits_a_long_video_into_chunks(tmp_path: Path) -> None:
         same_mask = (mask_pixels(a) == mask_pixels(b)).mean()
         assert same_mask >= 0.99, f"frame {i}: the masks differ ({same_mask:.1%} alike)"
     shutil.rmtree(tmp_path / "out-0")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_small_run_splits_a_short_video(tmp_path: Path) -> None:
+    """One video on a 2-CPU Ray: its render is cut into two chunks (min_chunk_seconds permitting), so that both
+    CPUs encode; the frames and timestamps are the source's and the plate is masked on every frame."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    clip = inputs / "short.mp4"
+    truth = write_sample_video(clip, format="h264_mp4", frames=90)  # 3.6 s, GOPs of 15 frames
+    out = tmp_path / "out"
+    cfg = solid_config(**{"segment.target_seconds": 0.5, "encoder.min_chunk_seconds": 1.5})
+    summary = run(RunRequest([str(inputs)], out, cfg))
+    videos = pq.read_table(out / "_anonray" / "videos").to_pandas()
+    assert summary.ok == 1, videos[["error_class", "error_message"]].to_dict("records")
+    assert int(videos.encode_chunks.iloc[0]) == 2  # 2 render slots for 1 video; 3.6 s // 1.5 s allows 2
+    src_times, _, _, _ = decode_frames(clip)
+    times, images, _, _ = decode_frames(out / "short.mp4")
+    assert times == src_times and len(times) == truth.frame_count
+    for i, image in enumerate(images):
+        x0, y0, x1, y1 = truth.plate_boxes[i]
+        assert mask_pixels(image[y0:y1, x0:x1]).mean() >= 0.9, f"frame {i}: plate not masked"
 
 
 @pytest.mark.usefixtures("ray_session")

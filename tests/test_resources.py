@@ -3,7 +3,7 @@
 import pytest
 
 from anonray.config import Config
-from anonray.resources import plan_resources
+from anonray.resources import plan_resources, render_spread
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,11 @@ def test_no_cpus_never_gives_negative_shares(cpus):
     plan = plan_resources({"CPU": cpus}, Config())
     assert plan.decode_cpus > 0 and plan.detect_cpus > 0 and plan.render_cpus > 0
     assert plan.decode_actors >= 1 and plan.detect_actors >= 1
+
+
+def test_render_spread() -> None:
+    """Render slots per video: a small run's videos may be cut so that every slot encodes."""
+    assert render_spread(2.0, 1.0, 1) == 2  # the throughput benchmark: one video on 2 cores
+    assert render_spread(16.0, 1.0, 16) == 1 and render_spread(16.0, 1.0, 1000) == 1
+    assert render_spread(16.0, 1.0, 3) == 5 and render_spread(8.0, 0.5, 2) == 8
+    assert render_spread(0.0, 1.0, 1) == 1 and render_spread(4.0, 1.0, 0) == 4  # autoscaling from zero; no videos
