@@ -132,6 +132,18 @@ def test_dark_runs_are_stacked_shrunk_and_their_boxes_mapped_back() -> None:
     assert det.seen == []  # stack 0: no stacked look
 
 
+def test_unbrightened_look_sees_each_dark_frame_as_it_is() -> None:
+    """low_light_unbrightened: the per-frame look also gets each dark frame untouched; both boxes are kept."""
+    rng = np.random.default_rng(9)
+    images = [darkened(shifted(scene(360, 640, seed=3), k, 0), rng) for k in range(3)]
+    each = Recording((300, 300, 340, 310))
+    out = ll.with_low_light_pass(images, [0, 1, 2], [None] * 3, (each, None), 50.0, 0.5, 640, 0, unbrightened=True)
+    assert len(each.seen) == 6
+    assert all(abs(ll.frame_luma(img) - ll.TARGET_LUMA) < 10 for img in each.seen[:3])  # brightened
+    assert all(a is b for a, b in zip(each.seen[3:], images, strict=True))  # then as they are
+    assert all(len(boxes[0]) == 1 for boxes in out)  # the same box twice: merged by NMS
+
+
 def test_ensemble_unites_its_detectors() -> None:
     a, b = Recording((0, 0, 10, 10)), Recording((50, 50, 60, 60))
     ((xyxy, score),) = ll.Ensemble([a, b], 0.5).detect([np.zeros((8, 8, 3), np.uint8)])

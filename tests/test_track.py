@@ -68,8 +68,8 @@ def test_faces_are_ellipses_with_margin():
     plan, _ = plan_masks(_dets(rows), 1, 640, 360, Config().with_overrides(**{"mask.face_margin": 1.3}))
     assert plan.shape[0] == SHAPE_ELLIPSE
     np.testing.assert_allclose(plan.xyxy[0], [85, 85, 215, 215], atol=1e-3)
-    plan, _ = plan_masks(_dets(rows), 1, 640, 360, Config())  # default: the detector's box as it is
-    np.testing.assert_allclose(plan.xyxy[0], [100, 100, 200, 200], atol=1e-3)
+    plan, _ = plan_masks(_dets(rows), 1, 640, 360, Config())  # default: 3% past the detector's box
+    np.testing.assert_allclose(plan.xyxy[0], [98.5, 98.5, 201.5, 201.5], atol=1e-3)
 
 
 def test_disabled_class_is_not_planned():

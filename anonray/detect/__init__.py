@@ -204,7 +204,8 @@ class FrameDetector:
 
                 cfg = self.config.detection.plate
                 found = with_low_light_pass(images, frames, found, self.low_light[cls_id], cfg.low_light_luma,
-                                            cfg.nms_iou, cfg.low_light_input_size, cfg.low_light_stack)
+                                            cfg.nms_iou, cfg.low_light_input_size, cfg.low_light_stack,
+                                            cfg.low_light_unbrightened)
             for frame, boxes in zip(frames, found, strict=True):
                 if boxes is None or not len(boxes[0]):
                     continue

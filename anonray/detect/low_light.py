@@ -4,7 +4,8 @@ Frames whose mean luma (on a 1-in-8 grid of pixels) is below ``detection.plate.l
 more looks, their boxes joining the main model's (overlaps merged by NMS):
 
 - each dark frame on its own, brightened to a mean luma of ``TARGET_LUMA`` (gain at most ``MAX_GAIN``),
-  through the low-light model (``low_light_model``) at the plate input size;
+  through the low-light model (``low_light_model``) at the plate input size; with
+  ``low_light_unbrightened`` also as it is (a plate in glare clips to white once brightened);
 - stacks of dark frames, for plates that sensor noise hides: brightened, a clean darkened plate is found
   as well as a bright one, but noise of sigma 8 at 35% brightness hides the accuracy harness's tuning
   plate from every plate model at any gain, gamma or spatial filter (models/README.md). So each dark frame
@@ -186,11 +187,13 @@ def _runs(indices: list[int], frame_indices: Sequence[int], longest: int) -> lis
 
 
 def with_low_light_pass(images: Sequence[np.ndarray], frame_indices: Sequence[int], found: list[Boxes | None],
-                        looks: tuple, max_luma: float, iou: float, input_size: int, stack: int) -> list[Boxes | None]:
+                        looks: tuple, max_luma: float, iou: float, input_size: int, stack: int,
+                        unbrightened: bool = False) -> list[Boxes | None]:
     """``found`` (the main model's boxes per image; None for an image it did not look at, such as a frame
     between detection strides) with the low-light looks' boxes (module docstring) merged in for every image
-    darker than ``max_luma``. ``looks``: the detector for each dark frame on its own (brightened, full size)
-    and the one for the stacks' averages (images of ``input_size`` long side); either may be None."""
+    darker than ``max_luma``. ``looks``: the detector for each dark frame on its own (brightened, full size;
+    with ``unbrightened`` also as it is) and the one for the stacks' averages (images of ``input_size`` long
+    side); either may be None."""
     luma = [frame_luma(img) for img in images]
     dark = [i for i in range(len(images)) if luma[i] < max_luma]
     if not dark:
@@ -205,6 +208,9 @@ def with_low_light_pass(images: Sequence[np.ndarray], frame_indices: Sequence[in
         for i, boxes in zip(dark, frame_look.detect([brightened(images[i], luma[i]) for i in dark]),
                             strict=True):
             add(i, boxes)
+        if unbrightened:
+            for i, boxes in zip(dark, frame_look.detect([images[i] for i in dark]), strict=True):
+                add(i, boxes)
     if stack_look is None or stack < 1:
         return out
     small = {i: shrunk(images[i], input_size) for i in dark}

@@ -47,6 +47,7 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
     if getattr(d, "low_light_model", None):  # stacks never reach past one detector call
         stack = min(d.low_light_stack, config.detection.batch_size)
         low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}-{d.low_light_input_size}-x{stack}"
+        low_light += "-raw" if d.low_light_unbrightened else ""
     return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
 
 
