@@ -101,14 +101,29 @@ def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np
     return Detections.concat(parts), np.load(signature_file), (width, height)
 
 
+def dark_frames(signatures: np.ndarray, max_luma: float) -> np.ndarray:
+    """Per frame, whether the low-light looks run on it: its mean luma (from its 4x4 RGB signature, the area
+    average of the frame, as low_light.frame_luma averages a grid of it) is below ``max_luma``."""
+    rgb = signatures.reshape(len(signatures), -1, 3).astype(np.float32).mean(axis=1)
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32) < max_luma
+
+
 def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
                   truth: list[list[dict]]) -> tuple[dict[str, ClassScore], int, int]:
-    """Plan masks as the pipeline would and score them against the per-frame truth."""
+    """Plan masks as the pipeline would and score them against the per-frame truth.
+
+    Strides are replayed on detections made on every frame: a class keeps its boxes on the frames a stride
+    runs on; plates also on every dark frame where a low-light model is set (the pipeline gives each dark
+    frame the low-light looks, stride or not; there the cached boxes include the main model's too, which
+    the pipeline would not run: slightly optimistic on those frames)."""
     keep = np.ones(len(dets), bool)
     for cls_id, name in enumerate(CLASS_NAMES):
         if name in config.classes:
             cfg = getattr(config.detection, name)
             due = dets.frame_index % cfg.stride == 0  # the frames a detection stride would run on
+            if getattr(cfg, "low_light_model", None) and len(signatures):
+                dark = dark_frames(signatures, cfg.low_light_luma)
+                due |= dark[np.clip(dets.frame_index, 0, len(dark) - 1)]
             keep &= (dets.cls != cls_id) | (passes_threshold(dets.xyxy, dets.score, cfg) & due)
         else:
             keep &= dets.cls != cls_id
