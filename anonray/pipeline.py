@@ -409,7 +409,8 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path | str, state_di
     request, progress = state.request, state.progress
     _configure_ray_data()
     node_cpus = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    plan = plan_resources(ray.cluster_resources(), request.config, node_cpus)
+    cluster = ray.cluster_resources()
+    plan = plan_resources(cluster, request.config, node_cpus)
     state.plan = plan
     try:
         state.restart_log = RestartLog.remote()
@@ -419,7 +420,7 @@ def _process(state: _Run, discovery: Discovery, output_dir: Path | str, state_di
              plan.describe())
     progress.start(len(discovery.files))
     todo = _skip_done(state, discovery.files, state_dir, output_dir, request)
-    state.render_spread = render_spread(ray.cluster_resources().get("CPU", 0.0), plan.render_cpus, len(todo))
+    state.render_spread = render_spread(cluster.get("CPU", 0.0), plan.render_cpus, len(todo))
 
     files_by_video: dict[str, InputFile] = {}
     renders: dict[ray.ObjectRef, tuple[VideoDetections, InputFile]] = {}

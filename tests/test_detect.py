@@ -321,7 +321,7 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
     assert set(det.model_ids()) == {"plate-yolov8n-pyplatex", "plate-yolov8n-safelicensing"}
     det.low_light[1] = (Counting(), None)  # the per-frame look only (the stacked one: test_low_light.py)
     out = det.detect([img, dark], [0, 1], (img.shape[1], img.shape[0]))
-    assert calls == [1, 1]  # only the dark frame: brightened, then as it is (low_light_unbrightened)
+    assert calls == [2]  # only the dark frame: brightened and as it is (low_light_unbrightened), in one call
     assert any(np.allclose(b, [1, 2, 30, 20]) for b in out.xyxy[out.frame_index == 1])
     assert not any(np.allclose(b, [1, 2, 30, 20]) for b in out.xyxy[out.frame_index == 0])
     a = (np.array([[0, 0, 10, 10]], np.float32), np.array([0.5], np.float32))
@@ -332,7 +332,7 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
     strided.low_light[1] = (Counting(), None)
     calls.clear()
     out = strided.detect([dark, img], [4, 5], (img.shape[1], img.shape[0]))  # neither is a stride frame
-    assert calls == [1, 1] and set(out.frame_index.tolist()) == {4}  # the dark one still gets its second look
+    assert calls == [2] and set(out.frame_index.tolist()) == {4}  # the dark one still gets its second look
     off = FrameDetector(cfg.with_overrides(**{"detection.plate.low_light_model": None}), device="cpu")
     assert not off.low_light and set(off.model_ids()) == {"plate-yolov8n-pyplatex"}
 

@@ -39,13 +39,14 @@ ALIGN_SIDE = 160
 MIN_ALIGNMENT = 0.8
 """ECC correlation a frame must reach with its stack's middle frame to join that stack (within a scene the
 accuracy harness's dark clips reach 0.98 and more; across a cut ECC fails)."""
-_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+"""BT.601 luma from R'G'B' (the weights frame_luma averages with)."""
 _IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 def frame_luma(image: np.ndarray) -> float:
     """Mean luma (0..255) of an RGB uint8 image, from every 8th pixel of every 8th row."""
-    return float(image[::8, ::8].astype(np.float32).mean(axis=(0, 1)) @ _LUMA_WEIGHTS)
+    return float(image[::8, ::8].astype(np.float32).mean(axis=(0, 1)) @ LUMA_WEIGHTS)
 
 
 def brightened(image: np.ndarray, luma: float) -> np.ndarray:
@@ -204,13 +205,10 @@ def with_low_light_pass(images: Sequence[np.ndarray], frame_indices: Sequence[in
     def add(i: int, boxes: Boxes) -> None:
         out[i] = boxes if out[i] is None else merge(out[i], boxes, iou)
 
-    if frame_look is not None:
-        for i, boxes in zip(dark, frame_look.detect([brightened(images[i], luma[i]) for i in dark]),
-                            strict=True):
+    if frame_look is not None:  # one call: each dark frame brightened, then (unbrightened) as it is
+        looked = [brightened(images[i], luma[i]) for i in dark] + ([images[i] for i in dark] if unbrightened else [])
+        for i, boxes in zip(dark * (2 if unbrightened else 1), frame_look.detect(looked), strict=True):
             add(i, boxes)
-        if unbrightened:
-            for i, boxes in zip(dark, frame_look.detect([images[i] for i in dark]), strict=True):
-                add(i, boxes)
     if stack_look is None or stack < 1:
         return out
     small = {i: shrunk(images[i], input_size) for i in dark}

@@ -26,6 +26,7 @@ import yaml
 from anonray.config import Config
 from anonray.decode import INTERPOLATION
 from anonray.detect import FrameDetector, detection_image_size, passes_threshold
+from anonray.detect.low_light import LUMA_WEIGHTS
 from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
 from anonray.track import plan_masks
@@ -105,7 +106,7 @@ def dark_frames(signatures: np.ndarray, max_luma: float) -> np.ndarray:
     """Per frame, whether the low-light looks run on it: its mean luma (from its 4x4 RGB signature, the area
     average of the frame, as low_light.frame_luma averages a grid of it) is below ``max_luma``."""
     rgb = signatures.reshape(len(signatures), -1, 3).astype(np.float32).mean(axis=1)
-    return rgb @ np.array([0.299, 0.587, 0.114], np.float32) < max_luma
+    return rgb @ LUMA_WEIGHTS < max_luma
 
 
 def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
