@@ -392,6 +392,7 @@ def _run_with_state(state: _Run, discovery: Discovery, output_dir: Path | str, w
     model_ids = models.model_ids(model_names)
     state.ctx = RunContext(state.run_id, request.config, model_ids)
     started = utc_now()
+    ray_scratch.remove_orphans(state_dir, request.config.resources)  # spilled frames of a killed run
     scratch = ray_scratch.for_local_ray(state_dir, request.config.resources) \
         if starts_local_ray(request.address) else None
     try:

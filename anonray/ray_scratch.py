@@ -15,6 +15,13 @@ output's file system, where spilled objects have room). Ray creates unix sockets
 when the state folder's path is too long the temp folder is a 0700 ``tempfile.mkdtemp`` folder in
 the system temp dir instead, while spilled objects still go to the state folder.
 
+A run killed before it can delete them (SIGKILL, out of memory, a lost machine) leaves them behind, spilled
+frames included. Each private folder therefore holds ``owner.json`` (host, pid and that process's start
+time), and every later run on the same output (and host) deletes the folders whose owner process is gone
+(``remove_orphans``): the fallback folders in the system temp dir, those under the output's state folder
+and those under a configured ``resources.ray_temp_dir``. Folders of live runs, of other hosts and without an
+owner file are left alone.
+
 Ray makes every folder it creates or is given as its temp folder world-writable (``chmod 0777`` in
 ``ray._common.utils.try_to_create_directory``), so Ray's temp folder is the subfolder ``r`` of the
 private folder: the private folder itself stays 0700 and no other user can reach anything inside.
@@ -26,10 +33,13 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from anonray.config import ConfigError, ResourceConfig
 from anonray.private_dirs import PRIVATE_DIR_MODE
@@ -48,6 +58,8 @@ STATE_PREFIX = "ray-"
 FALLBACK_PREFIX = "anonray-ray-"
 CONFIGURED_PREFIX = "anonray-"
 _RANDOM_NAME_BYTES = 8  # tempfile.mkdtemp's random part
+OWNER_FILE = "owner.json"
+"""In each private folder: which process (host, pid, start time) created it, for ``remove_orphans``."""
 
 
 @dataclass
@@ -90,10 +102,71 @@ def _fits(path: Path) -> bool:
 
 
 def _private_dir(prefix: str, parent: Path | str | None) -> Path:
-    """A fresh folder with mode 0700 (mkdtemp creates it so, atomically, whatever the umask)."""
+    """A fresh folder with mode 0700 (mkdtemp creates it so, atomically, whatever the umask), with its
+    owner file."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(path, PRIVATE_DIR_MODE)  # mkdtemp already does; stated for the reader and odd platforms
+    (path / OWNER_FILE).write_text(json.dumps(_owner(psutil.Process())))
     return path
+
+
+def _owner(process: psutil.Process) -> dict:
+    return {"host": socket.gethostname(), "pid": process.pid, "started": process.create_time()}
+
+
+def _is_orphan(folder: Path) -> bool:
+    """Whether ``folder`` was made by a process of this host that no longer runs (pids are reused: the
+    start time must match too). Unknown owners (no or unreadable owner file) and other hosts: False."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+        pid, started, host = int(owner["pid"]), float(owner["started"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        return abs(psutil.Process(pid).create_time() - started) > 1.0
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # exists, but cannot be inspected: not ours to judge
+        return False
+
+
+def system_temp_dirs() -> list[Path]:
+    """Where fallback folders are made (``for_local_ray``): the system temp dir, and /tmp."""
+    return [Path(tempfile.gettempdir()), Path("/tmp")]
+
+
+def orphan_folders(state_dir: Path | None, resources: ResourceConfig) -> list[Path]:
+    """The private folders of earlier local Ray instances whose run was killed before deleting them: under
+    ``state_dir``, in the system temp dir (and /tmp) and under ``resources.ray_temp_dir``."""
+    places = [(parent, FALLBACK_PREFIX) for parent in system_temp_dirs()]
+    if state_dir is not None:
+        places.append((Path(state_dir), STATE_PREFIX))
+    if resources.ray_temp_dir and Path(resources.ray_temp_dir).is_absolute():
+        places.append((Path(resources.ray_temp_dir), CONFIGURED_PREFIX))
+    found: dict[Path, None] = {}
+    for parent, prefix in places:
+        try:
+            candidates = [p for p in parent.glob(prefix + "*") if p.is_dir() and not p.is_symlink()]
+        except OSError:
+            continue
+        for folder in candidates:
+            if _is_orphan(folder):
+                found.setdefault(folder.resolve(), None)
+    return list(found)
+
+
+def remove_orphans(state_dir: Path | None, resources: ResourceConfig) -> int:
+    """Delete ``orphan_folders``; the number deleted (logged as a count only). Never raises."""
+    removed = 0
+    for folder in orphan_folders(state_dir, resources):
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += not folder.exists()
+    if removed:
+        log.warning("deleted %d private Ray folder(s) (session files, spilled objects) left by an earlier run "
+                    "that was killed before it could delete them", removed)
+    return removed
 
 
 def _subdir(parent: Path, name: str) -> Path:

@@ -236,3 +236,42 @@ def test_unusable_ray_temp_dir_is_a_config_error(tmp_path, value, message):
     with pytest.raises(ConfigError, match=message):
         ray_scratch.for_local_ray(tmp_path, resources)
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- folders left by a killed run
+
+def _scratch_of_a_process_that_exits(state: Path, temp_dir: Path) -> list[Path]:
+    """The private folders a run makes (for_local_ray) in a process that then dies without deleting them."""
+    code = ("import sys, tempfile\n"
+            "from pathlib import Path\n"
+            "from anonray import ray_scratch\n"
+            "from anonray.config import Config\n"
+            "tempfile.tempdir = sys.argv[2]\n"
+            "scratch = ray_scratch.for_local_ray(Path(sys.argv[1]), Config().resources)\n"
+            "(scratch.spill_dir / 'spilled-frames').write_bytes(b'x')\n"
+            "print('\\n'.join(str(p) for p in scratch.owned))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(state), str(temp_dir)], capture_output=True, text=True,
+                          check=True, timeout=120)
+    return [Path(line) for line in done.stdout.split()]
+
+
+def test_a_later_run_deletes_the_folders_of_a_killed_run_and_only_those(tmp_path, short_dir, monkeypatch):
+    state = tmp_path / ("long" * 12)  # too long for Ray's sockets: a fallback folder in the temp dir too
+    state.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(short_dir))
+    monkeypatch.setattr(ray_scratch, "system_temp_dirs", lambda: [short_dir])
+    dead = _scratch_of_a_process_that_exits(state, short_dir)
+    assert {p.parent for p in dead} == {state, short_dir} and all(p.is_dir() for p in dead)
+    live = ray_scratch.for_local_ray(state, Config().resources)  # this process's own: still running
+    unknown = state / (ray_scratch.STATE_PREFIX + "noowner")  # no owner file: never judged
+    unknown.mkdir()
+    elsewhere = short_dir / (ray_scratch.FALLBACK_PREFIX + "otherhost")
+    elsewhere.mkdir()
+    (elsewhere / ray_scratch.OWNER_FILE).write_text('{"host": "another-host", "pid": 1, "started": 0}')
+
+    assert sorted(ray_scratch.orphan_folders(state, Config().resources)) == sorted(p.resolve() for p in dead)
+    assert ray_scratch.remove_orphans(state, Config().resources) == 2
+    assert not any(p.exists() for p in dead)
+    assert all(p.is_dir() for p in [*live.owned, unknown, elsewhere])
+    assert ray_scratch.remove_orphans(state, Config().resources) == 0
+    live.remove()

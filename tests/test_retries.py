@@ -9,6 +9,7 @@ always happens. The driver-kill test kills the driver once a file is done and re
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import assert_same_times, decode_frames
 
+from anonray import ray_scratch
 from anonray.fault_injection import PAUSE_DIR_ENV, PAUSE_STAGES_ENV
 from anonray.samples import write_sample_video
 
@@ -121,6 +123,22 @@ def test_killed_actor_and_render_worker_are_retried(tmp_path):
     _assert_frame_exact(inputs, out, frames, frames)
 
 
+def _scratch_of(pid: int, out: Path) -> list[Path]:
+    """The private Ray folders (ray_scratch.py) that the run with driver ``pid`` made."""
+    candidates = [*(out / "_anonray").glob(ray_scratch.STATE_PREFIX + "*")]
+    for parent in ray_scratch.system_temp_dirs():
+        candidates += parent.glob(ray_scratch.FALLBACK_PREFIX + "*")
+    mine = []
+    for folder in candidates:
+        try:
+            owner = json.loads((folder / ray_scratch.OWNER_FILE).read_text())
+        except OSError:
+            continue
+        if owner["pid"] == pid:
+            mine.append(folder)
+    return mine
+
+
 @pytest.mark.slow
 def test_after_the_driver_is_killed_a_rerun_does_only_the_unfinished_files(tmp_path):
     inputs, out, config, frames = _inputs(tmp_path, count=4, wave=1)
@@ -146,6 +164,9 @@ def test_after_the_driver_is_killed_a_rerun_does_only_the_unfinished_files(tmp_p
     published = {p.name for p in out.iterdir() if p.name != "_anonray"}
     assert finished <= published <= set(frames)
     _assert_frame_exact(inputs, out, frames, published)
+    # the killed run could not delete its private Ray folders (spilled objects, session files)
+    left = _scratch_of(proc.pid, out)
+    assert left and all(p.is_dir() for p in left)
 
     rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600,
                            stdin=subprocess.DEVNULL)
@@ -157,5 +178,6 @@ def test_after_the_driver_is_killed_a_rerun_does_only_the_unfinished_files(tmp_p
     statuses = dict(zip(rows.path, rows.status, strict=True))
     assert statuses == {name: "skipped" if name in finished else "ok" for name in frames}
     assert not list((out / "_anonray" / "tmp").iterdir())
+    assert not any(p.exists() for p in left)  # the rerun deleted them
     assert {p.name for p in out.iterdir() if p.name != "_anonray"} == set(frames)
     _assert_frame_exact(inputs, out, frames, frames)
