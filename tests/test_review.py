@@ -33,6 +33,7 @@ from anonray.review import (
     review_frames,
     sample_outputs,
     sample_size,
+    seek_and_decode,
 )
 from anonray.samples import SampleTruth, write_sample_video
 from anonray.tables import read_table
@@ -93,9 +94,10 @@ def _key_indices(path: Path) -> list[int]:
 
 
 @pytest.mark.parametrize(("indices", "count", "keys", "expected"), [
-    ([4, 12, 20], 25, [0], [0, 12, 20]),  # only the first slice [0, 8.3) holds a keyframe
+    ([4, 12, 20], 25, [0], [0, 9, 17]),  # only the first slice [0, 8.3) holds a keyframe: the others' first frames
     ([83, 250, 416], 500, [0, 210, 420], [0, 210, 420]),  # the nearest keyframe inside each slice
-    ([83, 250, 416], 500, [0, 150, 420], [150, 250, 420]),  # the nearer of two in the first, none in the middle
+    ([83, 250, 416], 500, [0, 250], [0, 250, 334]),  # a chunked 20 s output: 84 decodes for the last, not 167
+    ([83, 250, 416], 500, [0, 150, 420], [150, 167, 420]),  # the nearer of two in the first, none in the middle
     ([5, 15], 20, list(range(20)), [5, 15]),  # every frame a keyframe (MJPEG): the centres themselves
     ([2, 7], 10, [], [2, 7]),  # no keyframe known: unchanged
     ([10, 30], 40, [19, 21], [19, 21]),  # ties and slice edges: each slice keeps its own keyframe
@@ -115,6 +117,32 @@ def test_review_frames_are_decoded_from_keyframes_only(tmp_path, monkeypatch):
     reference = _all_frames(path)
     assert sorted(got) == at_keyframes(frame_indices(60, 3), 60, keys)
     assert all(np.array_equal(got[i].image, reference[i]) for i in got)
+
+
+@pytest.mark.parametrize("fmt", ["h264_mp4", "hevc_mkv"])
+def test_a_keyframe_is_decoded_alone(tmp_path, fmt):
+    """Seeking to a keyframe whose decode timestamp precedes its pts (B-frames) lands on it, not on the
+    keyframe before it: one frame decoded, the same pixels as a decode from the start."""
+    path = tmp_path / f"clip.{'mkv' if fmt == 'hevc_mkv' else 'mp4'}"
+    write_sample_video(path, format=fmt, frames=60, audio=False)
+    reference = _all_frames(path)
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        packets = [p for p in c.demux(stream) if p.size]
+        order = sorted(p.pts for p in packets)
+        keyframes = [(p.pts, p.pts if p.dts is None else min(p.pts, p.dts)) for p in packets if p.is_keyframe]
+        assert len(keyframes) >= 3
+        assert all(seek < pts for pts, seek in keyframes[1:])  # the case that cost a GOP per frame
+        for keyframe in keyframes[1:]:
+            frame, decoded = seek_and_decode(c, stream, keyframe, keyframe[0])
+            assert decoded == 1
+            assert np.array_equal(frame.to_ndarray(format="bgr24"), reference[order.index(keyframe[0])])
+        # a frame after the keyframe: decoded from it, no further back
+        pts, seek = keyframes[1]
+        target = order[order.index(pts) + 3]
+        frame, decoded = seek_and_decode(c, stream, (pts, seek), target)
+        assert frame.pts == target and np.array_equal(frame.to_ndarray(format="bgr24"), reference[order.index(target)])
+        assert decoded <= order.index(target) - order.index(pts) + 1 + 4  # reorder delay, not a GOP
 
 
 def _all_frames(path: Path) -> list[np.ndarray]:
