@@ -14,6 +14,10 @@ from anonray.config import Config
 
 DETECT_ACTOR_MEMORY = int(2.5 * 2**30)
 """Bytes a detection actor holds (both models, torch, batches): measured 1.8 GiB average, 2.3 peak."""
+FRAME_BUFFER_PER_DETECTOR = 128 * 2**20
+"""Object store bytes of decoded frames waiting for each detection actor: about six batches of eight 720p
+RGB frames. The decode actors run ahead of detection only this far (Ray Data backpressure)."""
+FRAME_BUFFER_MIN = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class ResourcePlan:
     render_cpus: float
     ingest_cpus: float
     detect_memory: int = DETECT_ACTOR_MEMORY
+
+    @property
+    def frame_buffer_bytes(self) -> int:
+        """The detection dataset's object store limit: decoded frames in flight, for all detection actors."""
+        return max(FRAME_BUFFER_MIN, self.detect_actors * FRAME_BUFFER_PER_DETECTOR)
 
     @property
     def uses_gpu(self) -> bool:

@@ -147,3 +147,26 @@ def test_a_broken_detection_stage_fails_its_videos_not_the_run(ray_session, samp
     videos = pq.read_table(tmp_path / "out" / "_anonray" / "videos").to_pandas()
     assert videos.iloc[0].error_class == "detection_stage_failed"
     assert not [p for p in (tmp_path / "out").iterdir() if p.name != "_anonray"]
+
+
+def test_decoded_frames_in_flight_are_bounded_and_every_frame_is_detected(ray_session, sample_clips):
+    """The detection dataset caps the object store bytes its decoded frames may hold (the decode actors
+    otherwise run ahead of detection), on its own context only, and still detects every frame."""
+    import ray
+
+    from anonray.config import Config
+    from anonray.pipeline import detection_dataset
+    from anonray.resources import FRAME_BUFFER_MIN, plan_resources
+
+    path, _ = sample_clips["h264_mp4"]
+    info, segments = probe(path, path.name)
+    config = Config()
+    plan = plan_resources({"CPU": 2.0}, config)
+    assert plan.frame_buffer_bytes == FRAME_BUFFER_MIN
+    ds = detection_dataset([(info, segments)], config, plan)
+    assert ds.context.execution_options.resource_limits.object_store_memory == plan.frame_buffer_bytes
+    assert ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory == float("inf")
+    rows = ds.take_all()
+    frames = sorted(int(r["frame_index"]) for r in rows if int(r["frame_index"]) >= 0)
+    assert frames == list(range(info.frame_count))
+    assert sum(int(r["frame_index"]) < 0 for r in rows) == len(segments)  # one end marker per segment

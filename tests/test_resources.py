@@ -3,7 +3,7 @@
 import pytest
 
 from anonray.config import Config
-from anonray.resources import plan_resources, render_spread
+from anonray.resources import FRAME_BUFFER_MIN, FRAME_BUFFER_PER_DETECTOR, plan_resources, render_spread
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,9 @@ def test_render_spread() -> None:
     assert render_spread(16.0, 1.0, 16) == 1 and render_spread(16.0, 1.0, 1000) == 1
     assert render_spread(16.0, 1.0, 3) == 5 and render_spread(8.0, 0.5, 2) == 8
     assert render_spread(0.0, 1.0, 1) == 1 and render_spread(4.0, 1.0, 0) == 4  # autoscaling from zero; no videos
+
+
+def test_frames_in_flight_scale_with_the_detection_actors():
+    assert plan_resources({"CPU": 2.0}, Config()).frame_buffer_bytes == FRAME_BUFFER_MIN
+    big = plan_resources({"CPU": 64.0, "GPU": 8.0}, Config())
+    assert big.detect_actors == 32 and big.frame_buffer_bytes == 32 * FRAME_BUFFER_PER_DETECTOR
