@@ -256,7 +256,7 @@ class _ChunkEncoder(_Transcoder):
         return described, np.frombuffer(self.payload, np.uint8)
 
 
-def _decoded(source: Path, job: ChunkJob) -> Iterator[av.VideoFrame]:
+def _decoded(source: Path | str, job: ChunkJob) -> Iterator[av.VideoFrame]:
     """The chunk's frames from the source (decode.py's seeking), FFmpeg errors as EncodeError."""
     try:
         for frame in segment_frames(source, job.info, job.frames):
@@ -267,12 +267,12 @@ def _decoded(source: Path, job: ChunkJob) -> Iterator[av.VideoFrame]:
         raise EncodeError("decode", _ffmpeg_message(err)) from None
 
 
-def encode_chunk(source: Path, job: ChunkJob, config: Config, frame_hook: FrameHook | None) -> EncodedChunk:
-    """Decode, mask (``frame_hook``) and encode the chunk's frames; raise EncodeError on every failure,
-    ``frame_count_mismatch`` when it gave other than its frames."""
+def encode_chunk(source: Path | str, job: ChunkJob, config: Config, frame_hook: FrameHook | None) -> EncodedChunk:
+    """Decode, mask (``frame_hook``) and encode the chunk's frames from ``source`` (a path, or a URI read by
+    ranges); raise EncodeError on every failure, ``frame_count_mismatch`` when it gave other than its frames."""
     started = time.perf_counter()
     try:
-        inp = open_input(source)
+        inp = open_input(source, job.info.container)
     except av.error.FFmpegError as err:
         raise EncodeError("open", _ffmpeg_message(err)) from None
     with inp:

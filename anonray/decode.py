@@ -94,7 +94,7 @@ def _segment_frames(
 
 
 def _open_stream(path: str | Path, info: VideoInfo) -> tuple[av.container.InputContainer, av.VideoStream]:
-    container = open_input(path)  # damaged tags are not UTF-8
+    container = open_input(path, info.container)  # damaged tags are not UTF-8
     stream = container.streams[info.video_stream_index]
     stream.thread_type = "AUTO"
     return container, stream

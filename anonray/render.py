@@ -9,6 +9,7 @@ private local folder of the worker instead, then uploaded to its key (remote_out
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -42,6 +43,8 @@ from anonray.regions import write_regions
 from anonray.scenes import find_cuts
 from anonray.track import TrackingSummary, plan_masks
 from anonray.types import MaskPlan, VideoInfo
+
+log = logging.getLogger("anonray")
 
 TMP_DIR_NAME = "tmp"
 ENCODER_CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
@@ -125,18 +128,23 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _check_input_unchanged(source: Path, info: VideoInfo, full: bool) -> None:
+def _check_input_unchanged(source: Path | str, info: VideoInfo, full: bool) -> None:
     """Raise input_vanished / input_changed when the input is gone or differs from what ingest saw.
 
-    full=False compares the size only (cheap); full=True re-hashes the file (one more read).
+    full=False compares the size only (cheap), and for a URI read by ranges the object's modification time
+    too; full=True re-hashes the (local) file (one more read).
     """
     try:
-        size = source.stat().st_size
+        if storage.is_uri(source):
+            remote = storage.stat(str(source))
+            size, changed = remote.size, remote.mtime_ns != info.mtime_ns
+        else:
+            size, changed = Path(source).stat().st_size, False
         digest = sha256_file(source) if full and size == info.size_bytes else None
     except FileNotFoundError:
         raise RenderError("input_vanished",
                           f"{info.relative_path}: the input file was removed during the run") from None
-    if size != info.size_bytes or (digest is not None and digest != info.sha256):
+    if changed or size != info.size_bytes or (digest is not None and digest != info.sha256):
         raise RenderError("input_changed",
                           f"{info.relative_path}: the input file changed during the run (its size or sha256 "
                           "differs from when it was ingested); no output was written")
@@ -204,19 +212,29 @@ def mask_plan(video: VideoDetections, config: Config) -> tuple[MaskPlan, Trackin
 def render_chunk(job: ChunkJob, config: Config, source: Path | None = None) -> EncodedChunk:
     """Decode, mask and encode one chunk of a long video (chunked.py): the chunk task's work, on any node.
 
-    ``source``: the input's local path; None reads it as render_video does (a URI input is staged into a
-    private copy, deleted afterwards). Raises RenderError / EncodeError on a per-file failure.
+    ``source``: the input's local path; None reads a local input in place and a URI input by range requests
+    (only the chunk's stretch), falling back to a private local copy, deleted afterwards, when that fails.
+    Raises RenderError / EncodeError on a per-file failure.
     """
     info = job.info
+    if source is None and storage.is_uri(info.source_path):
+        try:  # only this chunk's stretch of the object, by range requests (storage.py)
+            return _render_chunk_from(info.source_path, job, config)
+        except (EncodeError, OSError) as err:  # RenderError (input changed or gone) is final
+            log.warning("video %s chunk %d: reading the input by ranges failed (%s); rendering from a local "
+                        "copy", info.video_id, job.index, getattr(err, "error_class", type(err).__name__))
     with contextlib.ExitStack() as inputs:
-        local = source if source is not None else _local_input(info, inputs)
-        _check_input_unchanged(local, info, full=False)
-        hook = MaskHook(job.plan, job.frame_pts, config)
-        try:
-            return encode_chunk(local, job, config, hook)
-        except EncodeError:
-            _check_input_unchanged(local, info, full=False)  # a vanished input explains the failure
-            raise
+        return _render_chunk_from(source if source is not None else _local_input(info, inputs), job, config)
+
+
+def _render_chunk_from(source: Path | str, job: ChunkJob, config: Config) -> EncodedChunk:
+    _check_input_unchanged(source, job.info, full=False)
+    hook = MaskHook(job.plan, job.frame_pts, config)
+    try:
+        return encode_chunk(source, job, config, hook)
+    except EncodeError:
+        _check_input_unchanged(source, job.info, full=False)  # a vanished input explains the failure
+        raise
 
 
 def encode_chunks_here(source: Path, jobs: list[ChunkJob], config: Config) -> EncodedChunks:

@@ -1,10 +1,12 @@
 """Inputs on shared storage: local paths as today, or filesystem URIs (``s3://bucket/prefix``) via pyarrow.fs.
 
-A URI input is never decoded in place: each worker that needs its bytes (ingest, a decode actor, render)
-streams the object into a private staging folder on its own node (mode 0700, file 0600), works on that
-local copy, and deletes it afterwards. Seeking in a video over HTTP range requests is slow and fails in
-odd ways mid-decode; a local copy is simple and behaves exactly like a local input. Inputs are only ever
-read.
+A URI input is read from a local copy by ingest, the decode actors and the render task: each streams the
+object into a private staging folder on its own node (mode 0700, file 0600), works on that copy, and deletes
+it afterwards. A local copy is simple and behaves exactly like a local input; reading by HTTP range requests
+can fail in odd ways mid-decode. The exception is a chunk task (chunked.py), which needs only its own stretch
+of the video: a 10-hour recording cut into 120 chunks would otherwise be downloaded 120 times. It reads the
+object by ranges (``open_ranged``, 8 MiB reads), in memory, and falls back to a local copy when that fails
+(render.py). Inputs are only ever read.
 
 ``s3://`` URIs use ``pyarrow.fs.S3FileSystem``. For an on-prem object store (MinIO, Ceph, moto) set the
 endpoint with ``ANONRAY_S3_ENDPOINT`` or the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``
@@ -42,6 +44,8 @@ import pyarrow.fs as pafs
 from anonray import fault_injection
 from anonray.checksums import sha256_file
 
+RANGE_READ_BYTES = 8 << 20
+"""Bytes per read of an object read by ranges (FFmpeg's I/O buffer): one request per 8 MiB."""
 STAGING_ENV = "ANONRAY_STAGING_DIR"
 """Parent folder for staged copies of URI inputs (default: the system temp folder)."""
 _CHUNK = 8 << 20
@@ -151,6 +155,18 @@ def list_tree(uri: str) -> Listing | None:
     prefix = path.rstrip("/") + "/"
     return Listing(False, sorted(i.path[len(prefix):] for i in found
                                  if i.type == pafs.FileType.File and i.path.startswith(prefix)))
+
+
+def open_ranged(uri: str):
+    """A random-access reader (``pyarrow.NativeFile``) of the object at ``uri``: each read one range request.
+    FileNotFoundError when there is none; StorageError for other failures."""
+    fs, path = resolve(uri)
+    try:
+        return fs.open_input_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError("no such object") from None
+    except Exception as err:  # noqa: BLE001
+        raise StorageError(f"open failed ({type(err).__name__})") from None
 
 
 def staging_root() -> Path:

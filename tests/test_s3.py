@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -308,3 +309,55 @@ def test_the_etag_expected_of_a_multipart_upload_is_the_one_s3_gives(s3_env, s3_
     done = client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id,
                                             MultipartUpload={"Parts": parts})
     assert done["ETag"].strip('"') in expected and done["ETag"].endswith('-2"')
+
+
+def test_a_chunk_task_reads_only_by_ranges_and_renders_what_a_local_copy_gives(s3_env, s3_inputs, tmp_path,
+                                                                                 monkeypatch):
+    """A chunk of an S3 input is rendered from range reads (no local copy of the object is made): the frames
+    decoded that way are the local file's, pixel for pixel, and the chunks carry the same frames and
+    timestamps; when range reads fail the task renders from a local copy; a changed object is refused."""
+    import dataclasses
+
+    from test_chunked import CHUNK_SECONDS, config, detected, write_source
+
+    from anonray.chunked import plan_chunks
+    from anonray.decode import decode_segment
+    from anonray.render import RenderError, mask_plan, render_chunk
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, s3_env[key])
+    src = write_source(tmp_path / "clip.mp4")
+    client = _client(s3_env)
+    client.put_object(Bucket=BUCKET, Key="chunks/clip.mp4", Body=src.read_bytes())
+    uri = f"s3://{BUCKET}/chunks/clip.mp4"
+    video = detected(src)
+    local_info = video.info
+    cfg = config(CHUNK_SECONDS)
+    plan = mask_plan(video, cfg)[0]
+    local_jobs = plan_chunks(video, plan, cfg, "mp4")
+    assert len(local_jobs) == 3
+    from_file = [render_chunk(job, cfg, src) for job in local_jobs]
+
+    video.info = dataclasses.replace(local_info, source_path=uri, mtime_ns=storage.stat(uri).mtime_ns)
+    jobs = plan_chunks(video, plan, cfg, "mp4")
+    staged = storage.staged
+    monkeypatch.setattr(storage, "staged", lambda *a: pytest.fail("a local copy of the object was made"))
+    segment = video.segments[len(video.segments) // 2].segment
+    by_ranges = list(decode_segment(uri, video.info, segment))
+    from_local = list(decode_segment(src, local_info, segment))
+    assert len(by_ranges) == len(from_local) == segment.frame_count
+    assert all(a[:2] == b[:2] and np.array_equal(a[2], b[2]) for a, b in zip(by_ranges, from_local, strict=True))
+    for (packets, payload), (file_packets, _), job in zip([render_chunk(job, cfg) for job in jobs], from_file, jobs,
+                                                          strict=True):
+        assert packets.frames == packets.frames_in == job.frames.frame_count and payload.size > 0
+        assert np.array_equal(np.sort(packets.pts), np.sort(file_packets.pts))
+
+    monkeypatch.setattr(storage, "staged", staged)
+    monkeypatch.setattr(storage, "open_ranged", lambda *a: (_ for _ in ()).throw(storage.StorageError("cut")))
+    fallback = render_chunk(jobs[1], cfg)  # range reads fail: rendered from a local copy
+    assert np.array_equal(np.sort(fallback[0].pts), np.sort(from_file[1][0].pts))
+
+    client.put_object(Bucket=BUCKET, Key="chunks/clip.mp4", Body=src.read_bytes() + b"\0")
+    with pytest.raises(RenderError) as err:
+        render_chunk(jobs[0], cfg)
+    assert err.value.error_class == "input_changed"
