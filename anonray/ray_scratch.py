@@ -17,7 +17,8 @@ the system temp dir instead, while spilled objects still go to the state folder.
 
 A run killed before it can delete them (SIGKILL, out of memory, a lost machine) leaves them behind, spilled
 frames included. Each private folder therefore holds ``owner.json`` (host, pid and that process's start
-time), and every later run on the same output (and host) deletes the folders whose owner process is gone
+time), and every later run on the same output (and host, and pid namespace) deletes the folders whose owner
+process is gone
 (``remove_orphans``): the fallback folders in the system temp dir, those under the output's state folder
 and those under a configured ``resources.ray_temp_dir``. Folders of live runs, of other hosts and without an
 owner file are left alone.
@@ -110,19 +111,31 @@ def _private_dir(prefix: str, parent: Path | str | None) -> Path:
     return path
 
 
+def _pid_namespace() -> int | None:
+    """The inode of this process's pid namespace (Linux), so that a container's pids are never judged from
+    another container of the same host name; None elsewhere."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def _owner(process: psutil.Process) -> dict:
-    return {"host": socket.gethostname(), "pid": process.pid, "started": process.create_time()}
+    return {"host": socket.gethostname(), "pid_namespace": _pid_namespace(), "pid": process.pid,
+            "started": process.create_time()}
 
 
 def _is_orphan(folder: Path) -> bool:
-    """Whether ``folder`` was made by a process of this host that no longer runs (pids are reused: the
-    start time must match too). Unknown owners (no or unreadable owner file) and other hosts: False."""
+    """Whether ``folder`` was made by a process of this host (and pid namespace) that no longer runs (pids
+    are reused: the start time must match too). Unknown owners (no or unreadable owner file), other hosts
+    and other pid namespaces: False."""
     try:
         owner = json.loads((folder / OWNER_FILE).read_text())
         pid, started, host = int(owner["pid"]), float(owner["started"]), str(owner["host"])
+        namespace = owner["pid_namespace"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if host != socket.gethostname():
+    if host != socket.gethostname() or namespace != _pid_namespace():
         return False
     try:
         return abs(psutil.Process(pid).create_time() - started) > 1.0

@@ -8,6 +8,7 @@ subprocess, as test_cli.py does: it starts its own local Ray, never the pytest s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -267,11 +268,16 @@ def test_a_later_run_deletes_the_folders_of_a_killed_run_and_only_those(tmp_path
     unknown.mkdir()
     elsewhere = short_dir / (ray_scratch.FALLBACK_PREFIX + "otherhost")
     elsewhere.mkdir()
-    (elsewhere / ray_scratch.OWNER_FILE).write_text('{"host": "another-host", "pid": 1, "started": 0}')
+    (elsewhere / ray_scratch.OWNER_FILE).write_text('{"host": "another-host", "pid_namespace": null, "pid": 1, '
+                                                    '"started": 0}')
+    container = state / (ray_scratch.STATE_PREFIX + "othercontainer")  # same host name, other pid namespace
+    container.mkdir()
+    owner = json.loads((dead[0] / ray_scratch.OWNER_FILE).read_text())
+    (container / ray_scratch.OWNER_FILE).write_text(json.dumps({**owner, "pid_namespace": -1}))
 
     assert sorted(ray_scratch.orphan_folders(state, Config().resources)) == sorted(p.resolve() for p in dead)
     assert ray_scratch.remove_orphans(state, Config().resources) == 2
     assert not any(p.exists() for p in dead)
-    assert all(p.is_dir() for p in [*live.owned, unknown, elsewhere])
+    assert all(p.is_dir() for p in [*live.owned, unknown, elsewhere, container])
     assert ray_scratch.remove_orphans(state, Config().resources) == 0
     live.remove()
