@@ -311,8 +311,9 @@ def test_the_etag_expected_of_a_multipart_upload_is_the_one_s3_gives(s3_env, s3_
     assert done["ETag"].strip('"') in expected and done["ETag"].endswith('-2"')
 
 
+@pytest.mark.parametrize(("fmt", "suffix"), [("mp4", ".mp4"), ("matroska", ".mkv"), ("mpegts", ".ts")])
 def test_a_chunk_task_reads_only_by_ranges_and_renders_what_a_local_copy_gives(s3_env, s3_inputs, tmp_path,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, fmt, suffix):
     """A chunk of an S3 input is rendered from range reads (no local copy of the object is made): the frames
     decoded that way are the local file's, pixel for pixel, and the chunks carry the same frames and
     timestamps; when range reads fail the task renders from a local copy; a changed object is refused."""
@@ -326,20 +327,22 @@ def test_a_chunk_task_reads_only_by_ranges_and_renders_what_a_local_copy_gives(s
 
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(key, s3_env[key])
-    src = write_source(tmp_path / "clip.mp4")
+    src = write_source(tmp_path / f"clip{suffix}", fmt)
     client = _client(s3_env)
-    client.put_object(Bucket=BUCKET, Key="chunks/clip.mp4", Body=src.read_bytes())
-    uri = f"s3://{BUCKET}/chunks/clip.mp4"
+    key = f"chunks/clip{suffix}"
+    client.put_object(Bucket=BUCKET, Key=key, Body=src.read_bytes())
+    uri = f"s3://{BUCKET}/{key}"
     video = detected(src)
     local_info = video.info
     cfg = config(CHUNK_SECONDS)
     plan = mask_plan(video, cfg)[0]
-    local_jobs = plan_chunks(video, plan, cfg, "mp4")
+    container = "mp4" if fmt == "mp4" else fmt
+    local_jobs = plan_chunks(video, plan, cfg, container)
     assert len(local_jobs) == 3
     from_file = [render_chunk(job, cfg, src) for job in local_jobs]
 
     video.info = dataclasses.replace(local_info, source_path=uri, mtime_ns=storage.stat(uri).mtime_ns)
-    jobs = plan_chunks(video, plan, cfg, "mp4")
+    jobs = plan_chunks(video, plan, cfg, container)
     staged = storage.staged
     monkeypatch.setattr(storage, "staged", lambda *a: pytest.fail("a local copy of the object was made"))
     segment = video.segments[len(video.segments) // 2].segment
@@ -357,7 +360,7 @@ def test_a_chunk_task_reads_only_by_ranges_and_renders_what_a_local_copy_gives(s
     fallback = render_chunk(jobs[1], cfg)  # range reads fail: rendered from a local copy
     assert np.array_equal(np.sort(fallback[0].pts), np.sort(from_file[1][0].pts))
 
-    client.put_object(Bucket=BUCKET, Key="chunks/clip.mp4", Body=src.read_bytes() + b"\0")
+    client.put_object(Bucket=BUCKET, Key=key, Body=src.read_bytes() + b"\0")
     with pytest.raises(RenderError) as err:
         render_chunk(jobs[0], cfg)
     assert err.value.error_class == "input_changed"
