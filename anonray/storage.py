@@ -5,7 +5,7 @@ object into a private staging folder on its own node (mode 0700, file 0600), wor
 it afterwards. A local copy is simple and behaves exactly like a local input; reading by HTTP range requests
 can fail in odd ways mid-decode. The exception is a chunk task (chunked.py), which needs only its own stretch
 of the video: a 10-hour recording cut into 120 chunks would otherwise be downloaded 120 times. It reads the
-object by ranges (``open_ranged``, 8 MiB reads), in memory, and falls back to a local copy when that fails
+object by ranges (``open_ranged``, 1 MiB reads), in memory, and falls back to a local copy when that fails
 (render.py). Inputs are only ever read.
 
 ``s3://`` URIs use ``pyarrow.fs.S3FileSystem``. For an on-prem object store (MinIO, Ceph, moto) set the
@@ -44,8 +44,11 @@ import pyarrow.fs as pafs
 from anonray import fault_injection
 from anonray.checksums import sha256_file
 
-RANGE_READ_BYTES = 8 << 20
-"""Bytes per read of an object read by ranges (FFmpeg's I/O buffer): one request per 8 MiB."""
+RANGE_READ_BYTES = 1 << 20
+"""Bytes per read of an object read by ranges (FFmpeg's I/O buffer): one request per MiB. Measured (moto, the
+benchmark's 11 MiB looped clip in four chunks): 8 MiB reads fetched 32-35 MiB per chunk, since opening and
+probing the file jumps about in 8 MiB steps; 1 MiB reads 5.8-9.0 MiB, 256 KiB 2.8-6.0 MiB. A chunk task
+consumes a few MB/s (libx264 at about real time), so 1 MiB requests keep latency out of the way."""
 STAGING_ENV = "ANONRAY_STAGING_DIR"
 """Parent folder for staged copies of URI inputs (default: the system temp folder)."""
 _CHUNK = 8 << 20
