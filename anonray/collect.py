@@ -9,6 +9,7 @@ rows as that marker says were decoded. Grouping as rows stream in (rather than w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -190,3 +191,19 @@ class DetectionCollector:
                 s.error_message = "the segment never came back from decoding"
         return VideoDetections(info, segments, Detections.concat(self._parts.pop(video_id)),
                                self._pts.pop(video_id), self._signatures.pop(video_id))
+
+
+def analysed_without_detections(path: Path, relative_path: str, target_seconds: float = 2.0) -> VideoDetections:
+    """A local video as detection hands it to render, every frame analysed and nothing found: for running the
+    render stages (tests, benchmarks) without the detectors. Probes and decodes the file (tiny frames)."""
+    from anonray.decode import decode_segment
+    from anonray.ingest import probe
+
+    info, segments = probe(path, relative_path, target_seconds)
+    collector = DetectionCollector([(info, segments)])
+    pts = [p for s in segments for _, p, _ in decode_segment(path, info, s, (96, 54))]
+    video = collector.drain_incomplete()[0]
+    video.frame_pts[:] = pts
+    for s in video.segments:
+        s.error_class, s.error_message, s.ended = "", "", True
+    return video

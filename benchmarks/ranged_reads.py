@@ -28,10 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anonray import storage  # noqa: E402
 from anonray.chunked import plan_chunks  # noqa: E402
-from anonray.collect import DetectionCollector  # noqa: E402
+from anonray.collect import analysed_without_detections  # noqa: E402
 from anonray.config import validate_config  # noqa: E402
-from anonray.decode import decode_segment  # noqa: E402
-from anonray.ingest import probe  # noqa: E402
 from anonray.render import mask_plan, render_chunk  # noqa: E402
 from anonray.types import Detections  # noqa: E402
 from benchmarks.throughput import loop_clip  # noqa: E402
@@ -75,14 +73,8 @@ def _moto(port: int) -> subprocess.Popen:
 
 def _video(clip: Path):
     """The clip as detection hands it to render, with one box on every frame."""
-    info, segments = probe(clip, clip.name)
-    collector = DetectionCollector([(info, segments)])
-    pts = [p for s in segments for _, p, _ in decode_segment(clip, info, s, (96, 54))]
-    video = collector.drain_incomplete()[0]
-    video.frame_pts[:] = pts
-    for s in video.segments:
-        s.error_class, s.error_message, s.ended = "", "", True
-    n = info.frame_count
+    video = analysed_without_detections(clip, clip.name)
+    n = video.info.frame_count
     video.detections = Detections(np.arange(n), np.tile(np.asarray([100, 100, 300, 300], np.float32), (n, 1)),
                                   np.full(n, 0.9, np.float32), np.zeros(n, np.int64))
     return video

@@ -8,10 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from anonray.collect import DetectionCollector, VideoDetections
+from anonray.collect import VideoDetections, analysed_without_detections
 from anonray.config import Config
-from anonray.decode import decode_segment
-from anonray.ingest import probe
 
 MAGENTA = np.array([255, 0, 255])
 
@@ -65,11 +63,4 @@ def mask_pixels(image: np.ndarray, color: np.ndarray = MAGENTA, tolerance: int =
 
 def analysed_video(path: Path, rel: str, target_seconds: float = 2.0) -> VideoDetections:
     """A video as detection hands it to render: every segment ended, every frame analysed, no detections."""
-    info, segments = probe(path, rel, target_seconds)
-    collector = DetectionCollector([(info, segments)])
-    pts = [p for s in segments for _, p, _ in decode_segment(path, info, s, (96, 72))]
-    video = collector.drain_incomplete()[0]
-    video.frame_pts[:] = pts
-    for s in video.segments:
-        s.error_class, s.error_message, s.ended = "", "", True
-    return video
+    return analysed_without_detections(path, rel, target_seconds)
