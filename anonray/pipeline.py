@@ -243,7 +243,7 @@ def detection_dataset(videos: list[tuple[VideoInfo, list[Segment]]], config: Con
     fault_tolerance = {"max_restarts": retries, "max_task_retries": retries}
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     # Without a limit the decode actors run ahead of detection, their frames piling up in the object store
-    # (1.2 GB for 20 s of 1080p on 2 cores, measured) and spilling to disk on long videos.
+    # (1.2 GB for 20 s of 1080p on 2 cores, measured), which on a long video could fill it and spill to disk.
     ds.context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
         object_store_memory=plan.frame_buffer_bytes)
     with warnings.catch_warnings():  # ray is pinned exactly: its deprecation notice is ours to act on, not users'
