@@ -16,12 +16,11 @@ when the state folder's path is too long the temp folder is a 0700 ``tempfile.mk
 the system temp dir instead, while spilled objects still go to the state folder.
 
 A run killed before it can delete them (SIGKILL, out of memory, a lost machine) leaves them behind, spilled
-frames included. Each private folder therefore holds ``owner.json`` (host, pid and that process's start
-time), and every later run on the same output (and host, and pid namespace) deletes the folders whose owner
-process is gone
+frames included. Each private folder therefore holds ``owner.json`` (host, pid namespace, pid and that
+process's start time), and every later run on the same host deletes the folders whose owner process is gone
 (``remove_orphans``): the fallback folders in the system temp dir, those under the output's state folder
-and those under a configured ``resources.ray_temp_dir``. Folders of live runs, of other hosts and without an
-owner file are left alone.
+and those under a configured ``resources.ray_temp_dir``. Folders of live runs, of other hosts or pid
+namespaces (containers) and without an owner file are left alone.
 
 Ray makes every folder it creates or is given as its temp folder world-writable (``chmod 0777`` in
 ``ray._common.utils.try_to_create_directory``), so Ray's temp folder is the subfolder ``r`` of the
@@ -60,7 +59,8 @@ FALLBACK_PREFIX = "anonray-ray-"
 CONFIGURED_PREFIX = "anonray-"
 _RANDOM_NAME_BYTES = 8  # tempfile.mkdtemp's random part
 OWNER_FILE = "owner.json"
-"""In each private folder: which process (host, pid, start time) created it, for ``remove_orphans``."""
+"""In each private folder: which process (host, pid namespace, pid, start time) created it, for
+``remove_orphans``."""
 
 
 @dataclass

