@@ -22,6 +22,11 @@ process's start time), and every later run on the same host deletes the folders 
 and those under a configured ``resources.ray_temp_dir``. Folders of live runs, of other hosts or pid
 namespaces (containers) and without an owner file are left alone.
 
+A Ray worker that was still starting when its Ray instance stopped creates its session folders anew
+(``ray._private.node.Node._init_temp``) after they were deleted: world-readable, with no owner file, never
+deleted. So before a folder is deleted, the processes whose command line names it (Ray gives its raylet,
+GCS, agents and workers ``--temp-dir``/``--session-dir``) are stopped (``stop_processes_in``).
+
 Ray makes every folder it creates or is given as its temp folder world-writable (``chmod 0777`` in
 ``ray._common.utils.try_to_create_directory``), so Ray's temp folder is the subfolder ``r`` of the
 private folder: the private folder itself stays 0700 and no other user can reach anything inside.
@@ -29,6 +34,7 @@ private folder: the private folder itself stays 0700 and no other user can reach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +67,9 @@ _RANDOM_NAME_BYTES = 8  # tempfile.mkdtemp's random part
 OWNER_FILE = "owner.json"
 """In each private folder: which process (host, pid namespace, pid, start time) created it, for
 ``remove_orphans``."""
+STOP_GRACE_S = 3.0
+"""How long a process still using a folder that is about to be deleted gets to exit after SIGTERM (then
+SIGKILL)."""
 
 
 @dataclass
@@ -85,7 +94,61 @@ class RayScratch:
                         "personal data, delete them when done")
             return
         for folder in self.owned:
+            stop_processes_in(folder)
             _remove_tree(folder)
+
+
+def _processes_in(folder: Path) -> list[psutil.Process]:
+    """This user's processes, other than this one, whose command line names a path inside ``folder``."""
+    prefixes = tuple({str(folder) + os.sep, str(folder.resolve()) + os.sep})
+    found = []
+    for process in psutil.process_iter(["cmdline", "uids"]):
+        try:
+            cmdline, uids = process.info["cmdline"] or [], process.info["uids"]
+            if process.pid == os.getpid() or uids is None or uids.real != os.getuid():
+                continue
+        except (psutil.Error, KeyError):
+            continue
+        if any(prefix in arg for arg in cmdline for prefix in prefixes):
+            found.append(process)
+    return found
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited (a zombie counts as exited); those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+        processes = alive
+
+
+def stop_processes_in(folder: Path, grace: float | None = None) -> int:
+    """Stop the processes still using ``folder`` (SIGTERM, SIGKILL after ``grace`` seconds, default
+    ``STOP_GRACE_S``), so that none creates it anew once deleted; the number stopped. Never raises."""
+    grace = STOP_GRACE_S if grace is None else grace
+    stopped = 0
+    for _ in range(3):  # a raylet still running may start a worker meanwhile
+        processes = _processes_in(folder)
+        if not processes:
+            break
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        for process in _wait_gone(processes, grace):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        _wait_gone(processes, grace)
+        stopped += len(processes)
+    if stopped:
+        log.info("stopped %d leftover Ray process(es) before deleting their private folder", stopped)
+    return stopped
 
 
 def _remove_tree(folder: Path, attempts: int = 5) -> None:
@@ -174,6 +237,7 @@ def remove_orphans(state_dir: Path | None, resources: ResourceConfig) -> int:
     """Delete ``orphan_folders``; the number deleted (logged as a count only). Never raises."""
     removed = 0
     for folder in orphan_folders(state_dir, resources):
+        stop_processes_in(folder)
         shutil.rmtree(folder, ignore_errors=True)
         removed += not folder.exists()
     if removed:

@@ -281,3 +281,61 @@ def test_a_later_run_deletes_the_folders_of_a_killed_run_and_only_those(tmp_path
     assert all(p.is_dir() for p in [*live.owned, unknown, elsewhere, container])
     assert ray_scratch.remove_orphans(state, Config().resources) == 0
     live.remove()
+
+
+# ---------------------------------------------------------------- a Ray process still running when its folder goes
+
+_LATE_WORKER = ("import os, signal, sys, time\n"
+                "if sys.argv[2] == 'ignore-sigterm':\n"
+                "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "logs = sys.argv[1].split('=', 1)[1] + '/session_x/logs'\n"
+                "while True:\n"
+                "    os.makedirs(logs, exist_ok=True)\n"
+                "    time.sleep(0.01)\n")
+
+
+def _late_ray_worker(temp_dir: Path, sigterm: str) -> subprocess.Popen:
+    """A process like a Ray worker that was still starting when its Ray instance stopped: its command line
+    names Ray's temp folder and it creates its session folders there, again and again (Node._init_temp)."""
+    worker = subprocess.Popen([sys.executable, "-c", _LATE_WORKER, f"--temp-dir={temp_dir}", sigterm])
+    deadline = time.monotonic() + 60
+    while not (temp_dir / "session_x" / "logs").is_dir():
+        assert worker.poll() is None and time.monotonic() < deadline, "the late worker did not start"
+        time.sleep(0.02)
+    return worker
+
+
+def _assert_stays_gone(folders: list[Path], worker: subprocess.Popen) -> None:
+    time.sleep(0.5)  # long enough for a still running worker to have made its folders again
+    assert worker.poll() is not None, "the late worker still runs"
+    assert not any(p.exists() for p in folders)
+
+
+@pytest.mark.parametrize("sigterm", ["exit-on-sigterm", "ignore-sigterm"])
+def test_a_late_ray_worker_cannot_bring_the_private_folder_back(short_dir, monkeypatch, sigterm):
+    monkeypatch.setattr(ray_scratch, "STOP_GRACE_S", 0.5)
+    scratch = ray_scratch.for_local_ray(short_dir, Config().resources)
+    worker = _late_ray_worker(scratch.temp_dir, sigterm)
+    try:
+        scratch.remove()
+        _assert_stays_gone(scratch.owned, worker)
+        assert not list(short_dir.iterdir())
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_later_run_stops_the_killed_runs_leftover_ray_processes(tmp_path, short_dir, monkeypatch):
+    state = tmp_path / ("long" * 12)
+    state.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(short_dir))
+    monkeypatch.setattr(ray_scratch, "system_temp_dirs", lambda: [short_dir])
+    dead = _scratch_of_a_process_that_exits(state, short_dir)
+    (temp,) = [p for p in dead if p.parent == short_dir]
+    worker = _late_ray_worker(temp / ray_scratch.RAY_SUBDIR, "exit-on-sigterm")
+    try:
+        assert ray_scratch.remove_orphans(state, Config().resources) == 2
+        _assert_stays_gone(dead, worker)
+    finally:
+        worker.kill()
+        worker.wait()
