@@ -178,6 +178,7 @@ def test_after_the_driver_is_killed_a_rerun_does_only_the_unfinished_files(tmp_p
     statuses = dict(zip(rows.path, rows.status, strict=True))
     assert statuses == {name: "skipped" if name in finished else "ok" for name in frames}
     assert not list((out / "_anonray" / "tmp").iterdir())
-    assert not any(p.exists() for p in left)  # the rerun deleted them
+    assert not any(p.exists() for p in left), [  # the rerun deleted them, and nothing made them anew
+        sorted(str(q.relative_to(p)) for q in p.rglob("*")) for p in left if p.exists()]
     assert {p.name for p in out.iterdir() if p.name != "_anonray"} == set(frames)
     _assert_frame_exact(inputs, out, frames, frames)
