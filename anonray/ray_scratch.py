@@ -94,8 +94,8 @@ class RayScratch:
                         "personal data, delete them when done")
             return
         for folder in self.owned:
-            stop_processes_in(folder)
-            _remove_tree(folder)
+            if not _delete(folder):
+                log.warning("could not delete Ray's private temp folder after the run (see resources.ray_temp_dir)")
 
 
 def _processes_in(folder: Path) -> list[psutil.Process]:
@@ -151,14 +151,17 @@ def stop_processes_in(folder: Path, grace: float | None = None) -> int:
     return stopped
 
 
-def _remove_tree(folder: Path, attempts: int = 5) -> None:
-    # Ray's processes may still flush a log line while they exit: retry briefly.
+def _delete(folder: Path, attempts: int = 5) -> bool:
+    """Stop the processes still using ``folder`` (``stop_processes_in``), then delete it, trying ``attempts``
+    times (Ray's processes may still flush a log line while they exit); whether it is gone."""
+    stop_processes_in(folder)
     for attempt in range(attempts):
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
-            return
-        time.sleep(0.2 * (attempt + 1))
-    log.warning("could not delete Ray's private temp folder after the run (see resources.ray_temp_dir)")
+            return True
+        if attempt + 1 < attempts:
+            time.sleep(0.2 * (attempt + 1))
+    return False
 
 
 def _fits(path: Path) -> bool:
@@ -237,9 +240,7 @@ def remove_orphans(state_dir: Path | None, resources: ResourceConfig) -> int:
     """Delete ``orphan_folders``; the number deleted (logged as a count only). Never raises."""
     removed = 0
     for folder in orphan_folders(state_dir, resources):
-        stop_processes_in(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        removed += not folder.exists()
+        removed += _delete(folder, attempts=1)  # its Ray is long gone: nothing left to flush
     if removed:
         log.warning("deleted %d private Ray folder(s) (session files, spilled objects) left by an earlier run "
                     "that was killed before it could delete them", removed)
