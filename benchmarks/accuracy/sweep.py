@@ -30,7 +30,7 @@ from anonray.detect.low_light import LUMA_WEIGHTS
 from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
 from anonray.track import plan_masks
-from anonray.types import CLASS_NAMES, Detections
+from anonray.types import CLASS_NAMES, Detections, MaskPlan
 from benchmarks.accuracy.score import ClassScore, score_frame
 
 FLOOR = 0.05
@@ -49,7 +49,8 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
         stack = min(d.low_light_stack, config.detection.batch_size)
         low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}-{d.low_light_input_size}-x{stack}"
         low_light += "-raw" if d.low_light_unbrightened else ""
-    return f"{cls}-{d.model}-{d.input_size}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
+    upscale = "-up" if getattr(d, "upscale", False) else ""
+    return f"{cls}-{d.model}-{d.input_size}{upscale}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
 
 
 def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
@@ -109,9 +110,9 @@ def dark_frames(signatures: np.ndarray, max_luma: float) -> np.ndarray:
     return rgb @ LUMA_WEIGHTS < max_luma
 
 
-def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
-                  truth: list[list[dict]]) -> tuple[dict[str, ClassScore], int, int]:
-    """Plan masks as the pipeline would and score them against the per-frame truth.
+def plan_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
+                 frame_count: int) -> MaskPlan:
+    """The mask plan the pipeline would make from detections cached on every frame at ``FLOOR``.
 
     Strides are replayed on detections made on every frame: a class keeps its boxes on the frames a stride
     runs on; plates also on every dark frame where a low-light model is set (the pipeline gives each dark
@@ -130,15 +131,28 @@ def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size
             keep &= dets.cls != cls_id
     width, height = size
     cuts = find_cuts(signatures, config.tracking.scene_cut_threshold)
-    plan, _ = plan_masks(dets.select(keep), len(truth), width, height, config, cuts)
+    plan, _ = plan_masks(dets.select(keep), frame_count, width, height, config, cuts)
+    return plan
+
+
+def planned_masks(plan: MaskPlan, size: tuple[int, int]):
+    """Per frame index, the masked pixels of ``plan`` (bool (h, w)), in frame order."""
+    width, height = size
     regions = plan.regions_by_frame()
+    for i in range(plan.frame_count):
+        rows = regions.get(i)
+        yield (rasterize_regions(plan.xyxy[rows], plan.shape[rows], width, height) if rows is not None
+               else np.zeros((height, width), bool))
+
+
+def score_setting(config: Config, dets: Detections, signatures: np.ndarray, size: tuple[int, int],
+                  truth: list[list[dict]]) -> tuple[dict[str, ClassScore], int, int]:
+    """Plan masks as the pipeline would (``plan_setting``) and score them against the per-frame truth."""
+    plan = plan_setting(config, dets, signatures, size, len(truth))
     classes = {name: ClassScore() for name in CLASS_NAMES}
     last: dict[str, bool] = {}
     collateral = background = 0
-    for i, objects in enumerate(truth):
-        rows = regions.get(i)
-        masked = (rasterize_regions(plan.xyxy[rows], plan.shape[rows], width, height) if rows is not None
-                  else np.zeros((height, width), bool))
+    for masked, objects in zip(planned_masks(plan, size), truth, strict=True):
         c, b = score_frame(masked, objects, classes, last)
         collateral, background = collateral + c, background + b
     return classes, collateral, background
@@ -165,7 +179,7 @@ def sweep(work: Path, settings: list[dict[str, object]]) -> list[dict[str, objec
     return results
 
 
-def _parse_set(items: list[str]) -> dict[str, object]:
+def parse_set(items: list[str]) -> dict[str, object]:
     return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
 
 
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=Path, help="YAML list of override mappings to score.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    settings = yaml.safe_load(args.grid.read_text()) if args.grid else [_parse_set(args.set)]
+    settings = yaml.safe_load(args.grid.read_text()) if args.grid else [parse_set(args.set)]
     results = sweep(args.work, settings)
     print("| setting | face miss | face miss >=32 | face flicker | plate miss | plate miss >=32 | "
           "plate flicker | collateral |\n" + "| --- " * 8 + "|")
