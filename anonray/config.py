@@ -56,6 +56,9 @@ class ClassDetection(_Strict):
     small_height: int = Field(24, ge=1, description="Box height (source px) up to which small_threshold applies.")
     large_height: int = Field(64, ge=1, description="Box height (source px) from which threshold applies.")
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)
+    max_height_share: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="Boxes taller than this share of the frame height are dropped as implausible; 1 = none.")
     stride: int = Field(
         1, ge=1, le=25,
         description="Detect on every stride-th frame of a video (frame index 0, stride, 2*stride, ...); tracking "
@@ -93,9 +96,19 @@ class PlateDetection(ClassDetection):
     input_size: InputSize = Field(1280, description="Long side of the detector input, pixels.")
     threshold: float = Field(0.25, gt=0.0, lt=1.0, description="Minimum score for a detection.")
     nms_iou: float = Field(0.5, gt=0.0, le=1.0)
+    # Measured on the labelled real footage (models/README.md): the plate model boxed a bus roof filling the
+    # frame; a plate that fills a third of the frame height is not one a camera records in an archive.
+    max_height_share: float = Field(
+        0.3, gt=0.0, le=1.0,
+        description="Boxes taller than this share of the frame height are dropped as implausible; 1 = none.")
     # Plates move slowly and tracks bridge two frames: measured on the accuracy harness, stride 3 misses
     # no more plate-frames than stride 1 (models/README.md) at a third of the plate model's cost.
     stride: int = Field(3, ge=1, le=25, description="Detect plates on every stride-th frame (see ClassDetection).")
+    # Measured on the labelled real footage (benchmarks/accuracy/footage.py, models/README.md): a 480x270 frame
+    # upscaled 2.7x to the 1280 input made plates of helmets, car windows and background.
+    upscale: bool = Field(
+        False, description="Letterbox frames smaller than input_size up to it (ultralytics' own behaviour); "
+        "false = the network input is sized to the frame (never above input_size).")
     low_light_model: str | None = Field(
         "plate-yolov8n-safelicensing",
         description="Manifest name of a second plate model for dark frames (detect/low_light.py): frames darker "
@@ -141,8 +154,16 @@ class ClassTracking(_Strict):
     match_iou: float = Field(0.2, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
     track_threshold: float = Field(
         0.0, ge=0.0, lt=1.0,
-        description="Score needed to start a track; weaker detections (down to the detection threshold) "
-        "only continue tracks. 0 = every detection may start a track.")
+        description="Score that confirms a track (masked over its whole life once one detection reaches it); "
+        "weaker detections (down to the detection threshold) continue tracks and start tentative ones. "
+        "0 = every detection confirms.")
+    small_track_threshold: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Score that confirms a track for detections up to small_track_height px tall, ramping "
+        "linearly to track_threshold at large_track_height (small targets score lower). None = "
+        "track_threshold at every size.")
+    small_track_height: int = Field(24, ge=1, description="Height (px) up to which small_track_threshold applies.")
+    large_track_height: int = Field(64, ge=1, description="Height (px) from which track_threshold applies.")
     weak_match_iou: float = Field(0.3, ge=0.0, lt=1.0, description="Minimum IoU for a weak detection.")
     max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
@@ -151,11 +172,21 @@ class ClassTracking(_Strict):
     weak_track_hits: int = Field(
         0, ge=0,
         description="A track whose detections all stay below track_threshold is masked (over its whole life) "
-        "once it has at least this many detections; 0 = weak detections never start tracks.")
+        "once it has at least this many detections; 0 = only a strong detection confirms a track.")
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
 
 
 class PlateTracking(ClassTracking):
+    # Measured on the labelled real footage (models/README.md): plates of signs, grilles and windscreens score
+    # up to 0.5 on a few frames; a plate scored 0.5 once, or weakly on 3 detections, is masked over its whole
+    # track (a strong one is never dropped).
+    track_threshold: float = Field(
+        0.5, ge=0.0, lt=1.0,
+        description="Score that confirms a track (see ClassTracking).")
+    weak_track_hits: int = Field(
+        3, ge=0,
+        description="A track whose detections all stay below track_threshold is masked (over its whole life) "
+        "once it has at least this many detections; 0 = only a strong detection confirms a track.")
     # A class default, so that a partial tracking.plate section keeps it.
     match_iou: float = Field(0.15, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
     # Plates are found on fewer frames than faces (every 3rd, and in the dark only now and then): tracks that
@@ -166,6 +197,17 @@ class PlateTracking(ClassTracking):
 
 
 class FaceTracking(ClassTracking):
+    # Measured on the labelled real footage and the synthetic clip sets (models/README.md): false faces on
+    # crests, hands, shirts and chairs score up to about 0.4 over their whole track, real faces of 64 px and
+    # more reach more; small real faces score as low as the false ones, so small tracks are confirmed from 0.2
+    # (the trade-off between false masks and missed small faces is the one setting here). Weak detections
+    # still extend a track (fewer gaps; a face first seen small is masked from its first frame once confirmed).
+    track_threshold: float = Field(
+        0.4, ge=0.0, lt=1.0,
+        description="Score that confirms a track (see ClassTracking).")
+    small_track_threshold: float | None = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="Score that confirms a track of small faces (see ClassTracking).")
     # Longer gaps and roll for faces: measured on the accuracy harness (fewer misses, less flicker).
     max_gap: int = Field(15, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")

@@ -81,10 +81,12 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
                 cuts: np.ndarray | None = None) -> list[Track]:
     """Link one class's detections into tracks, frame by frame (ByteTrack-style, two stages).
 
-    Detections at or above ``params.track_threshold`` are matched first and may start tracks;
-    weaker ones (down to the detector's threshold) continue tracks that the first stage left
-    unmatched, and with ``weak_track_hits`` start weak tracks that count only once they last. No
-    track crosses a scene cut.
+    Detections at or above ``params.track_threshold`` are matched first; weaker ones (down to the
+    detector's threshold) then continue the tracks the first stage left unmatched. Every unmatched
+    detection starts a track, but a track is masked only once confirmed (``_confirmed``: a strong
+    detection at any point, or ``weak_track_hits`` weak ones), and then over its whole life: a face
+    first seen small and weak is masked from its first frame once it is seen strong. No track crosses
+    a scene cut.
     """
     mine = dets.select(dets.cls == cls)
     mine = mine.select(np.argsort(mine.frame_index, kind="stable"))
@@ -116,8 +118,7 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
             _extend(active[left[j]], frame, boxes[weak[k]], scores[weak[k]])
             matched_weak.add(k)
         births = [strong[k] for k in range(len(strong)) if k not in matched_strong]
-        if params.weak_track_hits:
-            births += [weak[k] for k in range(len(weak)) if k not in matched_weak]
+        births += [weak[k] for k in range(len(weak)) if k not in matched_weak]
         for d in births:
             active.append(Track(next_id, cls, [frame], [boxes[d].astype(np.float32)], [float(scores[d])],
                                 shot=int(shot)))
@@ -127,16 +128,28 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
 
 
 def _confirmed(track: Track, params: ClassTracking) -> bool:
-    """Masked tracks: ``min_hits`` detections, and one strong detection or ``weak_track_hits`` weak ones.
+    """Masked tracks: ``min_hits`` detections, and one detection reaching the confirming score for its size
+    (``confirm_threshold``) or ``weak_track_hits`` weak ones.
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
     """
     if len(track.frames) < params.min_hits:
         return False
-    if max(track.scores) >= params.track_threshold:
+    boxes = np.asarray(track.boxes, np.float32).reshape(-1, 4)
+    if np.any(np.asarray(track.scores) >= confirm_threshold(boxes[:, 3] - boxes[:, 1], params)):
         return True
     return bool(params.weak_track_hits) and len(track.frames) >= params.weak_track_hits
+
+
+def confirm_threshold(heights: np.ndarray, params: ClassTracking) -> np.ndarray:
+    """The score that confirms a track, per detection height (px): ``small_track_threshold`` up to
+    ``small_track_height``, ramping linearly to ``track_threshold`` at ``large_track_height``."""
+    if params.small_track_threshold is None:
+        return np.full(len(heights), params.track_threshold, np.float32)
+    span = max(params.large_track_height - params.small_track_height, 1e-6)
+    ramp = np.clip((heights - params.small_track_height) / span, 0.0, 1.0)
+    return params.small_track_threshold + (params.track_threshold - params.small_track_threshold) * ramp
 
 
 def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:

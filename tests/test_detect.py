@@ -15,7 +15,7 @@ import pytest
 
 from anonray import models
 from anonray.config import Config
-from anonray.detect import FrameDetector, detection_image_size, passes_threshold
+from anonray.detect import FrameDetector, detection_image_size, passes_threshold, plausible_size
 from anonray.detect.centerface import CenterFace
 from anonray.detect.letterbox import letterbox
 from anonray.detect.plates import PlateDetector
@@ -185,6 +185,31 @@ def test_threshold_ramps_with_box_height() -> None:
     assert cfg.score_floor == 0.1
     plain = cfg.model_copy(update={"small_threshold": None})
     assert passes_threshold(xyxy, np.full(5, 0.31, np.float32), plain).tolist() == [False] * 5
+
+
+def test_boxes_taller_than_a_share_of_the_frame_are_implausible() -> None:
+    """Issue 14: the plate model boxed a bus roof filling the frame; plate boxes over 30% of the frame height go."""
+    cfg = Config().detection
+    xyxy = np.array([[0, 0, 60, 20], [0, 0, 300, 81], [0, 0, 300, 82]], np.float32)
+    assert cfg.plate.max_height_share == 0.3 and cfg.face.max_height_share == 1.0
+    assert plausible_size(xyxy, cfg.plate, 272).tolist() == [True, True, False]
+    assert plausible_size(xyxy, cfg.face, 272).all()
+
+
+def test_plate_input_is_sized_to_the_frame_unless_upscaling_is_asked_for(plate_sample) -> None:
+    """Issue 14: a 480x270 frame goes to the plate network at 480 px (its long side rounded up to the stride),
+    not letterboxed up to 1280; the boxes still come back in the frame's pixels."""
+    img, _ = plate_sample
+    small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
+    path = models.model_path("plate-yolov8n-pyplatex")
+    sized = PlateDetector(path, backend="openvino", input_size=1280)
+    upscaled = PlateDetector(path, backend="openvino", input_size=1280, upscale=True)
+    assert sized.network_size(small) == 480 and upscaled.network_size(small) == 1280
+    assert sized.network_size(np.zeros((500, 1001, 3), np.uint8)) == 1024
+    assert sized.network_size(img) == upscaled.network_size(img) == 1280  # larger frames: the input size
+    for det in (sized, upscaled):
+        (xyxy, _), = det.detect([small])
+        assert len(xyxy) and xyxy[:, 2].max() <= 480 and xyxy[:, 3].max() <= 270
 
 
 def test_plate_detector_finds_the_plate(plate_detector: PlateDetector, plate_sample) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 
 from anonray.config import Config
 from anonray.mask import enlarge_boxes
-from anonray.track import associate, iou_matrix, plan_masks, track_class
+from anonray.track import associate, confirm_threshold, iou_matrix, plan_masks, track_class
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections
 
 
@@ -110,6 +110,43 @@ def test_weak_tracks_count_only_once_they_last_and_then_from_their_first_frame()
     assert len(tracks) == 1 and tracks[0].frames == list(range(8))
     off = params.model_copy(update={"weak_track_hits": 0})
     assert track_class(dets, 0, off) == []
+
+
+def test_a_face_first_seen_weak_is_masked_from_its_first_frame_once_it_is_seen_strong():
+    """Issue 14: weak detections start tentative tracks; one strong detection later confirms the whole
+    track (the plan is made before rendering), so the weak early frames are masked too."""
+    params = Config().tracking.face
+    dets = _dets([(f, 10 + 2 * f, 10, 90 + 2 * f, 90, 0) for f in range(12)])  # 80 px: track_threshold applies
+    dets.score[:8] = 0.15  # far off and weak at first
+    dets.score[8:] = 0.9
+    tracks = track_class(dets, 0, params)
+    assert len(tracks) == 1 and tracks[0].frames == list(range(12))
+    never_strong = _dets([(f, 10 + 2 * f, 10, 90 + 2 * f, 90, 0) for f in range(12)])
+    never_strong.score[:] = 0.35  # below 0.4 at this size: a false face on texture scores like this
+    assert track_class(never_strong, 0, params) == []
+
+
+def test_small_tracks_are_confirmed_at_a_lower_score_ramping_with_height():
+    params = Config().tracking.face  # 0.2 up to 24 px, 0.4 from 64 px
+    assert params.small_track_threshold == 0.2 and params.track_threshold == 0.4
+    heights = np.array([10, 24, 44, 64, 200], np.float32)
+    np.testing.assert_allclose(confirm_threshold(heights, params), [0.2, 0.2, 0.3, 0.4, 0.4], atol=1e-6)
+    for height, score, kept in ((20, 0.25, True), (20, 0.15, False), (80, 0.25, False), (80, 0.45, True)):
+        dets = _dets([(f, 10, 10, 10 + height, 10 + height, 0) for f in range(5)])
+        dets.score[:] = score
+        assert (len(track_class(dets, 0, params)) == 1) == kept, (height, score)
+    flat = params.model_copy(update={"small_track_threshold": None})
+    np.testing.assert_allclose(confirm_threshold(heights, flat), 0.4)
+
+
+def test_a_weak_plate_needs_three_sightings_a_strong_one_needs_one():
+    params = Config().tracking.plate  # confirmed at 0.5, or by 3 weak detections
+    strong = _dets([(0, 100, 100, 160, 120, 1)])
+    assert len(track_class(strong, 1, params)) == 1
+    for hits, kept in ((2, False), (3, True)):
+        weak = _dets([(3 * k, 100, 100, 160, 120, 1) for k in range(hits)])  # plates are detected every 3rd frame
+        weak.score[:] = 0.3
+        assert (len(track_class(weak, 1, params)) == 1) == kept
 
 
 def test_no_track_gap_or_roll_crosses_a_scene_cut():

@@ -4,9 +4,9 @@
 ``detection_image_size``) and returns ``Detections`` in source-pixel coordinates.
 
 Input sizes: each class resizes internally to its own ``config.detection.<cls>.input_size`` (long
-side). Faces are never upscaled past the image they are given (CenterFace is multi-scale and an
-upscale only costs time); plates are letterboxed as ultralytics does to the full input size, upscaling
-small images, which helps small plates.
+side). Neither class is upscaled past the image it is given by default: CenterFace is multi-scale and an
+upscale only costs time; for plates (``detection.plate.upscale``) an upscaled low-resolution frame made
+false plates on real footage.
 
 On the CPU with OpenVINO (``detection.cpu_runtime: openvino``) and ``device="cpu"`` given, nothing here
 imports torch or ultralytics (once ``prepare_cpu_runtime`` has made the plate networks' IR).
@@ -95,6 +95,11 @@ def detection_image_size(source_w: int, source_h: int, config: Config) -> tuple[
     return even(source_w), even(source_h)
 
 
+def plausible_size(xyxy: np.ndarray, cfg: ClassDetection, frame_height: int) -> np.ndarray:
+    """Which boxes (source pixels) are no taller than ``max_height_share`` of the frame."""
+    return (xyxy[:, 3] - xyxy[:, 1]) <= cfg.max_height_share * frame_height
+
+
 def passes_threshold(xyxy: np.ndarray, score: np.ndarray, cfg: ClassDetection) -> np.ndarray:
     """Which boxes (source pixels) reach their class's score threshold for their height.
 
@@ -156,6 +161,7 @@ class FrameDetector:
             else:
                 from anonray.detect.plates import PlateDetector
 
+                common["upscale"] = cfg.upscale
                 det = PlateDetector(path, **common)
                 if low_light_model_name(config):
                     from anonray.detect.low_light import Ensemble
@@ -214,7 +220,8 @@ class FrameDetector:
                 xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, src_w)
                 xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)
                 keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-                keep &= passes_threshold(xyxy, score, getattr(self.config.detection, CLASS_NAMES[cls_id]))
+                cfg = getattr(self.config.detection, CLASS_NAMES[cls_id])
+                keep &= passes_threshold(xyxy, score, cfg) & plausible_size(xyxy, cfg, src_h)
                 n = int(keep.sum())
                 parts.append(Detections(
                     frame_index=np.full(n, frame, np.int64),

@@ -1,7 +1,10 @@
 """Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline.
 
-ultralytics letterboxes every image to ``imgsz`` itself (upscaling small images too, which helps
-small plates), and returns boxes in the coordinates of the image passed in. On the CPU the network
+ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too; with ``upscale`` off
+(the default, ``detection.plate.upscale``) the input is sized to the image instead (its long side rounded
+up to the network stride, at most ``input_size``): an upscaled low-resolution frame made the network see
+plates on helmets, car windows and background texture. Boxes come back in the coordinates of the image
+passed in. On the CPU the network
 runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: 7x faster than torch fp32 here) with
 ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths
 keep the same geometry and the CPU path needs neither torch nor ultralytics once the network's OpenVINO IR
@@ -61,10 +64,13 @@ class PlateDetector:
         cpu_threads: int | None = None,
         cpu_precision: Literal["auto", "fp32", "bf16"] = "auto",
         cpu_streams: int = 1,
+        upscale: bool = False,
     ) -> None:
-        """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere."""
+        """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere; upscale: letterbox
+        images smaller than ``input_size`` up to it (ultralytics' own behaviour) rather than to their size."""
         self.model = None
         self.input_size = input_size
+        self.upscale = upscale
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.device = str(device)
@@ -89,6 +95,13 @@ class PlateDetector:
             self.model = _offline_ultralytics()(str(model_path), task="detect")
             self.stride = int(self.model.model.stride.max())
 
+    def network_size(self, image: np.ndarray) -> int:
+        """The square input size an image is letterboxed to: ``input_size``, or with ``upscale`` off never
+        more than the image's long side rounded up to the stride."""
+        if self.upscale:
+            return self.input_size
+        return min(self.input_size, -(-max(image.shape[:2]) // self.stride) * self.stride)
+
     def detect(self, images: Sequence[np.ndarray]) -> list[Boxes]:
         """Plates in each HxWx3 uint8 RGB image, in that image's pixel coordinates."""
         for img in images:
@@ -101,7 +114,7 @@ class PlateDetector:
             bgr = [np.ascontiguousarray(img[:, :, ::-1]) for img in images[part]]
             results = self.model.predict(
                 bgr,
-                imgsz=self.input_size,
+                imgsz=max(self.network_size(img) for img in bgr),
                 conf=self.threshold,
                 iou=self.nms_iou,
                 device=self.device,
@@ -123,7 +136,8 @@ class PlateDetector:
         from anonray.detect import yolo
 
         same_shape = len({img.shape for img in images}) == 1
-        padded = np.stack([yolo.letterbox(img, self.input_size, self.stride, same_shape) for img in images])
+        size = max(self.network_size(img) for img in images)
+        padded = np.stack([yolo.letterbox(img, size, self.stride, same_shape) for img in images])
         preds = self._openvino(padded)[0]  # uint8 NHWC in (RGB already: the network's order); /255 in the graph
         kept = yolo.non_max_suppression(preds, self.threshold, self.nms_iou)
         return [(yolo.scale_boxes(padded.shape[1:3], xyxy, img.shape), score)

@@ -25,7 +25,7 @@ import yaml
 
 from anonray.config import Config
 from anonray.decode import INTERPOLATION
-from anonray.detect import FrameDetector, detection_image_size, passes_threshold
+from anonray.detect import FrameDetector, detection_image_size, passes_threshold, plausible_size
 from anonray.detect.low_light import LUMA_WEIGHTS
 from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
@@ -126,7 +126,8 @@ def plan_setting(config: Config, dets: Detections, signatures: np.ndarray, size:
             if getattr(cfg, "low_light_model", None) and len(signatures):
                 dark = dark_frames(signatures, cfg.low_light_luma)
                 due |= dark[np.clip(dets.frame_index, 0, len(dark) - 1)]
-            keep &= (dets.cls != cls_id) | (passes_threshold(dets.xyxy, dets.score, cfg) & due)
+            kept = passes_threshold(dets.xyxy, dets.score, cfg) & plausible_size(dets.xyxy, cfg, size[1])
+            keep &= (dets.cls != cls_id) | (kept & due)
         else:
             keep &= dets.cls != cls_id
     width, height = size
