@@ -196,14 +196,16 @@ def test_boxes_taller_than_a_share_of_the_frame_are_implausible() -> None:
     assert plausible_size(xyxy, cfg.face, 272).all()
 
 
-def test_plate_input_is_sized_to_the_frame_unless_upscaling_is_asked_for(plate_sample) -> None:
-    """Issue 14: a 480x270 frame goes to the plate network at 480 px (its long side rounded up to the stride),
-    not letterboxed up to 1280; the boxes still come back in the frame's pixels."""
+def test_plate_input_is_upscaled_unless_sizing_to_the_frame_is_asked_for(plate_sample) -> None:
+    """detection.plate.upscale: by default a 480x270 frame is letterboxed up to 1280, as ultralytics does; with
+    it off it goes to the network at 480 px (its long side rounded up to the stride). Either way the boxes come
+    back in the frame's pixels."""
     img, _ = plate_sample
     small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
     path = models.model_path("plate-yolov8n-pyplatex")
-    sized = PlateDetector(path, backend="openvino", input_size=1280)
-    upscaled = PlateDetector(path, backend="openvino", input_size=1280, upscale=True)
+    sized = PlateDetector(path, backend="openvino", input_size=1280, upscale=False)
+    upscaled = PlateDetector(path, backend="openvino", input_size=1280)
+    assert Config().detection.plate.upscale
     assert sized.network_size(small) == 480 and upscaled.network_size(small) == 1280
     assert sized.network_size(np.zeros((500, 1001, 3), np.uint8)) == 1024
     assert sized.network_size(img) == upscaled.network_size(img) == 1280  # larger frames: the input size
@@ -223,7 +225,8 @@ def test_plate_detector_finds_the_plate(plate_detector: PlateDetector, plate_sam
 def test_frame_detector_rescales_to_source(plate_sample) -> None:
     img, labels = plate_sample
     src_h, src_w = img.shape[:2]
-    cfg = Config().with_overrides(classes=["plate"], **{"detection.plate.stride": 1})
+    # Both sizes letterboxed to the same network input (upscale), so that only the mapping back is compared.
+    cfg = Config().with_overrides(classes=["plate"], **{"detection.plate.stride": 1, "detection.plate.upscale": True})
     det = FrameDetector(cfg, device="cpu")
     full = det.detect([img], [0], (src_w, src_h))
     small = cv2.resize(img, (src_w // 2, src_h // 2), interpolation=cv2.INTER_AREA)

@@ -4,9 +4,9 @@
 ``detection_image_size``) and returns ``Detections`` in source-pixel coordinates.
 
 Input sizes: each class resizes internally to its own ``config.detection.<cls>.input_size`` (long
-side). Neither class is upscaled past the image it is given by default: CenterFace is multi-scale and an
-upscale only costs time; for plates (``detection.plate.upscale``) an upscaled low-resolution frame made
-false plates on real footage.
+side). Faces are never upscaled past the image they are given (CenterFace is multi-scale and an
+upscale only costs time); plates are letterboxed as ultralytics does to the full input size, upscaling
+small images (``detection.plate.upscale``), which gives tighter boxes on small frames.
 
 On the CPU with OpenVINO (``detection.cpu_runtime: openvino``) and ``device="cpu"`` given, nothing here
 imports torch or ultralytics (once ``prepare_cpu_runtime`` has made the plate networks' IR).

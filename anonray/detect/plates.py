@@ -1,10 +1,9 @@
 """Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline.
 
-ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too; with ``upscale`` off
-(the default, ``detection.plate.upscale``) the input is sized to the image instead (its long side rounded
-up to the network stride, at most ``input_size``): an upscaled low-resolution frame made the network see
-plates on helmets, car windows and background texture. Boxes come back in the coordinates of the image
-passed in. On the CPU the network
+ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too (``upscale``, the
+default through ``detection.plate.upscale``); with it off the input is sized to the image instead (its long
+side rounded up to the network stride, at most ``input_size``), cheaper on small frames. Boxes come back
+in the coordinates of the image passed in. On the CPU the network
 runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: 7x faster than torch fp32 here) with
 ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths
 keep the same geometry and the CPU path needs neither torch nor ultralytics once the network's OpenVINO IR
@@ -64,7 +63,7 @@ class PlateDetector:
         cpu_threads: int | None = None,
         cpu_precision: Literal["auto", "fp32", "bf16"] = "auto",
         cpu_streams: int = 1,
-        upscale: bool = False,
+        upscale: bool = True,
     ) -> None:
         """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere; upscale: letterbox
         images smaller than ``input_size`` up to it (ultralytics' own behaviour) rather than to their size."""

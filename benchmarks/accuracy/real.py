@@ -5,7 +5,7 @@
 
 1. runs the real ``anonray run`` over the labelled clips of ``../shared/data/videos`` (footage.py) with a
    solid magenta mask (WORK/anonray), and deface 1.5.0 with its default threshold and ellipses, filled
-   magenta through ``--replacewith img`` (WORK/deface, kept between runs: its version and the clips do not
+   magenta (``deface_tool.run_deface``; WORK/deface, kept between runs: its version and the clips do not
    change);
 2. scores every output from its pixels (blobs.py): on the labelled frames mask precision, false masks per
    frame, fragments per masked object, face recall by height, plate recall, area collateral; on every frame
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import av
@@ -31,7 +30,7 @@ from benchmarks.accuracy.datasets import DEFAULT_DATA
 from benchmarks.accuracy.footage import LabelledClip, load_labels
 from benchmarks.accuracy.score import is_colour, mask_pixels
 from benchmarks.accuracy.video import MAGENTA, run_anonray
-from benchmarks.deface_tool import DEFACE_VERSION, deface_input, deface_venv, default_cache
+from benchmarks.deface_tool import DEFACE_VERSION, run_deface
 
 
 def _frames(path: Path):
@@ -56,34 +55,6 @@ def score_clip(source: Path, output: Path, labels: LabelledClip, colour: tuple[i
     return {"clip": labels.name, "split": labels.split, "frames": frames, "error": error,
             "blobs_per_frame": blobs_all / frames if frames else float("nan"), "labelled": counts.as_dict(),
             "_counts": counts}
-
-
-def magenta_ellipse(path: Path, size: int = 256) -> Path:
-    """An RGBA image: magenta inside the inscribed ellipse, transparent outside. Handed to deface as its
-    replacement image, it paints exactly the ellipse its ``solid`` mode paints black, in magenta: black
-    cannot be told from the dark pixels deface's re-encode moves in and out of near-black."""
-    import cv2
-
-    image = np.zeros((size, size, 4), np.uint8)
-    cv2.ellipse(image, (size // 2, size // 2), (size // 2, size // 2), 0, 0, 360, (255, 0, 255, 255), -1)
-    cv2.imwrite(str(path), image)  # OpenCV's BGRA: (255, 0, 255) is magenta either way
-    return path
-
-
-def run_deface(clips: list[Path], out: Path) -> float:
-    """deface on each clip (its ellipses filled magenta), skipping outputs that exist."""
-    import subprocess
-
-    deface = deface_venv(default_cache())
-    out.mkdir(parents=True, exist_ok=True)
-    fill = magenta_ellipse(out / "magenta_ellipse.png")
-    started = time.perf_counter()
-    for clip in clips:
-        target = out / f"{clip.stem}.mp4"
-        if not target.exists():
-            subprocess.run([str(deface), str(deface_input(clip, out)), "-o", str(target), "--replacewith", "img",
-                            "--replaceimg", str(fill)], check=True, capture_output=True)
-    return time.perf_counter() - started
 
 
 def totals(per_clip: list[dict]) -> dict:

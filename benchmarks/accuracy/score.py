@@ -12,11 +12,13 @@ not (so a black mask on a dark clip is not credited with pixels that were black 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
+
+from benchmarks.accuracy.blobs import BlobCounts, score_labelled_frame
 
 COVERED = 0.6
 LARGE_PX = 32
@@ -55,6 +57,8 @@ class ClipScore:
     collateral_pixels: int
     background_pixels: int
     error: str = ""
+    blobs: BlobCounts = field(default_factory=BlobCounts)
+    """Count-based measures (blobs.py) over every frame: each frame of these clips is labelled."""
 
     @property
     def collateral(self) -> float:
@@ -62,7 +66,7 @@ class ClipScore:
 
     def as_dict(self) -> dict[str, object]:
         return {"clip": self.clip, "frames": self.frames, "collateral": self.collateral, "error": self.error,
-                "classes": {k: v.as_dict() for k, v in self.classes.items()}}
+                "classes": {k: v.as_dict() for k, v in self.classes.items()}, "blobs": self.blobs.as_dict()}
 
 
 def _frames(path: Path):
@@ -117,6 +121,7 @@ def score_clip(source: Path, output: Path, truth_path: Path, color: tuple[int, i
     truth = json.loads(truth_path.read_text())["frames"]
     classes = {"face": ClassScore(), "plate": ClassScore()}
     last_covered: dict[str, bool] = {}
+    blobs = BlobCounts()
     collateral = background = 0
     count = 0
     pairs = zip(_frames(source), _frames(output), strict=False)
@@ -129,11 +134,13 @@ def score_clip(source: Path, output: Path, truth_path: Path, color: tuple[int, i
                 return ClipScore(truth_path.stem, count, classes, 0, 0, error="output size differs")
             out = out[: src.shape[0], : src.shape[1]]
         masked = mask_pixels(out, src, color)
-        c, b = score_frame(masked, truth[i] if i < len(truth) else [], classes, last_covered,
-                           eligible=~is_colour(src, color))
+        eligible = ~is_colour(src, color)
+        objects = truth[i] if i < len(truth) else []
+        c, b = score_frame(masked, objects, classes, last_covered, eligible=eligible)
+        score_labelled_frame(masked, objects, blobs, eligible=eligible)
         collateral, background = collateral + c, background + b
     error = "" if count == len(truth) else f"output has {count} frames, truth {len(truth)}"
-    return ClipScore(truth_path.stem, count, classes, collateral, background, error)
+    return ClipScore(truth_path.stem, count, classes, collateral, background, error, blobs)
 
 
 def combine(scores: list[ClipScore]) -> dict[str, object]:
@@ -149,6 +156,10 @@ def combine(scores: list[ClipScore]) -> dict[str, object]:
             total.large_missed += c.large_missed
             total.transitions += c.transitions
         out[cls] = total.as_dict()
+    blobs = BlobCounts()
+    for s in scores:
+        blobs.add(s.blobs)
+    out["blobs"] = blobs.as_dict()
     background = sum(s.background_pixels for s in scores)
     out["collateral"] = sum(s.collateral_pixels for s in scores) / background if background else float("nan")
     return out

@@ -5,7 +5,8 @@
 1. builds the annotated clips (``clips.py``) once into WORK/clips and WORK/truth;
 2. runs the real ``anonray run`` over WORK/clips with a solid magenta mask, with the given config
    (tracking on) and with tracking off (no gap filling, no roll, no smoothing);
-3. runs ``deface --replacewith solid`` (its default threshold) from its own venv on each clip;
+3. runs deface (its default threshold and ellipses, filled magenta: ``deface_tool.run_deface``) from its own
+   venv on each clip;
 4. scores every output from its pixels (``score.py``) and writes WORK/report.md and WORK/report.json.
 """
 
@@ -25,10 +26,9 @@ import yaml
 from benchmarks.accuracy.clips import CLIP_SPECS, build_all
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 from benchmarks.accuracy.score import ClipScore, combine, score_clip
-from benchmarks.deface_tool import DEFACE_VERSION, deface_venv
+from benchmarks.deface_tool import DEFACE_VERSION, run_deface
 
 MAGENTA = (255, 0, 255)
-BLACK = (0, 0, 0)
 TRACKING_OFF = {"max_gap": 0, "pre_roll": 0, "post_roll": 0, "smoothing": 0.0}
 
 
@@ -44,27 +44,6 @@ def run_anonray(clips: Path, out: Path, config: dict) -> float:
     if proc.returncode not in (0, 1):
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"anonray run failed ({proc.returncode})")
-    return time.perf_counter() - started
-
-
-def run_deface(deface: Path, clips: list[Path], out: Path) -> float:
-    """deface on each clip. deface skips files by guessed MIME type, and guesses ``.ts`` as a Qt
-    translation file: MPEG-TS clips are handed to it through a ``.mpg`` link (same bytes)."""
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    for clip in clips:
-        target = out / f"{clip.stem}.mp4"
-        if target.exists():
-            continue
-        source = clip
-        if clip.suffix == ".ts":
-            source = out / f"{clip.stem}.input.mpg"
-            source.unlink(missing_ok=True)
-            source.symlink_to(clip)
-        subprocess.run([str(deface), str(source), "-o", str(target), "--replacewith", "solid"],
-                       check=True, capture_output=True)
-        if not target.exists():
-            raise RuntimeError(f"deface wrote no output for {clip.name}")
     return time.perf_counter() - started
 
 
@@ -96,11 +75,18 @@ def markdown(results: list[dict]) -> str:
         lines.append(f"| {r['tool']} | {_pct(f['miss_rate'])} | {_pct(f['large_miss_rate'])} | "
                      f"{f['flicker_per_100']:.2f} | {_pct(p['miss_rate'])} | {_pct(p['large_miss_rate'])} | "
                      f"{p['flicker_per_100']:.2f} | {_pct(t['collateral'])} | {r.get('wall_seconds', 0):.0f} |")
-    lines += ["", "Per clip (face miss / plate miss / collateral):", ""]
+    lines += ["", "Count-based (blobs.py; every frame is labelled):", "",
+              "| tool | mask precision | false masks / frame | fragments / object | blobs / frame |",
+              "| --- " * 5 + "|"]
+    for r in results:
+        b = r["total"]["blobs"]
+        lines.append(f"| {r['tool']} | {b['precision']:.2f} | {b['false_per_frame']:.2f} | {b['fragments']:.2f} | "
+                     f"{b['blobs'] / max(b['frames'], 1):.2f} |")
+    lines += ["", "Per clip (face miss / plate miss / collateral / mask precision):", ""]
     for r in results:
         cells = ", ".join(f"{c['clip']} {_pct(c['classes']['face']['miss_rate'])} / "
-                          f"{_pct(c['classes']['plate']['miss_rate'])} / {_pct(c['collateral'])}"
-                          for c in r["clips"])
+                          f"{_pct(c['classes']['plate']['miss_rate'])} / {_pct(c['collateral'])} / "
+                          f"{c['blobs']['precision']:.2f}" for c in r["clips"])
         lines.append(f"- {r['tool']}: {cells}")
     return "\n".join(lines) + "\n"
 
@@ -135,9 +121,8 @@ def main(argv: list[str] | None = None) -> None:
                                      work / "anonray-tracking-off", MAGENTA, _anonray_output),
                         "wall_seconds": wall})
     if not args.no_deface:
-        deface = deface_venv(Path(os.environ.get("ANONRAY_CACHE", Path.home() / ".cache" / "anonray")))
-        wall = run_deface(deface, clips, work / "deface")
-        results.append({**score_tool(f"deface {DEFACE_VERSION}", clips, work / "truth", work / "deface", BLACK,
+        wall = run_deface(clips, work / "deface")
+        results.append({**score_tool(f"deface {DEFACE_VERSION}", clips, work / "truth", work / "deface", MAGENTA,
                                      lambda out, clip: out / f"{clip.stem}.mp4"), "wall_seconds": wall})
     (work / "report.json").write_text(json.dumps({"config": config, "results": results}, indent=2))
     report = markdown(results)
