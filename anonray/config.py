@@ -165,6 +165,7 @@ class ClassTracking(_Strict):
     small_track_height: int = Field(24, ge=1, description="Height (px) up to which small_track_threshold applies.")
     large_track_height: int = Field(64, ge=1, description="Height (px) from which track_threshold applies.")
     weak_match_iou: float = Field(0.3, ge=0.0, lt=1.0, description="Minimum IoU for a weak detection.")
+
     max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
     post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")
@@ -174,6 +175,12 @@ class ClassTracking(_Strict):
         description="A track whose detections all stay below track_threshold is masked (over its whole life) "
         "once it has at least this many detections; 0 = only a strong detection confirms a track.")
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
+
+    @model_validator(mode="after")
+    def _track_heights_ordered(self) -> ClassTracking:
+        if self.large_track_height < self.small_track_height:
+            raise ValueError("large_track_height must be at least small_track_height")
+        return self
 
 
 class PlateTracking(ClassTracking):

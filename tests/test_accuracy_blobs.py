@@ -67,7 +67,7 @@ def test_fragments_count_the_blobs_of_one_object() -> None:
     score_labelled_frame(_masked((20, 20, 28, 30), (32, 20, 40, 30), (20, 36, 40, 44)), [FACE], counts)
     assert (counts.blobs, counts.hits, counts.masked_objects) == (3, 3, 1)
     assert counts.fragments == 3.0
-    assert counts.faces["16-32"] == [1, 1]  # 3 fragments together cover 0.71 of the face
+    assert counts.faces["16-32"] == [1, 1]  # 3 fragments together cover 0.67 of the face
 
 
 def test_a_face_under_60_percent_covered_is_missed_and_plates_split_at_12_px() -> None:

@@ -157,7 +157,7 @@ def test_masks_sit_on_labelled_faces_and_plates(footage, name):
     labels = load_labels()[name]
     output = next(p for p in out.glob(f"{Path(name).stem}.*") if p.is_file())
     result = score_clip(VIDEOS / name, output, labels, MASK_RGB)
-    counts = result["_counts"]
+    counts = result["counts"]
     faces = sum(v[0] for v in counts.faces.values())
     assert result["error"] == ""
     assert faces == 0 or counts.face_recall >= 0.95, counts.faces

@@ -126,6 +126,26 @@ def test_a_face_first_seen_weak_is_masked_from_its_first_frame_once_it_is_seen_s
     assert track_class(never_strong, 0, params) == []
 
 
+def test_a_tentative_track_never_takes_the_detections_of_a_confirmed_one():
+    """A face seen strong, then weakly and a little off for one frame (a tentative track is born there), then
+    weakly where it was: the confirmed track keeps the face and it stays masked on every frame (it was masked
+    on 7 of 60 when tentative tracks matched on equal terms)."""
+    rows = [(f, 100, 100, 180, 180, 0) for f in (0, 1)] + [(3, 150, 100, 230, 180, 0)]
+    rows += [(f, 130, 100, 210, 180, 0) for f in range(4, 60)]
+    dets = _dets(rows)
+    dets.score[2:] = 0.3
+    plan, _ = plan_masks(dets, 60, 640, 360, Config())
+    assert set(plan.frame_index.tolist()) == set(range(60))
+
+
+def test_track_threshold_zero_confirms_every_detection_whatever_the_small_setting():
+    params = Config().tracking.face.model_copy(update={"track_threshold": 0.0})
+    np.testing.assert_allclose(confirm_threshold(np.array([10, 40, 100], np.float32), params), 0.0)
+    dets = _dets([(0, 10, 10, 30, 30, 0)])
+    dets.score[:] = 0.07
+    assert len(track_class(dets, 0, params)) == 1
+
+
 def test_small_tracks_are_confirmed_at_a_lower_score_ramping_with_height():
     params = Config().tracking.face  # 0.2 up to 24 px, 0.4 from 64 px
     assert params.small_track_threshold == 0.2 and params.track_threshold == 0.4

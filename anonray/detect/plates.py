@@ -95,8 +95,9 @@ class PlateDetector:
             self.stride = int(self.model.model.stride.max())
 
     def network_size(self, image: np.ndarray) -> int:
-        """The square input size an image is letterboxed to: ``input_size``, or with ``upscale`` off never
-        more than the image's long side rounded up to the stride."""
+        """The size an image's long side is letterboxed to (padded to that square, or only to the stride
+        when a batch shares one shape): ``input_size``, or with ``upscale`` off never more than the image's
+        long side rounded up to the stride."""
         if self.upscale:
             return self.input_size
         return min(self.input_size, -(-max(image.shape[:2]) // self.stride) * self.stride)

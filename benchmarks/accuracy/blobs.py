@@ -104,11 +104,13 @@ class BlobCounts:
                 "face_recall": self.face_recall, "plate_recall": self.plate_recall, "collateral": self.collateral}
 
 
-def _covered(masked: np.ndarray, eligible: np.ndarray | None, box) -> bool:
+def _covered(masked: np.ndarray, eligible: np.ndarray | None, box) -> bool | None:
+    """Whether at least COVERED of the box's eligible pixels are masked; None for a box with no pixel in the
+    frame (not counted, as score.py skips it)."""
     h, w = masked.shape
     x0, y0, x1, y1 = grow_box(box, 1.0, w, h)
     if x1 <= x0 or y1 <= y0:
-        return True
+        return None
     region = masked[y0:y1, x0:x1]
     ok = eligible[y0:y1, x0:x1] if eligible is not None else np.ones_like(region, bool)
     return bool(region[ok].mean() >= COVERED) if ok.any() else True
@@ -152,6 +154,8 @@ def score_labelled_frame(masked: np.ndarray, objects: list[dict], counts: BlobCo
             continue
         height = float(o["box"][3]) - float(o["box"][1])
         covered = _covered(masked, eligible, o["box"])
+        if covered is None:
+            continue
         if o["cls"] == "face":
             bucket = next(b[0] for b in FACE_HEIGHTS if b[1] <= height < b[2])
             counts.faces[bucket][0] += 1

@@ -62,10 +62,6 @@ class LabelledClip:
     frame_count: int
     frames: dict[int, list[dict]]
 
-    def boxes(self, frame: int, classes: tuple[str, ...] = CLASSES) -> np.ndarray:
-        objs = [o for o in self.frames.get(frame, []) if o["cls"] in classes]
-        return np.array([o["box"] for o in objs], np.float64).reshape(-1, 4)
-
 
 def load_labels(path: Path = LABELS_PATH) -> dict[str, LabelledClip]:
     """Every labelled clip, by file name."""

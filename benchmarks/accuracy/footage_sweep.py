@@ -20,11 +20,11 @@ import yaml
 from anonray.config import Config
 from benchmarks.accuracy.blobs import FACE_HEIGHTS, BlobCounts, count_blobs, score_labelled_frame
 from benchmarks.accuracy.datasets import DEFAULT_DATA
-from benchmarks.accuracy.footage import load_labels
+from benchmarks.accuracy.footage import LabelledClip, load_labels
 from benchmarks.accuracy.sweep import detect_clip, parse_set, plan_setting, planned_masks
 
 
-def score_clip_setting(config: Config, clip: Path, labels, cache: Path) -> tuple[BlobCounts, float]:
+def score_clip_setting(config: Config, clip: Path, labels: LabelledClip, cache: Path) -> tuple[BlobCounts, float]:
     """Labelled-frame counts and blobs per frame (every frame) of one clip under one setting."""
     dets, signatures, size = detect_clip(clip, config, cache)
     plan = plan_setting(config, dets, signatures, size, labels.frame_count)
@@ -38,6 +38,7 @@ def score_clip_setting(config: Config, clip: Path, labels, cache: Path) -> tuple
 
 
 def sweep(work: Path, videos: Path, settings: list[dict], split: str) -> list[dict]:
+    """Score each setting (a mapping of dotted overrides) on the labelled clips of ``split``."""
     labels = {n: c for n, c in load_labels().items() if split in ("all", c.split)}
     results = []
     for overrides in settings:
@@ -57,6 +58,7 @@ def _f(v: float, pct: bool = False) -> str:
 
 
 def markdown(results: list[dict], per_clip: bool) -> str:
+    """One row per setting (and per clip with ``per_clip``)."""
     lines = ["| setting | clip | precision | false / frame | fragments | blobs / frame | face recall | "
              + " | ".join(f"faces {b[0]}" for b in FACE_HEIGHTS) + " | plates >=12 px |",
              "|" + " --- |" * (8 + len(FACE_HEIGHTS))]

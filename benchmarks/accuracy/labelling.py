@@ -58,6 +58,7 @@ def decode_frames(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], 
 
 
 def frame_count(path: Path) -> int:
+    """Frames the clip decodes to (what the labelled frame indices count)."""
     with av.open(str(path)) as container:
         return sum(1 for _ in container.decode(video=0))
 
@@ -161,6 +162,7 @@ def frame_views(folder: Path, index: int, rgb: np.ndarray, boxes: list[dict], su
 
 
 def prepare(work: Path, videos: Path, clips: list[str]) -> None:
+    """Per clip: decode the frames to label, find candidates, write the crops sheet and frame views."""
     for clip in clips:
         folder = work / clip
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,7 @@ def _parse_box(text: str) -> dict:
 
 
 def zoom(work: Path, clip: str, index: int, region: list[float], boxes: list[str]) -> Path:
+    """A region of a prepared frame enlarged with a fine grid and the given boxes, as WORK/<clip>/zoom.png."""
     rgb = np.load(work / clip / f"f{index}.npy")
     x0, y0, x1, y1 = (int(v) for v in region)
     part = rgb[max(0, y0):y1, max(0, x0):x1]
@@ -213,6 +216,7 @@ def labels_from_decisions(work: Path, clip: str) -> LabelledClip:
 
 
 def apply(work: Path) -> None:
+    """Merge every clip's decisions into real_footage_labels.json (clips without decisions are kept)."""
     clips = load_labels() if LABELS_PATH.exists() else {}
     for folder in sorted(p for p in work.iterdir() if (p / "decisions.json").is_file()):
         clips[folder.name] = labels_from_decisions(work, folder.name)
@@ -222,6 +226,7 @@ def apply(work: Path) -> None:
 
 
 def show(work: Path, clip: str, index: int) -> list[Path]:
+    """Draw a frame's committed labels (WORK/<clip>/f<frame>_labels*.png) to check them."""
     labelled = load_labels()[clip]
     rgb = np.load(work / clip / f"f{index}.npy")
     return frame_views(work / clip, index, rgb, labelled.frames[index], "labels")

@@ -40,7 +40,8 @@ def _frames(path: Path):
 
 
 def score_clip(source: Path, output: Path, labels: LabelledClip, colour: tuple[int, int, int]) -> dict:
-    """One tool's output of one clip: counts on the labelled frames, blobs on every frame."""
+    """One tool's output of one clip: counts on the labelled frames (``counts``, a BlobCounts, and
+    ``labelled``, its figures), blobs per frame over every frame."""
     counts = BlobCounts()
     blobs_all = frames = 0
     for i, (src, out) in enumerate(zip(_frames(source), _frames(output), strict=False)):
@@ -54,14 +55,14 @@ def score_clip(source: Path, output: Path, labels: LabelledClip, colour: tuple[i
     error = "" if frames == labels.frame_count else f"output has {frames} frames, source {labels.frame_count}"
     return {"clip": labels.name, "split": labels.split, "frames": frames, "error": error,
             "blobs_per_frame": blobs_all / frames if frames else float("nan"), "labelled": counts.as_dict(),
-            "_counts": counts}
+            "counts": counts}
 
 
 def totals(per_clip: list[dict]) -> dict:
     """Counts pooled over clips, and the mean of the clips' blobs per frame."""
     counts = BlobCounts()
     for c in per_clip:
-        counts.add(c["_counts"])
+        counts.add(c["counts"])
     return {**counts.as_dict(), "blobs_per_frame": float(np.mean([c["blobs_per_frame"] for c in per_clip]))}
 
 
@@ -106,6 +107,7 @@ def markdown(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the tools over the labelled clips, score them, write WORK/report.md and report.json."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     report = markdown(results)
     for r in results.values():
         for c in r["clips"]:
-            c.pop("_counts")
+            c.pop("counts")
     (work / "report.json").write_text(json.dumps({"config": config, "results": results}, indent=1, default=float))
     (work / "report.md").write_text(report)
     print(report)

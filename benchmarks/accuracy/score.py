@@ -18,9 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from benchmarks.accuracy.blobs import BlobCounts, score_labelled_frame
+from benchmarks.accuracy.blobs import COVERED, BlobCounts, score_labelled_frame
 
-COVERED = 0.6
 LARGE_PX = 32
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -49,8 +50,8 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
         stack = min(d.low_light_stack, config.detection.batch_size)
         low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}-{d.low_light_input_size}-x{stack}"
         low_light += "-raw" if d.low_light_unbrightened else ""
-    upscale = "-up" if getattr(d, "upscale", False) else ""
-    return f"{cls}-{d.model}-{d.input_size}{upscale}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
+    sized_to_frame = "-fit" if getattr(d, "upscale", True) is False else ""  # plates not upscaled to the input
+    return f"{cls}-{d.model}-{d.input_size}{sized_to_frame}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
 
 
 def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
@@ -86,9 +87,11 @@ def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np
             if images is None:
                 images, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
                 np.save(signature_file, signatures)
+            # thresholds, strides and the size limit are replayed (plan_setting), so the cache holds every box
             single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR,
                                               f"detection.{cls}.small_threshold": None,
-                                              f"detection.{cls}.stride": 1})  # strides are replayed
+                                              f"detection.{cls}.stride": 1,
+                                              f"detection.{cls}.max_height_share": 1.0})
             detector = FrameDetector(single)
             batch = config.detection.batch_size
             found = Detections.concat([
@@ -136,7 +139,7 @@ def plan_setting(config: Config, dets: Detections, signatures: np.ndarray, size:
     return plan
 
 
-def planned_masks(plan: MaskPlan, size: tuple[int, int]):
+def planned_masks(plan: MaskPlan, size: tuple[int, int]) -> Iterator[np.ndarray]:
     """Per frame index, the masked pixels of ``plan`` (bool (h, w)), in frame order."""
     width, height = size
     regions = plan.regions_by_frame()
