@@ -56,9 +56,6 @@ class ClassDetection(_Strict):
     small_height: int = Field(24, ge=1, description="Box height (source px) up to which small_threshold applies.")
     large_height: int = Field(64, ge=1, description="Box height (source px) from which threshold applies.")
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)
-    max_height_share: float = Field(
-        1.0, gt=0.0, le=1.0,
-        description="Boxes taller than this share of the frame height are dropped as implausible; 1 = none.")
     stride: int = Field(
         1, ge=1, le=25,
         description="Detect on every stride-th frame of a video (frame index 0, stride, 2*stride, ...); tracking "
@@ -96,11 +93,6 @@ class PlateDetection(ClassDetection):
     input_size: InputSize = Field(1280, description="Long side of the detector input, pixels.")
     threshold: float = Field(0.25, gt=0.0, lt=1.0, description="Minimum score for a detection.")
     nms_iou: float = Field(0.5, gt=0.0, le=1.0)
-    # Measured on the labelled real footage (models/README.md): the plate model boxed a bus roof filling the
-    # frame; a plate that fills a third of the frame height is not one a camera records in an archive.
-    max_height_share: float = Field(
-        0.3, gt=0.0, le=1.0,
-        description="Boxes taller than this share of the frame height are dropped as implausible; 1 = none.")
     # Plates move slowly and tracks bridge two frames: measured on the accuracy harness, stride 3 misses
     # no more plate-frames than stride 1 (models/README.md) at a third of the plate model's cost.
     stride: int = Field(3, ge=1, le=25, description="Detect plates on every stride-th frame (see ClassDetection).")

@@ -15,7 +15,7 @@ import pytest
 
 from anonray import models
 from anonray.config import Config
-from anonray.detect import FrameDetector, detection_image_size, passes_threshold, plausible_size
+from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 from anonray.detect.centerface import CenterFace
 from anonray.detect.letterbox import letterbox
 from anonray.detect.plates import PlateDetector
@@ -185,15 +185,6 @@ def test_threshold_ramps_with_box_height() -> None:
     assert cfg.score_floor == 0.1
     plain = cfg.model_copy(update={"small_threshold": None})
     assert passes_threshold(xyxy, np.full(5, 0.31, np.float32), plain).tolist() == [False] * 5
-
-
-def test_boxes_taller_than_a_share_of_the_frame_are_implausible() -> None:
-    """Issue 14: the plate model boxed a bus roof filling the frame; plate boxes over 30% of the frame height go."""
-    cfg = Config().detection
-    xyxy = np.array([[0, 0, 60, 20], [0, 0, 300, 81], [0, 0, 300, 82]], np.float32)
-    assert cfg.plate.max_height_share == 0.3 and cfg.face.max_height_share == 1.0
-    assert plausible_size(xyxy, cfg.plate, 272).tolist() == [True, True, False]
-    assert plausible_size(xyxy, cfg.face, 272).all()
 
 
 def test_plate_input_is_upscaled_unless_sizing_to_the_frame_is_asked_for(plate_sample) -> None:

@@ -95,11 +95,6 @@ def detection_image_size(source_w: int, source_h: int, config: Config) -> tuple[
     return even(source_w), even(source_h)
 
 
-def plausible_size(xyxy: np.ndarray, cfg: ClassDetection, frame_height: int) -> np.ndarray:
-    """Which boxes (source pixels) are no taller than ``max_height_share`` of the frame."""
-    return (xyxy[:, 3] - xyxy[:, 1]) <= cfg.max_height_share * frame_height
-
-
 def passes_threshold(xyxy: np.ndarray, score: np.ndarray, cfg: ClassDetection) -> np.ndarray:
     """Which boxes (source pixels) reach their class's score threshold for their height.
 
@@ -221,7 +216,7 @@ class FrameDetector:
                 xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)
                 keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
                 cfg = getattr(self.config.detection, CLASS_NAMES[cls_id])
-                keep &= passes_threshold(xyxy, score, cfg) & plausible_size(xyxy, cfg, src_h)
+                keep &= passes_threshold(xyxy, score, cfg)
                 n = int(keep.sum())
                 parts.append(Detections(
                     frame_index=np.full(n, frame, np.int64),

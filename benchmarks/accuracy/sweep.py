@@ -26,7 +26,7 @@ import yaml
 
 from anonray.config import Config
 from anonray.decode import INTERPOLATION
-from anonray.detect import FrameDetector, detection_image_size, passes_threshold, plausible_size
+from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 from anonray.detect.low_light import LUMA_WEIGHTS
 from anonray.mask import rasterize_regions
 from anonray.scenes import find_cuts, frame_signature
@@ -87,11 +87,10 @@ def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np
             if images is None:
                 images, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
                 np.save(signature_file, signatures)
-            # thresholds, strides and the size limit are replayed (plan_setting), so the cache holds every box
+            # thresholds and strides are replayed (plan_setting), so the cache holds every box
             single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR,
                                               f"detection.{cls}.small_threshold": None,
-                                              f"detection.{cls}.stride": 1,
-                                              f"detection.{cls}.max_height_share": 1.0})
+                                              f"detection.{cls}.stride": 1})
             detector = FrameDetector(single)
             batch = config.detection.batch_size
             found = Detections.concat([
@@ -129,8 +128,7 @@ def plan_setting(config: Config, dets: Detections, signatures: np.ndarray, size:
             if getattr(cfg, "low_light_model", None) and len(signatures):
                 dark = dark_frames(signatures, cfg.low_light_luma)
                 due |= dark[np.clip(dets.frame_index, 0, len(dark) - 1)]
-            kept = passes_threshold(dets.xyxy, dets.score, cfg) & plausible_size(dets.xyxy, cfg, size[1])
-            keep &= (dets.cls != cls_id) | (kept & due)
+            keep &= (dets.cls != cls_id) | (passes_threshold(dets.xyxy, dets.score, cfg) & due)
         else:
             keep &= dets.cls != cls_id
     width, height = size
