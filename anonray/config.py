@@ -157,7 +157,6 @@ class ClassTracking(_Strict):
     small_track_height: int = Field(24, ge=1, description="Height (px) up to which small_track_threshold applies.")
     large_track_height: int = Field(64, ge=1, description="Height (px) from which track_threshold applies.")
     weak_match_iou: float = Field(0.3, ge=0.0, lt=1.0, description="Minimum IoU for a weak detection.")
-
     max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
     post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")

@@ -13,6 +13,7 @@ import lap
 import numpy as np
 
 from anonray.config import ClassTracking, Config
+from anonray.height_ramp import ramp_by_height
 from anonray.mask import enlarge_boxes
 from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
 
@@ -74,11 +75,11 @@ def shot_index(frames: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return np.searchsorted(cuts, frames, side="right")
 
 
-def _extend(track: Track, frame: int, box: np.ndarray, score: float, params: ClassTracking) -> None:
+def _extend(track: Track, frame: int, box: np.ndarray, score: float, strong: bool) -> None:
     track.frames.append(frame)
     track.boxes.append(box.astype(np.float32))
     track.scores.append(float(score))
-    track.strong_hits += int(score >= confirm_threshold(np.array([box[3] - box[1]], np.float32), params)[0])
+    track.strong_hits += int(strong)
 
 
 def track_class(dets: Detections, cls: int, params: ClassTracking,
@@ -111,7 +112,7 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
         strong, weak = np.flatnonzero(is_strong), np.flatnonzero(~is_strong)
         predicted = np.array([t.predict(frame) for t in active], np.float32).reshape(-1, 4)
         confirmed = [i for i, t in enumerate(active) if _confirmed(t, params)]
-        tentative = [i for i, t in enumerate(active) if i not in set(confirmed)]
+        tentative = sorted(set(range(len(active))) - set(confirmed))
         taken: set[int] = set()
         used: set[int] = set()
         # Strong detections confirm whichever track takes them: one assignment over all tracks, as before
@@ -123,13 +124,13 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
                 tracks = [i for i in group if i not in taken]
                 free = [int(d) for d in stage if d not in used]
                 for j, k in associate(predicted[tracks], boxes[free], min_iou):
-                    _extend(active[tracks[j]], frame, boxes[free[k]], scores[free[k]], params)
+                    _extend(active[tracks[j]], frame, boxes[free[k]], scores[free[k]], is_strong[free[k]])
                     taken.add(tracks[j])
                     used.add(free[k])
         for d in [*strong, *weak]:
             if d not in used:
                 track = Track(next_id, cls, shot=int(shot))
-                _extend(track, frame, boxes[d], scores[d], params)
+                _extend(track, frame, boxes[d], scores[d], is_strong[d])
                 active.append(track)
                 next_id += 1
     finished.extend(active)
@@ -157,10 +158,8 @@ def confirm_threshold(heights: np.ndarray, params: ClassTracking) -> np.ndarray:
     large = params.track_threshold
     if params.small_track_threshold is None:
         return np.full(len(heights), large, np.float32)
-    small = min(params.small_track_threshold, large)
-    span = max(params.large_track_height - params.small_track_height, 1)
-    ramp = np.clip((np.asarray(heights, np.float32) - params.small_track_height) / span, 0.0, 1.0)
-    return (small + (large - small) * ramp).astype(np.float32)
+    return ramp_by_height(heights, min(params.small_track_threshold, large), large, params.small_track_height,
+                          params.large_track_height)
 
 
 def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:

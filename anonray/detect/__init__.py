@@ -20,6 +20,7 @@ import numpy as np
 
 from anonray.config import ClassDetection, Config
 from anonray.detect.letterbox import is_cpu
+from anonray.height_ramp import ramp_by_height
 from anonray.types import CLASS_NAMES, Detections
 
 MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",)}
@@ -103,12 +104,8 @@ def passes_threshold(xyxy: np.ndarray, score: np.ndarray, cfg: ClassDetection) -
     """
     if cfg.small_threshold is None:
         return score >= cfg.threshold
-    height = xyxy[:, 3] - xyxy[:, 1]
-    span = max(cfg.large_height - cfg.small_height, 1e-6)
-    ramp = np.clip((height - cfg.small_height) / span, 0.0, 1.0)
-    if cfg.large_height == cfg.small_height:
-        ramp = (height >= cfg.large_height).astype(np.float32)
-    return score >= cfg.small_threshold + (cfg.threshold - cfg.small_threshold) * ramp
+    return score >= ramp_by_height(xyxy[:, 3] - xyxy[:, 1], cfg.small_threshold, cfg.threshold,
+                                   cfg.small_height, cfg.large_height)
 
 
 class FrameDetector:
@@ -215,8 +212,7 @@ class FrameDetector:
                 xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, src_w)
                 xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)
                 keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-                cfg = getattr(self.config.detection, CLASS_NAMES[cls_id])
-                keep &= passes_threshold(xyxy, score, cfg)
+                keep &= passes_threshold(xyxy, score, getattr(self.config.detection, CLASS_NAMES[cls_id]))
                 n = int(keep.sum())
                 parts.append(Detections(
                     frame_index=np.full(n, frame, np.int64),

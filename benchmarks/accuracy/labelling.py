@@ -45,16 +45,11 @@ MAX_CANDIDATES = 60
 COLOURS = {"face": (0, 255, 0), "head": (255, 200, 0), "plate": (0, 160, 255)}
 
 
-def decode_frames(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
-    """The wanted frames (presentation order, from 0) as RGB arrays, and the clip's frame count."""
-    out: dict[int, np.ndarray] = {}
-    count = 0
+def decode_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The wanted frames (presentation order, from 0) as RGB arrays."""
     with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            count = i + 1
-            if i in wanted:
-                out[i] = frame.to_ndarray(format="rgb24")
-    return out, count
+        return {i: frame.to_ndarray(format="rgb24") for i, frame in enumerate(container.decode(video=0))
+                if i in wanted}
 
 
 def frame_count(path: Path) -> int:
@@ -168,7 +163,7 @@ def prepare(work: Path, videos: Path, clips: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         count = frame_count(videos / clip)
         wanted = labelled_frame_indices(clip, count)
-        frames, _ = decode_frames(videos / clip, set(wanted))
+        frames = decode_frames(videos / clip, set(wanted))
         cands = candidates(frames)
         h, w = next(iter(frames.values())).shape[:2]
         (folder / "candidates.json").write_text(json.dumps(

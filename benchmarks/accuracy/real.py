@@ -22,21 +22,14 @@ import json
 import math
 from pathlib import Path
 
-import av
 import numpy as np
 
 from benchmarks.accuracy.blobs import FACE_HEIGHTS, BlobCounts, count_blobs, score_labelled_frame
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 from benchmarks.accuracy.footage import LabelledClip, load_labels
-from benchmarks.accuracy.score import is_colour, mask_pixels
+from benchmarks.accuracy.score import decoded_frames, is_colour, mask_pixels
 from benchmarks.accuracy.video import MAGENTA, run_anonray
 from benchmarks.deface_tool import DEFACE_VERSION, run_deface
-
-
-def _frames(path: Path):
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
 
 
 def score_clip(source: Path, output: Path, labels: LabelledClip, colour: tuple[int, int, int]) -> dict:
@@ -44,7 +37,7 @@ def score_clip(source: Path, output: Path, labels: LabelledClip, colour: tuple[i
     ``labelled``, its figures), blobs per frame over every frame."""
     counts = BlobCounts()
     blobs_all = frames = 0
-    for i, (src, out) in enumerate(zip(_frames(source), _frames(output), strict=False)):
+    for i, (src, out) in enumerate(zip(decoded_frames(source), decoded_frames(output), strict=False)):
         frames += 1
         if src.shape != out.shape:  # deface (imageio) pads to a multiple of 16 at the right and bottom
             out = out[: src.shape[0], : src.shape[1]]

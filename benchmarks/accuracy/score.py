@@ -68,7 +68,8 @@ class ClipScore:
                 "classes": {k: v.as_dict() for k, v in self.classes.items()}, "blobs": self.blobs.as_dict()}
 
 
-def _frames(path: Path):
+def decoded_frames(path: Path):
+    """Every frame of a file's first video stream as RGB arrays, in presentation order."""
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             yield frame.to_ndarray(format="rgb24")
@@ -123,7 +124,7 @@ def score_clip(source: Path, output: Path, truth_path: Path, color: tuple[int, i
     blobs = BlobCounts()
     collateral = background = 0
     count = 0
-    pairs = zip(_frames(source), _frames(output), strict=False)
+    pairs = zip(decoded_frames(source), decoded_frames(output), strict=False)
     for i, (src, out) in enumerate(pairs):
         count += 1
         if src.shape != out.shape:
