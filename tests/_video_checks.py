@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from anonray.collect import VideoDetections, analysed_without_detections
 from anonray.config import Config
+from anonray.track.collect import VideoDetections, analysed_without_detections
 
 MAGENTA = np.array([255, 0, 255])
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from anonray.fault_injection import DENY_READ_ENV
-from anonray.samples import SAMPLE_FORMATS, SampleTruth, sample_paths, write_sample_video
+from anonray.testing.faults import DENY_READ_ENV
+from anonray.testing.samples import SAMPLE_FORMATS, SampleTruth, sample_paths, write_sample_video
 
 DENY_READ_MARKER = "no-read-permission"
 """Inputs named with this marker raise PermissionError when read, in the session-wide Ray's workers."""

@@ -15,8 +15,10 @@ import av
 import numpy as np
 import pytest
 
-from anonray import __version__, models
-from anonray.audit import (
+from anonray import __version__
+from anonray.config import Config
+from anonray.detect import models
+from anonray.records.audit import (
     AuditError,
     build_manifest,
     collect_versions,
@@ -29,9 +31,8 @@ from anonray.audit import (
     write_manifest,
     write_run_records,
 )
-from anonray.config import Config
-from anonray.regions import regions_file, write_regions
-from anonray.samples import write_sample_video
+from anonray.records.regions import regions_file, write_regions
+from anonray.testing.samples import write_sample_video
 from anonray.types import MaskPlan
 
 RUN_ID = "20250102T030405Z-0a1b2c"

@@ -22,15 +22,15 @@ import pytest
 from _clips import textured_rgb
 from _video_checks import analysed_video, solid_config
 
-from anonray import tables
 from anonray.config import Config, MaskConfig
-from anonray.encode import interlace_mode, transcode
-from anonray.ingest import probe
-from anonray.mask import mask_frame
-from anonray.outputs import output_relative_path
-from anonray.qa import check_output, inspect_output, output_problems
-from anonray.render import render_video
-from anonray.timecode import canonical
+from anonray.ingest.probe import probe
+from anonray.ingest.timecode import canonical
+from anonray.qa.checks import check_output, inspect_output, output_problems
+from anonray.records import tables
+from anonray.render.codec.transcoder import interlace_mode, transcode
+from anonray.render.mask import mask_frame
+from anonray.render.outputs import output_relative_path
+from anonray.render.video import render_video
 from anonray.types import SHAPE_BOX, VideoInfo
 
 FRAMES = 10
@@ -336,7 +336,7 @@ def test_videos_parts_without_the_timecode_column_still_load(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_anonray_run_on_interlaced_clip_with_timecode(ray_session, tmp_path: Path) -> None:
-    from anonray.pipeline import RunRequest, run
+    from anonray.runtime.driver import RunRequest, run
 
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -2,7 +2,7 @@
 
 Unit level (no Ray): each kind is fed to the stage that must recognise it (ingest for what a probe
 can see, decode/collect for damaged data, render for inputs that vanish or change during the run).
-Then one batch through ``anonray.pipeline.run`` mixes every kind with two good clips.
+Then one batch through ``anonray.runtime.driver.run`` mixes every kind with two good clips.
 
 How the broken files are made:
 
@@ -25,16 +25,16 @@ import pytest
 from _video_checks import analysed_video
 from conftest import DENY_READ_MARKER
 
-import anonray.ingest
-from anonray.collect import SegmentStats, VideoDetections
+import anonray.ingest.probe
 from anonray.config import Config
-from anonray.decode import DecodeError, decode_segment
-from anonray.ingest import IngestError, probe
-from anonray.pipeline import RunRequest, run
-from anonray.progress import NullProgress
-from anonray.render import RenderError, render_video
-from anonray.samples import write_sample_video
-from anonray.scenes import SIGNATURE_BYTES
+from anonray.decode.segment import DecodeError, decode_segment
+from anonray.ingest.probe import IngestError, probe
+from anonray.render.video import RenderError, render_video
+from anonray.runtime.driver import RunRequest, run
+from anonray.runtime.progress import NullProgress
+from anonray.testing.samples import write_sample_video
+from anonray.track.collect import SegmentStats, VideoDetections
+from anonray.track.scenes import SIGNATURE_BYTES
 from anonray.types import Detections
 
 
@@ -127,7 +127,7 @@ def test_permission_denied(broken, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(folder / "x.mp4"))
 
-    monkeypatch.setattr(anonray.ingest, "open", refuse, raising=False)
+    monkeypatch.setattr(anonray.ingest.probe, "open", refuse, raising=False)
     with pytest.raises(IngestError) as caught:
         probe(folder / "damaged.mp4", "x.mp4")
     assert caught.value.error_class == "permission_denied"
@@ -140,7 +140,7 @@ def test_permission_denied_by_ffmpeg(broken, monkeypatch):
     def refuse(*args, **kwargs):
         raise av.error.PermissionError(13, "Permission denied", str(folder / "x.mp4"))
 
-    monkeypatch.setattr(anonray.ingest.av, "open", refuse)
+    monkeypatch.setattr(anonray.ingest.probe.av, "open", refuse)
     with pytest.raises(IngestError) as caught:
         probe(folder / "damaged.mp4", "x.mp4")
     assert caught.value.error_class == "permission_denied"

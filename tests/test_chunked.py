@@ -15,7 +15,11 @@ import pytest
 from _clips import ClipSpec, write_clip
 from _video_checks import analysed_video, assert_same_audio, decode_frames, mask_pixels, solid_config
 
-from anonray.chunked import (
+from anonray.config import EncoderConfig
+from anonray.qa.checks import check_output, inspect_output
+from anonray.records.rows import RunContext, ok_video_row, utc_now
+from anonray.records.tables import to_table
+from anonray.render.codec.chunked import (
     ChunkError,
     ChunkPackets,
     EncodedChunks,
@@ -27,15 +31,11 @@ from anonray.chunked import (
     plan_chunks,
     plan_slice,
 )
-from anonray.collect import VideoDetections
-from anonray.config import EncoderConfig
-from anonray.encode import EncodeError
-from anonray.pipeline import RunRequest, run
-from anonray.qa import check_output, inspect_output
-from anonray.records import RunContext, ok_video_row, utc_now
-from anonray.render import RenderResult, mask_plan, render_chunk, render_video
-from anonray.samples import write_sample_video
-from anonray.tables import to_table
+from anonray.render.codec.transcoder import EncodeError
+from anonray.render.video import RenderResult, mask_plan, render_chunk, render_video
+from anonray.runtime.driver import RunRequest, run
+from anonray.testing.samples import write_sample_video
+from anonray.track.collect import VideoDetections
 from anonray.types import SHAPE_BOX, Detections, MaskPlan, Segment
 
 FRAMES = 125  # 5 s at 25 fps
@@ -385,7 +385,7 @@ def test_a_small_run_splits_a_short_video(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("ray_session")
 def test_chunk_tasks_on_ray(tmp_path: Path) -> None:
     """pipeline.py's runner: one Ray task per chunk, joined here; a failing chunk raises ChunkError naming it."""
-    from anonray.pipeline import _chunks_on_ray
+    from anonray.runtime.driver import _chunks_on_ray
 
     (tmp_path / "in").mkdir()
     src = write_source(tmp_path / "in" / "clip.mp4")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from anonray.config import Config, load_config
-from anonray.samples import write_sample_video
+from anonray.testing.samples import write_sample_video
 
 
 def anonray(*args: str | Path, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

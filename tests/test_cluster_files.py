@@ -160,7 +160,7 @@ def _provided_resources(group: dict) -> set[str]:
 
 def test_kuberay_groups_provide_every_resource_the_pipeline_requests():
     from anonray.config import validate_config
-    from anonray.resources import DETECT_ACTOR_MEMORY, plan_resources
+    from anonray.runtime.resources import DETECT_ACTOR_MEMORY, plan_resources
 
     requested = _requested_resources()
     assert {"CPU", "GPU"} <= requested

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from anonray.collect import DetectionCollector, pack_boxes
+from anonray.track.collect import DetectionCollector, pack_boxes
 from anonray.types import Detections, Segment, VideoInfo
 
 

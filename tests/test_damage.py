@@ -2,7 +2,7 @@
 
 Unit level (no Ray): ``render_video`` on a clean clip with frames marked as not analysed (frame_pts -1
 in a segment with a damage error), and on the damaged file of test_broken_inputs (frames the render
-decode cannot produce are lost). Then one run through ``anonray.pipeline.run`` with the damaged file.
+decode cannot produce are lost). Then one run through ``anonray.runtime.driver.run`` with the damaged file.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ import pytest
 from _video_checks import analysed_video, decode_frames, mask_pixels
 from test_broken_inputs import make_broken_files
 
-from anonray.collect import DetectionCollector, VideoDetections
 from anonray.config import Config
-from anonray.decode import DecodeError, decode_segment
-from anonray.encode import EncodeError
-from anonray.ingest import probe
-from anonray.pipeline import RunRequest, run
-from anonray.records import RunContext, ok_video_row, utc_now
-from anonray.render import FLAG_DAMAGED_FRAMES, RenderError, render_video
-from anonray.samples import write_sample_video
-from anonray.tables import to_table
+from anonray.decode.segment import DecodeError, decode_segment
+from anonray.ingest.probe import probe
+from anonray.records.rows import RunContext, ok_video_row, utc_now
+from anonray.records.tables import to_table
+from anonray.render.codec.transcoder import EncodeError
+from anonray.render.video import FLAG_DAMAGED_FRAMES, RenderError, render_video
+from anonray.runtime.driver import RunRequest, run
+from anonray.testing.samples import write_sample_video
+from anonray.track.collect import DetectionCollector, VideoDetections
 
 MASK_WHOLE = {"mask.color": "ff00ff", "input.on_damage": "mask_whole_frame"}
 LOST = range(5, 9)

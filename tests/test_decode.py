@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from anonray.decode import INTERPOLATION, DecodeError, decode_segment
-from anonray.ingest import probe
-from anonray.samples import SAMPLE_FORMATS
+from anonray.decode.segment import INTERPOLATION, DecodeError, decode_segment
+from anonray.ingest.probe import probe
+from anonray.testing.samples import SAMPLE_FORMATS
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 
 REAL_VIDEOS = DEFAULT_DATA / "videos"

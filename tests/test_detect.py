@@ -13,9 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from anonray import models
 from anonray.config import Config
-from anonray.detect import FrameDetector, detection_image_size, passes_threshold
+from anonray.detect import FrameDetector, detection_image_size, models, passes_threshold
 from anonray.detect.centerface import CenterFace
 from anonray.detect.letterbox import letterbox
 from anonray.detect.plates import PlateDetector

@@ -3,7 +3,7 @@
 import pytest
 
 from anonray.config import InputConfig
-from anonray.discover import InputError, discover
+from anonray.ingest.discover import InputError, discover
 
 
 def test_folder_and_file_inputs(tmp_path):

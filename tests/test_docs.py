@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from anonray.tables import RESTRICTED_TABLES, TABLES
+from anonray.records.tables import RESTRICTED_TABLES, TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -11,9 +11,9 @@ import pytest
 from _clips import ClipSpec, audio_packets, decoded_pts, probe_info, write_clip
 
 from anonray.config import Config, MaskConfig
-from anonray.encode import EncodeError, transcode, working_pixel_format
-from anonray.mask import mask_frame
-from anonray.outputs import container_format_for, output_relative_path
+from anonray.render.codec.transcoder import EncodeError, transcode, working_pixel_format
+from anonray.render.mask import mask_frame
+from anonray.render.outputs import container_format_for, output_relative_path
 from anonray.types import SHAPE_BOX, AudioStreamInfo, VideoInfo
 
 CASES = {

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anonray.decode import DecodeError, decode_segment
-from anonray.ingest import IngestError, probe
-from anonray.samples import write_sample_video
+from anonray.decode.segment import DecodeError, decode_segment
+from anonray.ingest.probe import IngestError, probe
+from anonray.testing.samples import write_sample_video
 
 SEED = 20240611
 FILE_LIMIT_SECONDS = 10.0

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from anonray.ingest import IngestError, PacketIndex, plan_segments, probe, sha256_file, video_id_for
-from anonray.samples import SAMPLE_FORMATS, write_audio_only
+from anonray.ingest.probe import IngestError, PacketIndex, plan_segments, probe, sha256_file, video_id_for
+from anonray.testing.samples import SAMPLE_FORMATS, write_audio_only
 from anonray.types import Segment, VideoInfo
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 

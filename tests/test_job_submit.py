@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import assert_same_times, decode_frames
 
-from anonray.ingest import probe
-from anonray.outputs import output_relative_path
-from anonray.samples import write_sample_video
+from anonray.ingest.probe import probe
+from anonray.render.outputs import output_relative_path
+from anonray.testing.samples import write_sample_video
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from anonray import models
 from anonray.config import Config
 from anonray.detect import low_light as ll
+from anonray.detect import models
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 
 PLATES = DEFAULT_DATA / "plates/ro_dashcam"

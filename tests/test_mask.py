@@ -8,7 +8,7 @@ import pytest
 from _clips import textured_rgb
 
 from anonray.config import MaskConfig
-from anonray.mask import enlarge_boxes, mask_frame, matrix_for, rgb_to_yuv
+from anonray.render.mask import enlarge_boxes, mask_frame, matrix_for, rgb_to_yuv
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE
 
 
@@ -143,7 +143,7 @@ def test_enlarge_boxes_scales_about_centre_and_clips() -> None:
 
 
 def test_rasterize_regions_matches_what_masking_paints():
-    from anonray.mask import rasterize_regions
+    from anonray.render.mask import rasterize_regions
 
     width, height = 96, 64
     frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 128, np.uint8), format="rgb24")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from anonray import models
-from anonray.models import ModelError, ModelIntegrityError
+from anonray.detect import models
+from anonray.detect.models import ModelError, ModelIntegrityError
 
 
 def _sha(data: bytes) -> str:
@@ -151,7 +151,7 @@ def test_missing_model_tells_the_user_to_pull(fake_env: dict) -> None:
 
 
 def test_models_list_shows_every_manifest_model():
-    from anonray.models import list_models, load_manifest
+    from anonray.detect.models import list_models, load_manifest
 
     lines = list_models()
     assert len(lines) == len(load_manifest())

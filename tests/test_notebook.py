@@ -1,6 +1,6 @@
-"""notebooks/metrics.ipynb executes headless on a real run, and the metrics it shows (anonray/metrics.py) are right.
+"""notebooks/metrics.ipynb executes headless on a real run; the metrics it shows (records/metrics.py) are right.
 
-The unit tests build small tables with the real schemas (``anonray.tables.to_table``); the notebook test makes a
+The unit tests build small tables with the real schemas (``anonray.records.tables.to_table``); the notebook test makes a
 run of two tiny clips and a broken file through Ray and executes the notebook with nbclient in a python3 kernel
 from this interpreter's environment, with ``ANONRAY_RUN_DIR`` pointing at the run.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anonray import metrics
-from anonray.tables import to_table, write_part
+from anonray.records import metrics
+from anonray.records.tables import to_table, write_part
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "metrics.ipynb"
 T0 = datetime(2025, 1, 1, 12, 0, 5, tzinfo=UTC)
@@ -154,8 +154,8 @@ def test_figures_render_headless():
 def real_run(ray_session, tmp_path_factory):
     from _video_checks import solid_config
 
-    from anonray.pipeline import RunRequest, run
-    from anonray.samples import write_sample_video
+    from anonray.runtime.driver import RunRequest, run
+    from anonray.testing.samples import write_sample_video
 
     root = tmp_path_factory.mktemp("notebook-case")
     inputs, out = root / "secret-case-name", root / "out"

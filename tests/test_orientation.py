@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anonray.orientation import boxes_to_stored, display_size, to_display
+from anonray.decode.orientation import boxes_to_stored, display_size, to_display
 
 
 @pytest.mark.parametrize("rotation", [0, 90, -90, 180, 270, -180])

@@ -14,8 +14,10 @@ from _clips import ClipSpec, _write_audio, audio_packets, probe_info, textured_r
 from _video_checks import analysed_video
 
 from anonray.config import Config
-from anonray.encode import EncodeError
-from anonray.passthrough import (
+from anonray.qa.checks import check_output
+from anonray.records.rows import RunContext, ok_video_row, utc_now
+from anonray.records.tables import to_table
+from anonray.render.codec.passthrough import (
     PassthroughOutcome,
     SourceIndex,
     decode_timestamps,
@@ -23,10 +25,8 @@ from anonray.passthrough import (
     nal_unit_types,
     plan_copies,
 )
-from anonray.qa import check_output
-from anonray.records import RunContext, ok_video_row, utc_now
-from anonray.render import MaskHook, render_video
-from anonray.tables import to_table
+from anonray.render.codec.transcoder import EncodeError
+from anonray.render.video import MaskHook, render_video
 from anonray.types import SHAPE_BOX, Detections, MaskPlan, VideoInfo
 
 GOP = 25

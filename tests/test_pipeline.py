@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import assert_same_audio, decode_frames, mask_pixels, solid_config
 
-from anonray.encode import transcode
-from anonray.ingest import probe
-from anonray.outputs import output_relative_path
-from anonray.pipeline import RunRequest, run
-from anonray.samples import SampleTruth
+from anonray.ingest.probe import probe
+from anonray.render.codec.transcoder import transcode
+from anonray.render.outputs import output_relative_path
+from anonray.runtime.driver import RunRequest, run
+from anonray.testing.samples import SampleTruth
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def _assert_rest_unchanged(truth: SampleTruth, src: list[np.ndarray], dst: list[
 
 
 def test_a_broken_detection_stage_fails_its_videos_not_the_run(ray_session, sample_clips, tmp_path, monkeypatch):
-    import anonray.pipeline as pipeline
+    import anonray.runtime.driver as pipeline
 
     class Broken:
         def iter_batches(self, **_):
@@ -155,8 +155,8 @@ def test_decoded_frames_in_flight_are_bounded_and_every_frame_is_detected(ray_se
     import ray
 
     from anonray.config import Config
-    from anonray.pipeline import detection_dataset
-    from anonray.resources import FRAME_BUFFER_MIN, plan_resources
+    from anonray.runtime.driver import detection_dataset
+    from anonray.runtime.resources import FRAME_BUFFER_MIN, plan_resources
 
     path, _ = sample_clips["h264_mp4"]
     info, segments = probe(path, path.name)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from anonray import ray_scratch
 from anonray.config import Config, ConfigError
-from anonray.samples import SampleTruth, write_sample_video
+from anonray.runtime import ray_scratch
+from anonray.testing.samples import SampleTruth, write_sample_video
 
 CASES = {"witness_Smith/case_JohnDoe_4711.mp4": 3, "witness_Smith/case_JaneRoe_0815.mp4": 4}
 """Input paths (relative to the input folder) that are personal data, and the seed of each clip."""

@@ -1,4 +1,4 @@
-"""QA of rendered outputs (anonray/qa.py): checks against the input, mask statistics, anomaly flags."""
+"""QA of rendered outputs (anonray/qa/checks.py): checks against the input, mask statistics, anomaly flags."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from _video_checks import analysed_video
 
-import anonray.qa
+import anonray.qa.checks
 from anonray.config import Config
-from anonray.encode import transcode
-from anonray.qa import (
+from anonray.qa.checks import (
     FLAG_DETECTIONS_DROPOUT,
     FLAG_TRACKS_VANISH,
     anomaly_flags,
@@ -22,8 +21,9 @@ from anonray.qa import (
     output_problems,
     tracks_vanish,
 )
-from anonray.render import RenderError, render_video
-from anonray.samples import SAMPLE_FORMATS, write_sample_video
+from anonray.render.codec.transcoder import transcode
+from anonray.render.video import RenderError, render_video
+from anonray.testing.samples import SAMPLE_FORMATS, write_sample_video
 from anonray.types import MaskPlan
 
 
@@ -86,14 +86,14 @@ def test_each_difference_is_named(rendered):
 
 def test_render_fails_qa_and_publishes_nothing(clips, tmp_path, monkeypatch):
     video = analysed_video(clips["h264_mp4"], "clip.mp4")
-    real = anonray.qa.inspect_output
+    real = anonray.qa.checks.inspect_output
 
     def one_frame_short(path):
         read = real(path)
         read.frames_decoded -= 1
         return read
 
-    monkeypatch.setattr(anonray.qa, "inspect_output", one_frame_short)
+    monkeypatch.setattr(anonray.qa.checks, "inspect_output", one_frame_short)
     out = tmp_path / "out"
     with pytest.raises(RenderError) as caught:
         render_video(video, Config(), out, out / "_anonray", run_id="r1")

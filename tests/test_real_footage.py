@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import assert_same_audio, assert_same_times, mask_pixels, solid_config
 
-from anonray.encode import transcode
-from anonray.ingest import probe
-from anonray.outputs import output_relative_path
-from anonray.pipeline import RunRequest, run
+from anonray.ingest.probe import probe
+from anonray.render.codec.transcoder import transcode
+from anonray.render.outputs import output_relative_path
+from anonray.runtime.driver import RunRequest, run
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 
 VIDEOS = DEFAULT_DATA / "videos"

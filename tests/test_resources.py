@@ -3,7 +3,7 @@
 import pytest
 
 from anonray.config import Config
-from anonray.resources import FRAME_BUFFER_MIN, FRAME_BUFFER_PER_DETECTOR, plan_resources, render_spread
+from anonray.runtime.resources import FRAME_BUFFER_MIN, FRAME_BUFFER_PER_DETECTOR, plan_resources, render_spread
 
 
 @pytest.mark.parametrize(

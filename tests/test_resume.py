@@ -7,8 +7,8 @@ import os
 import pyarrow.parquet as pq
 from _video_checks import solid_config
 
-from anonray.pipeline import RunRequest, run
-from anonray.samples import write_sample_video
+from anonray.runtime.driver import RunRequest, run
+from anonray.testing.samples import write_sample_video
 
 
 def _statuses(out, run_id):

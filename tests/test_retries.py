@@ -1,7 +1,7 @@
 """Dead workers are retried, a killed driver is resumed: `python -m anonray run` as a subprocess.
 
 The worker-kill test kills (SIGKILL, by pid) a detection actor and a render worker while each is in the
-middle of a task: the fault-injection hook (anonray/fault_injection.py, enabled only by an environment
+middle of a task: the fault-injection hook (anonray/testing/faults.py, enabled only by an environment
 variable this test sets) makes each announce its pid and wait until it has been killed, so the kill
 always happens. The driver-kill test kills the driver once a file is done and reruns the command.
 """
@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import assert_same_times, decode_frames
 
-from anonray import ray_scratch
-from anonray.fault_injection import PAUSE_DIR_ENV, PAUSE_STAGES_ENV
-from anonray.samples import write_sample_video
+from anonray.runtime import ray_scratch
+from anonray.testing.faults import PAUSE_DIR_ENV, PAUSE_STAGES_ENV
+from anonray.testing.samples import write_sample_video
 
 CONFIG = "mask:\n  style: solid\n  color: ff00ff\nresources:\n  wave_videos: {wave}\n  max_retries: 3\n"
 FRAMES = 30

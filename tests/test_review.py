@@ -18,12 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import analysed_video, mask_pixels, solid_config
 
-from anonray.collect import VideoDetections
 from anonray.config import Config, ReviewConfig
-from anonray.orientation import display_size
-from anonray.regions import delete_run_regions, read_regions, regions_file, write_regions
-from anonray.render import render_video
-from anonray.review import (
+from anonray.decode.orientation import display_size
+from anonray.records.regions import delete_run_regions, read_regions, regions_file, write_regions
+from anonray.records.review import (
     OUTLINE_BGR,
     at_keyframes,
     build_review_sheet,
@@ -35,8 +33,10 @@ from anonray.review import (
     sample_size,
     seek_and_decode,
 )
-from anonray.samples import SampleTruth, write_sample_video
-from anonray.tables import read_table
+from anonray.records.tables import read_table
+from anonray.render.video import render_video
+from anonray.testing.samples import SampleTruth, write_sample_video
+from anonray.track.collect import VideoDetections
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
 
 RUN_ID = "20250101T000000Z-abc123"
@@ -110,7 +110,7 @@ def test_review_frames_are_decoded_from_keyframes_only(tmp_path, monkeypatch):
     path = tmp_path / "clip.mp4"
     write_sample_video(path, format="h264_mp4", frames=60, audio=False)
     keys = _key_indices(path)
-    import anonray.review as review
+    import anonray.records.review as review
 
     monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
     got = review_frames(path, 3, 60)
@@ -162,7 +162,7 @@ def test_read_output_frames_gives_exactly_the_frames_at_those_indices(tmp_path, 
         assert got[i].index == i
         assert np.array_equal(got[i].image, reference[i]), f"frame {i} differs"
     if fmt == "h264_mp4":  # closed GOPs with B-frames in MP4: a late frame is found by seeking, not from the start
-        import anonray.review as review
+        import anonray.records.review as review
 
         monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
         again = read_output_frames(path, [38, 39])

@@ -2,7 +2,7 @@
 
 ``python -m anonray run s3://bucket/in [--output s3://bucket/out]`` runs as a subprocess with the endpoint
 and credentials in the standard AWS variables; the object store is read through pyarrow.fs, as anonray
-does. moto 5.2.1 mis-answers multipart uploads for pyarrow (see ``anonray.storage.upload``): every object
+does. moto 5.2.1 mis-answers multipart uploads for pyarrow (see ``anonray.store.storage.upload``): every object
 written here stays under 10 MiB, which goes up in one PutObject.
 """
 
@@ -25,11 +25,11 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import assert_same_times, decode_frames
 
-from anonray import storage
-from anonray.checksums import sha256_file
-from anonray.fault_injection import FAIL_UPLOAD_ENV
-from anonray.samples import write_sample_video
-from anonray.storage import is_uri
+from anonray.store import storage
+from anonray.store.checksums import sha256_file
+from anonray.store.storage import is_uri
+from anonray.testing.faults import FAIL_UPLOAD_ENV
+from anonray.testing.samples import write_sample_video
 
 BUCKET = "archive"
 CLIPS = {"cam_a/harbour_07.mp4": 0, "cam_b/gate_02.mp4": 1}
@@ -321,9 +321,9 @@ def test_a_chunk_task_reads_only_by_ranges_and_renders_what_a_local_copy_gives(s
 
     from test_chunked import CHUNK_SECONDS, config, detected, write_source
 
-    from anonray.chunked import plan_chunks
-    from anonray.decode import decode_segment
-    from anonray.render import RenderError, mask_plan, render_chunk
+    from anonray.decode.segment import decode_segment
+    from anonray.render.codec.chunked import plan_chunks
+    from anonray.render.video import RenderError, mask_plan, render_chunk
 
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(key, s3_env[key])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from anonray.scenes import SIGNATURE_BYTES, find_cuts, frame_signature
+from anonray.track.scenes import SIGNATURE_BYTES, find_cuts, frame_signature
 
 
 def test_cut_between_two_scenes_not_within_a_pan():

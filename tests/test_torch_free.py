@@ -14,9 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from anonray import models
 from anonray.config import Config
-from anonray.detect import prepare_cpu_runtime, yolo
+from anonray.detect import models, prepare_cpu_runtime, yolo
 from anonray.detect.centerface import CenterFace, decode
 from anonray.detect.low_light import merge
 from anonray.detect.nms import nms
@@ -145,7 +144,7 @@ def test_the_cpu_path_imports_neither_torch_nor_ultralytics() -> None:
         import sys
         import cv2
         import numpy as np
-        from anonray.actors import FrameDetectorActor
+        from anonray.runtime.actors import FrameDetectorActor
         from anonray.config import Config
         actor = FrameDetectorActor(Config().canonical_json(), threads=2, device="cpu")
         img = np.ascontiguousarray(cv2.imread({str(path)!r})[:, :, ::-1])

@@ -3,8 +3,8 @@
 import numpy as np
 
 from anonray.config import Config
-from anonray.mask import enlarge_boxes
-from anonray.track import associate, confirm_threshold, iou_matrix, plan_masks, track_class
+from anonray.render.mask import enlarge_boxes
+from anonray.track.tracker import associate, confirm_threshold, iou_matrix, plan_masks, track_class
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections
 
 

@@ -35,7 +35,7 @@ def model_name_for(config: Config, cls: str) -> str:
 def model_spec_for(config: Config, cls: str, setting: str = "model"):
     """The manifest entry of the model a class's setting names (``model``, or ``low_light_model`` for
     plates); a ModelError naming the setting if it cannot serve the class."""
-    from anonray.models import ModelError, load_manifest
+    from anonray.detect.models import ModelError, load_manifest
 
     name = getattr(getattr(config.detection, cls), setting)
     specs = load_manifest()
@@ -67,8 +67,8 @@ def prepare_cpu_runtime(config: Config) -> list:
     IR, about 10 s), so that a run's first batch does not pay for it. Returns the files made or found."""
     if config.detection.cpu_runtime != "openvino" or "plate" not in config.classes:
         return []
+    from anonray.detect.models import model_path
     from anonray.detect.plates import openvino_ir
-    from anonray.models import model_path
 
     settings = ["model"] + (["low_light_model"] if low_light_model_name(config) else [])
     return [openvino_ir(model_path(model_spec_for(config, "plate", s).name)) for s in settings]
@@ -113,7 +113,7 @@ class FrameDetector:
 
     def __init__(self, config: Config, device: str | None = None, cpu_threads: int | None = None) -> None:
         """cpu_threads: the threads a CPU runtime may use (the CPUs the caller holds); None = its default."""
-        from anonray.models import model_path
+        from anonray.detect.models import model_path
 
         self.config = config
         self.device = device or default_device()
@@ -167,7 +167,7 @@ class FrameDetector:
 
     def model_ids(self) -> dict[str, str]:
         """The ids of the models in use, for the result record."""
-        from anonray.models import model_ids
+        from anonray.detect.models import model_ids
 
         names = [model_name_for(self.config, CLASS_NAMES[c]) for c in self.detectors]
         if self.low_light:

@@ -25,12 +25,12 @@ import numpy as np
 import yaml
 
 from anonray.config import Config
-from anonray.decode import INTERPOLATION
+from anonray.decode.segment import INTERPOLATION
 from anonray.detect import FrameDetector, detection_image_size, passes_threshold
 from anonray.detect.low_light import LUMA_WEIGHTS
-from anonray.mask import rasterize_regions
-from anonray.scenes import find_cuts, frame_signature
-from anonray.track import plan_masks
+from anonray.render.mask import rasterize_regions
+from anonray.track.scenes import find_cuts, frame_signature
+from anonray.track.tracker import plan_masks
 from anonray.types import CLASS_NAMES, Detections, MaskPlan
 from benchmarks.accuracy.score import ClassScore, score_frame
 

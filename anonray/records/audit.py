@@ -1,0 +1,375 @@
+"""The audit trail: a run manifest (JSON) per run, and ``anonray verify`` against it.
+
+``build_manifest`` is a pure function of the run's table rows: versions of every library that shaped
+the outputs, each model with its sha256, the full configuration and its hash, the hosts, and per input
+its relative path, the sha256 of input and output, status, error class and timings. The manifest lives
+at ``DIR/_anonray/manifests/<run_id>.json`` (written atomically); it holds paths relative to their roots,
+which is why it stays in the restricted ``_anonray`` folder. ``verify_manifest`` re-hashes every output
+the manifest lists. No Ray here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anonray.config import Config
+from anonray.private_dirs import PRIVATE_DIR_MODE
+from anonray.store.checksums import sha256_file
+
+MANIFEST_DIR_NAME = "manifests"
+MANIFEST_FORMAT = 1
+MANIFEST_KIND = "anonray-run-manifest"
+STATE_DIR_NAME = "_anonray"  # as discover.STATE_DIR_NAME (not imported, to keep `anonray verify` light)
+VERIFIED_STATUSES = ("ok", "skipped")
+"""Statuses whose output file stands after the run (skipped: an earlier run's output, re-used)."""
+
+OPTIONAL_PACKAGES = {
+    "numpy": ("numpy",),
+    "ultralytics": ("ultralytics",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "openvino": ("openvino",),
+    "opencv": ("opencv-python-headless", "opencv-python"),
+    "pyarrow": ("pyarrow",),
+    "lap": ("lap",),
+    "torchvision": ("torchvision",),
+}
+"""Manifest key -> distribution names tried in turn (read from package metadata, never imported)."""
+
+
+log = logging.getLogger("anonray")
+
+
+class AuditError(ValueError):
+    """A manifest that cannot be found or read (a usage error for ``anonray verify``)."""
+
+
+# ---------------------------------------------------------------- building the manifest
+
+def collect_versions() -> dict[str, Any]:
+    """Versions of anonray, Python, Ray, torch, PyAV, each FFmpeg library, and the other libraries."""
+    from importlib import metadata
+
+    import av
+
+    from anonray.records.rows import software_versions
+
+    versions: dict[str, Any] = dict(software_versions())
+    versions["ffmpeg_libraries"] = {name: ".".join(str(x) for x in v) for name, v in av.library_versions.items()}
+    ffmpeg_release = getattr(av, "ffmpeg_version_info", None)
+    if ffmpeg_release:
+        versions["ffmpeg_release"] = str(ffmpeg_release)
+    for key, dists in OPTIONAL_PACKAGES.items():
+        for dist in dists:
+            try:
+                versions[key] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            versions[key] = None
+    return versions
+
+
+def model_entries(model_ids: Mapping[str, str], specs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The models in use (name -> id as recorded in the tables) with their manifest pins."""
+    entries = []
+    for name in sorted(model_ids):
+        spec = specs.get(name)
+        entry: dict[str, Any] = {"name": name, "model_id": model_ids[name]}
+        if spec is not None:
+            entry.update(version=spec.version, kind=spec.kind, file=spec.file, sha256=spec.sha256,
+                         package=spec.package, package_version=spec.package_version,
+                         wheel_sha256=spec.wheel_sha256, license=spec.license)
+        entries.append(entry)
+    return entries
+
+
+def _seconds(row: Mapping[str, Any]) -> dict[str, float | None]:
+    return {stage: row.get(f"seconds_{stage}") for stage in ("ingest", "decode", "detect", "track", "encode")}
+
+
+def _nodes_by_video(segment_rows: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    nodes: dict[str, set[str]] = {}
+    for row in segment_rows:
+        for key in ("decode_node_id", "detect_node_id"):
+            if row.get(key):
+                nodes.setdefault(row["video_id"], set()).add(row[key])
+    return {video_id: sorted(ids) for video_id, ids in nodes.items()}
+
+
+def file_entries(video_rows: Iterable[Mapping[str, Any]],
+                 segment_rows: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """One entry per input of the run, ordered by relative path; ``index`` is the position."""
+    nodes = _nodes_by_video(segment_rows)
+    rows = sorted(video_rows, key=lambda r: (r.get("path") or "", r.get("video_id") or ""))
+    return [
+        {
+            "index": i,
+            "video_id": row.get("video_id"),
+            "path": row.get("path"),
+            "output_path": row.get("output_path"),
+            "status": row.get("status"),
+            "error_class": row.get("error_class"),
+            "sha256_in": row.get("sha256_in"),
+            "sha256_out": row.get("sha256_out"),
+            "size_bytes_in": row.get("size_bytes_in"),
+            "size_bytes_out": row.get("size_bytes_out"),
+            "frames_in": row.get("frames_in"),
+            "frames_out": row.get("frames_out"),
+            "started_utc": row.get("started_utc"),
+            "finished_utc": row.get("finished_utc"),
+            "seconds": _seconds(row),
+            "ray_nodes": nodes.get(row.get("video_id"), []),
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
+def build_manifest(*, run_row: Mapping[str, Any], video_rows: Iterable[Mapping[str, Any]],
+                   segment_rows: Iterable[Mapping[str, Any]] = (), models: list[dict[str, Any]],
+                   versions: Mapping[str, Any], driver_host: str,
+                   node_hosts: Mapping[str, str] | None = None,
+                   review: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run manifest as a JSON-ready dict (pure: everything comes in as arguments).
+
+    ``run_row`` is the run's ``runs`` table row; ``video_rows``/``segment_rows`` its rows of those tables;
+    ``node_hosts`` maps Ray node ids to host names; ``review`` describes the review sheet, if any.
+    """
+    segment_rows = list(segment_rows)
+    files = file_entries(video_rows, segment_rows)
+    config_json = run_row["config_json"]
+    node_hosts = dict(node_hosts or {})
+    seen_nodes = sorted({n for f in files for n in f["ray_nodes"]})
+    counts = {status: sum(1 for f in files if f["status"] == status) for status in ("ok", "failed", "skipped")}
+    return {
+        "format": MANIFEST_FORMAT,
+        "kind": MANIFEST_KIND,
+        "run_id": run_row["run_id"],
+        "started_utc": run_row["started_utc"],
+        "finished_utc": run_row["finished_utc"],
+        "wall_seconds": run_row.get("wall_seconds"),
+        "exit_code": run_row.get("exit_code"),
+        "versions": dict(versions),
+        "models": models,
+        "config": json.loads(config_json),
+        "config_hash": run_row["config_hash"],
+        "config_sha256": Config.model_validate_json(config_json).config_sha256(),
+        "ray_mode": run_row.get("ray_mode"),
+        "hosts": {
+            "driver": driver_host,
+            "cluster": sorted(run_row.get("hosts") or []),
+            "ray_nodes": [{"node_id": n, "host": node_hosts.get(n)} for n in seen_nodes],
+        },
+        "counts": {
+            "files_matched": run_row.get("files_matched"),
+            "files_ignored": run_row.get("files_ignored"),
+            **counts,
+            "frames_total": run_row.get("frames_total"),
+            "footage_seconds": run_row.get("footage_seconds"),
+        },
+        "review": dict(review) if review else None,
+        "files": files,
+    }
+
+
+# ---------------------------------------------------------------- writing
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat() if value.tzinfo else value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):  # numpy arrays
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def manifest_json(manifest: Mapping[str, Any]) -> str:
+    return json.dumps(manifest, indent=1, sort_keys=False, default=_json_default, allow_nan=False) + "\n"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, rename, fsync folder.
+
+    A folder created here is private to the user (0700): what goes here (manifests, review sheets) holds
+    relative paths and footage."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex}{path.suffix}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return path
+
+
+def manifest_path(state_dir: Path, run_id: str) -> Path:
+    return state_dir / MANIFEST_DIR_NAME / f"{run_id}.json"
+
+
+def write_manifest(state_dir: Path, manifest: Mapping[str, Any]) -> Path:
+    return write_bytes_atomic(manifest_path(state_dir, manifest["run_id"]), manifest_json(manifest).encode())
+
+
+def write_run_records(*, state_dir: Path, output_dir: Path | str, run_row: Mapping[str, Any],
+                      video_rows: list[Mapping[str, Any]], segment_rows: list[Mapping[str, Any]], config: Any,
+                      model_ids: Mapping[str, str], node_hosts: Mapping[str, str] | None = None,
+                      ) -> tuple[Path, Path | None]:
+    """End of a run: the review sheet, the regions retention, then the manifest (which records the sheet's
+    sha256). A review sheet that cannot be made is logged (by error type only) and noted in the manifest.
+    Returns the manifest's path and the sheet's (None when it failed)."""
+    from anonray.detect import models
+    from anonray.records.regions import REGIONS_TABLE, delete_run_regions
+    from anonray.records.review import REVIEW_DIR_NAME, build_review_sheet, review_sheet_path
+
+    run_id = run_row["run_id"]
+    index = {f["video_id"]: f["index"] for f in file_entries(video_rows)}
+    review: dict[str, Any]
+    review_file: Path | None = None
+    try:
+        page, summary = build_review_sheet(run_id, video_rows, output_dir, state_dir, config.review, index,
+                                           run_row.get("config_hash", ""))
+        data = page.encode()
+        review_file = write_bytes_atomic(review_sheet_path(state_dir, run_id), data)
+        review = {"path": f"{STATE_DIR_NAME}/{REVIEW_DIR_NAME}/{review_file.name}",
+                  "sha256": hashlib.sha256(data).hexdigest(), **summary}
+    except Exception as err:  # noqa: BLE001 - the outputs stand; the sheet's absence is recorded
+        log.error("run %s: the review sheet could not be written: %s", run_id, type(err).__name__)
+        review = {"path": None, "error": type(err).__name__}
+    removed = 0 if config.review.keep_regions else delete_run_regions(state_dir, run_id)
+    review["regions"] = {"table": f"{STATE_DIR_NAME}/{REGIONS_TABLE}", "kept": config.review.keep_regions,
+                         "parts_deleted": removed}
+    specs = models.load_manifest()
+    manifest = build_manifest(run_row=run_row, video_rows=video_rows, segment_rows=segment_rows,
+                              models=model_entries(model_ids, specs), versions=collect_versions(),
+                              driver_host=socket.gethostname(), node_hosts=node_hosts, review=review)
+    path = write_manifest(state_dir, manifest)
+    log.info("run %s: manifest written (%d file(s)); review sheet: %s of %s ok output(s) sampled, %s frame(s)",
+             run_id, len(manifest["files"]), review.get("files_sampled", 0), review.get("ok_outputs", "?"),
+             review.get("frames_shown", 0))
+    return path, review_file
+
+
+# ---------------------------------------------------------------- finding and verifying
+
+def find_manifest(target: Path, run_id: str | None = None) -> Path:
+    """The manifest file for ``target``: a manifest itself, or an output folder (``--run`` or its latest run)."""
+    if target.is_file():
+        if run_id is not None and target.stem != run_id:
+            raise AuditError(f"the manifest given is for run {target.stem}, not {run_id}")
+        return target
+    if not target.is_dir():
+        raise AuditError("no such manifest file or output folder")
+    folder = target / STATE_DIR_NAME / MANIFEST_DIR_NAME
+    if run_id is not None:
+        path = folder / f"{run_id}.json"
+        if not path.is_file():
+            raise AuditError(f"no manifest for run {run_id} in this output folder")
+        return path
+    manifests = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not manifests:
+        raise AuditError("no run manifest in this output folder (expected _anonray/manifests/<run_id>.json)")
+    return manifests[-1]  # run ids start with their UTC start time: the last sorts latest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except OSError as err:
+        raise AuditError(f"cannot read the manifest: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise AuditError(f"the manifest is not valid JSON: {err.msg} (line {err.lineno})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
+        raise AuditError("not an anonray run manifest")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise AuditError(f"unsupported manifest format {manifest.get('format')!r}")
+    return manifest
+
+
+def output_root_of(manifest_file: Path) -> Path:
+    """The output folder a manifest describes: it sits at ``DIR/_anonray/manifests/<run_id>.json``."""
+    folder = manifest_file.resolve().parent
+    if folder.name != MANIFEST_DIR_NAME or folder.parent.name != STATE_DIR_NAME:
+        raise AuditError(f"a manifest must sit in {STATE_DIR_NAME}/{MANIFEST_DIR_NAME}/ of its output folder")
+    return folder.parent.parent
+
+
+@dataclass
+class Problem:
+    index: int
+    video_id: str
+    output_path: str
+    kind: str
+    """'missing', 'mismatch' or 'invalid' (no usable path or checksum in the manifest)."""
+
+
+@dataclass
+class VerifyReport:
+    run_id: str
+    checked: int = 0
+    matched: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def count(self, kind: str) -> int:
+        return sum(1 for p in self.problems if p.kind == kind)
+
+
+def _inside(root: Path, relative: str | None) -> Path | None:
+    """``root / relative`` if that stays inside ``root`` and outside ``_anonray``, else None."""
+    if not relative:
+        return None
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root) or STATE_DIR_NAME in path.relative_to(root).parts:
+        return None
+    return path
+
+
+def verify_manifest(manifest: Mapping[str, Any], output_root: Path) -> VerifyReport:
+    """Re-hash every output the manifest lists (status ok or skipped) under ``output_root``."""
+    report = VerifyReport(str(manifest.get("run_id")))
+    root = output_root.resolve()
+    for entry in manifest.get("files", []):
+        if entry.get("status") not in VERIFIED_STATUSES:
+            continue
+        report.checked += 1
+        relative, expected = entry.get("output_path"), entry.get("sha256_out")
+        problem = Problem(int(entry.get("index", -1)), str(entry.get("video_id")), str(relative), "")
+        path = _inside(root, relative)
+        if path is None or not expected:
+            problem.kind = "invalid"
+        elif not path.is_file():
+            problem.kind = "missing"
+        elif sha256_file(path) != expected:
+            problem.kind = "mismatch"
+        else:
+            report.matched += 1
+            continue
+        report.problems.append(problem)
+    return report

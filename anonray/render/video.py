@@ -1,0 +1,354 @@
+"""Render one video's anonymized output: track, plan masks, decode at full size, mask, encode, publish.
+
+No Ray here: ``render_video`` takes a video's detections and returns counters for the tables. The
+output is written under ``_anonray/tmp`` in the output folder, checked, then renamed into place, so a
+final path never holds a partial file. For a URI output (``s3://...``) it is written and checked in a
+private local folder of the worker instead, then uploaded to its key (remote_output.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import av
+import numpy as np
+
+from anonray.config import Config
+from anonray.qa.checks import MaskStatistics, QAError, anomaly_flags, check_output, mask_statistics
+from anonray.records.regions import write_regions
+from anonray.render.codec.chunked import (
+    ChunkError,
+    ChunkJob,
+    ChunkRunner,
+    EncodedChunk,
+    EncodedChunks,
+    encode_chunk,
+    encoded_here,
+    join_chunks,
+    plan_chunks,
+)
+from anonray.render.codec.passthrough import PassthroughOutcome, encode_video
+from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format
+from anonray.render.mask import fill_whole_frame, mask_frame
+from anonray.render.outputs import output_relative_path
+from anonray.store import storage
+from anonray.store.checksums import sha256_file
+from anonray.track.collect import VideoDetections
+from anonray.track.scenes import find_cuts
+from anonray.track.tracker import TrackingSummary, plan_masks
+from anonray.types import MaskPlan, VideoInfo
+
+log = logging.getLogger("anonray")
+
+TMP_DIR_NAME = "tmp"
+ENCODER_CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
+
+
+class RenderError(Exception):
+    """A per-file failure while rendering; ``error_class`` names the kind."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass
+class RenderResult:
+    """What rendering one video produced (counts, hashes, timings; no coordinates)."""
+
+    output_path: str
+    sha256_out: str
+    size_bytes_out: int
+    frames_out: int
+    video_codec_out: str
+    container_out: str
+    tracks: dict[str, int]
+    frames_masked: int
+    seconds_track: float
+    seconds_encode: float
+    audio_packets_copied: int = 0
+    mask_statistics: MaskStatistics | None = None
+    qa_flags: tuple[str, ...] = ()
+    seconds_qa: float = 0.0
+    frames_masked_whole: int = 0
+    """Frames written filled whole with the mask colour: not analysed by detection (damaged data)."""
+    frames_lost: int = 0
+    """Input frames not written: the render-time decode could not produce them (damaged data)."""
+    passthrough: PassthroughOutcome | None = None
+    """GOPs copied / re-encoded (or why not) with encoder.passthrough on; None with it off."""
+    encode_chunks: int = 1
+    """Chunks the video was encoded in (encoder.chunk_seconds, chunked.py); 1 = one task."""
+
+
+FLAG_DAMAGED_FRAMES = "damaged_frames"
+"""qa_flags entry of an output written with input.on_damage = mask_whole_frame that masked or lost frames."""
+
+
+class MaskHook:
+    """The frame hook handed to the transcoder: masks each frame by its pts, refuses unknown frames.
+
+    With ``whole_frame`` (input.on_damage = mask_whole_frame on a damaged video), a frame detection
+    never analysed is filled whole with the mask colour instead of refused.
+    """
+
+    def __init__(self, plan: MaskPlan, frame_pts: np.ndarray, config: Config, whole_frame: bool = False):
+        self._plan = plan
+        self._regions = plan.regions_by_frame()
+        self._index_of_pts = {int(p): i for i, p in enumerate(frame_pts) if p >= 0}
+        self._mask_config = config.mask
+        self._whole_frame = whole_frame
+        self.written_pts: list[int] = []
+        """pts of every frame handed to the encoder, in decode order."""
+        self.masked_whole = 0
+
+    def __call__(self, frame_index: int, frame: av.VideoFrame) -> av.VideoFrame:
+        index = self._index_of_pts.get(int(frame.pts)) if frame.pts is not None else None
+        if index is None:
+            if not self._whole_frame or frame.pts is None:
+                raise RenderError("frame_not_analysed",
+                                  f"frame {frame_index} was not seen by detection; refusing to write it unmasked")
+            self.written_pts.append(int(frame.pts))
+            self.masked_whole += 1
+            return fill_whole_frame(frame, self._mask_config)
+        self.written_pts.append(int(frame.pts))
+        rows = self._regions.get(index)
+        if rows is None:
+            return frame
+        return mask_frame(frame, self._plan.xyxy[rows], self._plan.shape[rows], self._mask_config)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _check_input_unchanged(source: Path | str, info: VideoInfo, full: bool) -> None:
+    """Raise input_vanished / input_changed when the input is gone or differs from what ingest saw.
+
+    full=False compares the size only (cheap), and for a URI read by ranges the object's modification time
+    too; full=True re-hashes the (local) file (one more read).
+    """
+    try:
+        if storage.is_uri(source):
+            remote = storage.stat(str(source))
+            size, changed = remote.size, remote.mtime_ns != info.mtime_ns
+        else:
+            size, changed = Path(source).stat().st_size, False
+        digest = sha256_file(source) if full and size == info.size_bytes else None
+    except FileNotFoundError:
+        raise RenderError("input_vanished",
+                          f"{info.relative_path}: the input file was removed during the run") from None
+    if changed or size != info.size_bytes or (digest is not None and digest != info.sha256):
+        raise RenderError("input_changed",
+                          f"{info.relative_path}: the input file changed during the run (its size or sha256 "
+                          "differs from when it was ingested); no output was written")
+
+
+def _local_input(info: VideoInfo, stack: contextlib.ExitStack) -> Path:
+    """The input's local path; a URI input is staged into a private copy whose bytes the later checks
+    compare with the ingest hash (so what is rendered is what was ingested)."""
+    if not storage.is_uri(info.source_path):
+        return Path(info.source_path)
+    try:
+        local, _ = stack.enter_context(storage.staged(info.source_path))
+    except FileNotFoundError:
+        raise RenderError("input_vanished",
+                          f"{info.relative_path}: the input file was removed during the run") from None
+    except storage.StorageError as err:
+        raise RenderError("storage_error", f"{info.relative_path}: {err}") from None
+    return local
+
+
+@dataclass
+class _LocalTarget:
+    """A local or mounted output folder: outputs are written under ``_anonray/tmp`` (the same filesystem)
+    and renamed into place (``UriTarget`` in remote_output.py is the same for a URI output)."""
+
+    output_dir: Path
+    state_dir: Path
+
+    def is_source(self, relative: str, source: Path | str) -> bool:
+        return (self.output_dir / relative).resolve() == Path(source).resolve()
+
+    def tmp_dir(self) -> Path:
+        folder = self.state_dir / TMP_DIR_NAME
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def write_regions(self, run_id: str, video_id: str, plan: MaskPlan) -> None:
+        write_regions(self.state_dir, run_id, video_id, plan)
+
+    def publish(self, tmp: Path, relative: str) -> None:
+        final = self.output_dir / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+    def close(self) -> None:
+        pass
+
+
+def _output_target(output_dir: Path | str, state_dir: Path):
+    if not storage.is_uri(output_dir):
+        return _LocalTarget(Path(output_dir), state_dir)
+    from anonray.store.remote_output import UriTarget
+
+    return UriTarget(str(output_dir))
+
+
+def mask_plan(video: VideoDetections, config: Config) -> tuple[MaskPlan, TrackingSummary, np.ndarray]:
+    """The video's mask plan from its detections (scene cuts bound the tracks), its tracking summary and cuts."""
+    info = video.info
+    cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
+    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts)
+    return plan, summary, cuts
+
+
+def render_chunk(job: ChunkJob, config: Config, source: Path | None = None) -> EncodedChunk:
+    """Decode, mask and encode one chunk of a long video (chunked.py): the chunk task's work, on any node.
+
+    ``source``: the input's local path; None reads a local input in place and a URI input by range requests
+    (only the chunk's stretch), falling back to a private local copy, deleted afterwards, when that fails.
+    Raises RenderError / EncodeError on a per-file failure.
+    """
+    info = job.info
+    if source is None and storage.is_uri(info.source_path):
+        try:  # only this chunk's stretch of the object, by range requests (storage.py)
+            return _render_chunk_from(info.source_path, job, config)
+        except (EncodeError, OSError) as err:  # RenderError (input changed or gone) is final
+            log.warning("video %s chunk %d: reading the input by ranges failed (%s); rendering from a local "
+                        "copy", info.video_id, job.index, getattr(err, "error_class", type(err).__name__))
+    with contextlib.ExitStack() as inputs:
+        return _render_chunk_from(source if source is not None else _local_input(info, inputs), job, config)
+
+
+def _render_chunk_from(source: Path | str, job: ChunkJob, config: Config) -> EncodedChunk:
+    _check_input_unchanged(source, job.info, full=False)
+    hook = MaskHook(job.plan, job.frame_pts, config)
+    try:
+        return encode_chunk(source, job, config, hook)
+    except EncodeError:
+        _check_input_unchanged(source, job.info, full=False)  # a vanished input explains the failure
+        raise
+
+
+def encode_chunks_here(source: Path, jobs: list[ChunkJob], config: Config) -> EncodedChunks:
+    """The ChunkRunner without Ray: the chunks one after another in this process."""
+    return encoded_here(lambda job: render_chunk(job, config, source), jobs)
+
+
+def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config, hook: MaskHook,
+            whole: bool, chunk_runner: ChunkRunner | None,
+            spread: int = 1) -> tuple[TranscodeStats, PassthroughOutcome | None, int]:
+    """Write tmp: in one pass (encode_video), or for a long video (or a small run's, ``spread``) in chunks
+    joined into one file (chunked.py). Returns (stats, passthrough outcome, chunks)."""
+    info = video.info
+    jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp), spread)
+    if not jobs:
+        stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
+                                          skip_damaged=whole)
+        return stats, passthrough, 1
+    chunks = (chunk_runner or encode_chunks_here)(source, jobs, config)
+    return join_chunks(source, tmp, info, config, chunks), None, len(jobs)
+
+
+def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
+                 run_id: str | None = None, chunk_runner: ChunkRunner | None = None,
+                 spread: int = 1) -> RenderResult:
+    """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
+    per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
+
+    With ``run_id``, the mask plan's regions are written to the restricted regions table (regions.py)
+    before the output is published, so every published output of a run has its regions.
+
+    A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (pipeline.py's runs
+    them as Ray tasks; None: one after another here), then joined here; QA and publishing are the same.
+    ``spread``, the render slots per video of a small run (resources.render_spread), cuts shorter videos too
+    (``encoder.min_chunk_seconds``).
+    """
+    info = video.info
+    started = time.perf_counter()
+    plan, summary, cuts = mask_plan(video, config)
+    seconds_track = time.perf_counter() - started
+
+    relative_out = output_relative_path(info.relative_path, info, config.audio)
+    suffix = PurePosixPath(relative_out).suffix
+    target = _output_target(output_dir, state_dir)
+    if target.is_source(relative_out, info.source_path):
+        raise RenderError("output_is_input", "the output path would overwrite the input")
+    started = time.perf_counter()
+    inputs = contextlib.ExitStack()  # a URI input's private local copy (storage.py), deleted at the end
+    inputs.callback(target.close)  # a URI output's private local folder, deleted with what is left in it
+    try:
+        tmp = target.tmp_dir() / f"{info.video_id}-{uuid.uuid4().hex[:8]}{suffix}"
+        source = _local_input(info, inputs)
+        _check_input_unchanged(source, info, full=False)
+    except BaseException:
+        inputs.close()
+        raise
+    # input.on_damage = mask_whole_frame: frames detection never saw are filled whole, frames the decoder
+    # cannot produce here either are left out (counted as lost); QA then expects exactly the frames written.
+    whole = config.input.on_damage == "mask_whole_frame" and video.damaged
+    hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
+    try:
+        try:
+            stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner,
+                                                       spread)
+        except (EncodeError, ChunkError):
+            _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
+            raise
+        frames_lost = info.frame_count - stats.frames_out if whole else 0
+        if whole and stats.frames_out == 0:
+            raise RenderError("damaged_frames", f"none of the {info.frame_count} frames could be decoded; "
+                              "no output was written")
+        if stats.frames_out != info.frame_count - frames_lost or frames_lost < 0:
+            raise RenderError("frame_count_mismatch",
+                              f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
+        expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
+        try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa.py)
+            qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec)
+        except QAError as err:
+            raise RenderError(err.error_class, str(err)) from None
+        _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
+        _fsync(tmp)
+        sha256_out = sha256_file(tmp)
+        size_out = tmp.stat().st_size
+        try:
+            if run_id is not None:
+                target.write_regions(run_id, info.video_id, plan)
+            target.publish(tmp, relative_out)
+        except storage.UploadError as err:
+            raise RenderError("upload_failed", f"{relative_out}: {err}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        inputs.close()
+    seconds_encode = time.perf_counter() - started
+    flags = anomaly_flags(plan, cuts, info.fps, [sum(s.detections.values()) for s in video.segments],
+                          [s.segment.frame_count for s in video.segments])
+    if hook.masked_whole or frames_lost:
+        flags = sorted([*flags, FLAG_DAMAGED_FRAMES])
+    return RenderResult(
+        output_path=relative_out,
+        sha256_out=sha256_out,
+        size_bytes_out=size_out,
+        frames_out=stats.frames_out,
+        video_codec_out=ENCODER_CODEC_NAMES[config.encoder.codec],
+        container_out=suffix.lstrip("."),
+        tracks=summary.tracks,
+        frames_masked=summary.frames_masked,
+        seconds_track=seconds_track,
+        seconds_encode=seconds_encode,
+        audio_packets_copied=stats.audio_packets_copied,
+        mask_statistics=mask_statistics(plan),
+        qa_flags=tuple(flags),
+        seconds_qa=qa_read.seconds,
+        frames_masked_whole=hook.masked_whole,
+        frames_lost=frames_lost,
+        passthrough=passthrough,
+        encode_chunks=chunks,
+    )

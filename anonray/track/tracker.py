@@ -1,0 +1,244 @@
+"""Tracking per class over a whole video, gap filling, smoothing, and the mask plan built from tracks.
+
+Pure numpy + lap: no Ray, no video. Detections in, MaskPlan out. Masks come from confirmed tracks, never
+from raw detections: a track no detection confirmed (``confirm_threshold``, ``weak_track_hits``) is not
+masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lap
+import numpy as np
+
+from anonray.config import ClassTracking, Config
+from anonray.height_ramp import ramp_by_height
+from anonray.render.mask import enlarge_boxes
+from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
+
+
+@dataclass
+class Track:
+    """One object over time: observed (frame, box, score) triples in frame order."""
+
+    track_id: int
+    cls: int
+    frames: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    shot: int = 0
+    """The scene (between cuts) the track lives in."""
+    strong_hits: int = 0
+    """Detections that reached the confirming score for their size (``confirm_threshold``)."""
+
+    @property
+    def last_frame(self) -> int:
+        return self.frames[-1]
+
+    def predict(self, frame: int) -> np.ndarray:
+        """Constant-velocity prediction of the box at ``frame`` from the last two observations."""
+        last = self.boxes[-1]
+        if len(self.frames) < 2:
+            return last
+        dt = self.frames[-1] - self.frames[-2]
+        velocity = (self.boxes[-1] - self.boxes[-2]) / max(dt, 1)
+        return last + velocity * (frame - self.frames[-1])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes a (n,4) and b (m,4), xyxy."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def associate(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """Hungarian assignment (lap.lapjv) of detections to tracks on 1 - IoU, pairs below min_iou refused."""
+    if len(track_boxes) == 0 or len(det_boxes) == 0:
+        return []
+    cost = 1.0 - iou_matrix(track_boxes, det_boxes)
+    _, track_to_det, _ = lap.lapjv(cost.astype(np.float64), extend_cost=True, cost_limit=1.0 - min_iou)
+    return [(t, int(d)) for t, d in enumerate(track_to_det) if d >= 0]
+
+
+def shot_index(frames: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """For each frame index, the shot it belongs to (cuts: sorted first frames of new shots)."""
+    return np.searchsorted(cuts, frames, side="right")
+
+
+def _extend(track: Track, frame: int, box: np.ndarray, score: float, strong: bool) -> None:
+    track.frames.append(frame)
+    track.boxes.append(box.astype(np.float32))
+    track.scores.append(float(score))
+    track.strong_hits += int(strong)
+
+
+def track_class(dets: Detections, cls: int, params: ClassTracking,
+                cuts: np.ndarray | None = None) -> list[Track]:
+    """Link one class's detections into tracks, frame by frame (ByteTrack-style, two stages).
+
+    Strong detections (reaching ``confirm_threshold`` for their height) are matched first, weaker ones
+    (down to the detector's threshold) then continue the tracks left unmatched, the tracks confirmed so
+    far first, so a tentative track born beside a confirmed one never takes its weak detections away.
+    Every unmatched detection starts a tentative track. A track is masked only once
+    confirmed (``_confirmed``), and then over its whole life: a face first seen small and weak is masked
+    from its first frame once it is seen strong. No track crosses a scene cut.
+    """
+    mine = dets.select(dets.cls == cls)
+    mine = mine.select(np.argsort(mine.frame_index, kind="stable"))
+    cuts = np.zeros(0, np.int64) if cuts is None else np.asarray(cuts, np.int64)
+    active: list[Track] = []
+    finished: list[Track] = []
+    next_id = 0
+    frames, starts = np.unique(mine.frame_index, return_index=True)
+    bounds = [*starts[1:], len(mine)] if len(mine) else []
+    shots = shot_index(frames, cuts)
+    for frame, shot, start, end in zip(frames, shots, starts, bounds, strict=True):
+        frame = int(frame)
+        alive = [t for t in active if frame - t.last_frame <= params.max_gap + 1 and t.shot == shot]
+        finished.extend(t for t in active if t not in alive)
+        active = alive
+        boxes, scores = mine.xyxy[start:end], mine.score[start:end]
+        is_strong = scores >= confirm_threshold(boxes[:, 3] - boxes[:, 1], params)
+        strong, weak = np.flatnonzero(is_strong), np.flatnonzero(~is_strong)
+        predicted = np.array([t.predict(frame) for t in active], np.float32).reshape(-1, 4)
+        confirmed = [i for i, t in enumerate(active) if _confirmed(t, params)]
+        tentative = sorted(set(range(len(active))) - set(confirmed))
+        taken: set[int] = set()
+        used: set[int] = set()
+        # Strong detections confirm whichever track takes them: one assignment over all tracks, as before
+        # (in crowds of small faces, letting confirmed tracks pick first cost 1-5 points of face misses).
+        # Weak ones cannot: the tracks confirmed so far pick first.
+        for stage, min_iou, groups in ((strong, params.match_iou, (list(range(len(active))),)),
+                                       (weak, params.weak_match_iou, (confirmed, tentative))):
+            for group in groups:
+                tracks = [i for i in group if i not in taken]
+                free = [int(d) for d in stage if d not in used]
+                for j, k in associate(predicted[tracks], boxes[free], min_iou):
+                    _extend(active[tracks[j]], frame, boxes[free[k]], scores[free[k]], is_strong[free[k]])
+                    taken.add(tracks[j])
+                    used.add(free[k])
+        for d in [*strong, *weak]:
+            if d not in used:
+                track = Track(next_id, cls, shot=int(shot))
+                _extend(track, frame, boxes[d], scores[d], is_strong[d])
+                active.append(track)
+                next_id += 1
+    finished.extend(active)
+    return [t for t in finished if _confirmed(t, params)]
+
+
+def _confirmed(track: Track, params: ClassTracking) -> bool:
+    """Masked tracks: ``min_hits`` detections, and one detection reaching the confirming score for its size
+    (``confirm_threshold``) or ``weak_track_hits`` weak ones.
+
+    Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
+    from its first frame, not from the frame that confirmed it.
+    """
+    if len(track.frames) < params.min_hits:
+        return False
+    if track.strong_hits:
+        return True
+    return bool(params.weak_track_hits) and len(track.frames) >= params.weak_track_hits
+
+
+def confirm_threshold(heights: np.ndarray, params: ClassTracking) -> np.ndarray:
+    """The score that confirms a track, per detection height (px): ``small_track_threshold`` up to
+    ``small_track_height``, ramping linearly to ``track_threshold`` at ``large_track_height``. Never above
+    ``track_threshold`` (so ``track_threshold: 0`` confirms every detection, whatever the small setting)."""
+    large = params.track_threshold
+    if params.small_track_threshold is None:
+        return np.full(len(heights), large, np.float32)
+    return ramp_by_height(heights, min(params.small_track_threshold, large), large, params.small_track_height,
+                          params.large_track_height)
+
+
+def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:
+    """Zero-phase exponential smoothing (forward then backward) of a (n,4) box sequence."""
+    if weight <= 0 or len(boxes) < 3:
+        return boxes
+    fwd = boxes.copy()
+    for i in range(1, len(fwd)):
+        fwd[i] = weight * fwd[i - 1] + (1 - weight) * boxes[i]
+    out = fwd.copy()
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = weight * out[i + 1] + (1 - weight) * fwd[i]
+    return out
+
+
+def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int,
+                      cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and boxes a track covers: observations, interpolated gaps, pre- and post-roll.
+
+    Roll stops at the scene cuts around the track. Smoothing never shrinks coverage: at observed
+    frames the box is the union of raw and smoothed.
+    """
+    obs_frames = np.asarray(track.frames, np.int64)
+    raw = np.asarray(track.boxes, np.float32)
+    smooth = _smooth(raw, params.smoothing)
+    union = np.concatenate([np.minimum(raw[:, :2], smooth[:, :2]), np.maximum(raw[:, 2:], smooth[:, 2:])], 1)
+    cuts = np.zeros(0, np.int64) if cuts is None else np.asarray(cuts, np.int64)
+    shot_start = int(cuts[track.shot - 1]) if track.shot > 0 else 0
+    shot_end = int(cuts[track.shot]) - 1 if track.shot < len(cuts) else frame_count - 1
+    first = max(shot_start, int(obs_frames[0]) - params.pre_roll)
+    last = min(shot_end, int(obs_frames[-1]) + params.post_roll)
+    frames = np.arange(first, last + 1, dtype=np.int64)
+    boxes = np.stack([np.interp(frames, obs_frames, union[:, k]) for k in range(4)], 1).astype(np.float32)
+    return frames, boxes
+
+
+@dataclass
+class TrackingSummary:
+    """Counts only (no coordinates): what tracking produced for one video."""
+
+    tracks: dict[str, int]
+    regions: int
+    frames_masked: int
+
+
+def plan_masks(dets: Detections, frame_count: int, width: int, height: int, config: Config,
+               cuts: np.ndarray | None = None) -> tuple[MaskPlan, TrackingSummary]:
+    """Track every enabled class and turn the tracks into a MaskPlan with margins and shapes.
+
+    ``cuts``: first frame indices of new scenes (tracks, gap filling and roll never cross them).
+    """
+    parts: list[tuple[np.ndarray, np.ndarray, int, int, int]] = []
+    track_counts: dict[str, int] = {}
+    next_track = 0
+    for cls, name in enumerate(CLASS_NAMES):
+        if name not in config.classes:
+            continue
+        params: ClassTracking = getattr(config.tracking, name)
+        margin = config.mask.face_margin if name == "face" else config.mask.plate_margin
+        shape_name = config.mask.face_shape if name == "face" else config.mask.plate_shape
+        shape = SHAPE_ELLIPSE if shape_name == "ellipse" else SHAPE_BOX
+        tracks = track_class(dets, cls, params, cuts)
+        track_counts[name] = len(tracks)
+        for track in tracks:
+            frames, boxes = dense_track_boxes(track, params, frame_count, cuts)
+            parts.append((frames, enlarge_boxes(boxes, margin, width, height), cls, shape, next_track))
+            next_track += 1
+    if not parts:
+        plan = MaskPlan(frame_count=frame_count)
+    else:
+        plan = MaskPlan(
+            frame_count=frame_count,
+            frame_index=np.concatenate([p[0] for p in parts]),
+            xyxy=np.concatenate([p[1] for p in parts]),
+            cls=np.concatenate([np.full(len(p[0]), p[2], np.int64) for p in parts]),
+            shape=np.concatenate([np.full(len(p[0]), p[3], np.int64) for p in parts]),
+            track_id=np.concatenate([np.full(len(p[0]), p[4], np.int64) for p in parts]),
+        )
+        valid = (plan.xyxy[:, 2] > plan.xyxy[:, 0]) & (plan.xyxy[:, 3] > plan.xyxy[:, 1])
+        plan = MaskPlan(frame_count, plan.frame_index[valid], plan.xyxy[valid], plan.cls[valid],
+                        plan.shape[valid], plan.track_id[valid])
+    return plan, TrackingSummary(track_counts, len(plan), plan.frames_masked())
