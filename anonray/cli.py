@@ -138,7 +138,7 @@ def models_pull() -> None:
         for path in pull_models():
             click.echo(f"ok {path}")
         from anonray.config import Config
-        from anonray.detect import prepare_cpu_runtime
+        from anonray.detect.selection import prepare_cpu_runtime
 
         for path in prepare_cpu_runtime(Config()):
             click.echo(f"ok {path}")

@@ -1,5 +1,5 @@
 """Where an ``anonray run`` spends the CPU: CPU seconds by process title (Ray names its workers after the
-actor class or task running in them: ``ray::_render``, ``ray::MapWorker(MapBatches(SegmentDecoder))``, ...).
+actor class or task running in them: ``ray::render_task``, ``ray::MapWorker(MapBatches(SegmentDecoder))``, ...).
 
     python benchmarks/cpu_by_stage.py --input CLIP [--frames 300] [--copies 16] [--config C.yaml ...]
         [--json OUT.json]

@@ -3,15 +3,10 @@
     python benchmarks/nvdec.py --input CLIP [--frames 500] [--width 1280 --height 720] [--json OUT.json]
 
 CLIP is looped to ``--frames`` frames (``throughput.loop_clip``, a packet remux), then decoded once per mode:
-
-- ``cpu_rgb``: PyAV software decode (``thread_type AUTO``) + reformat to the detection size in RGB, with
-  decode.py's interpolation: what a decode actor does per frame;
-- ``nvdec_rgb``: NVDEC decode (``HWAccel("cuda")``, frames copied back to system memory) + the same reformat;
-- ``nvdec_on_gpu``: NVDEC decode with the frames left in GPU memory (``is_hw_owned``), no reformat: the
-  ceiling of a decode that hands frames to the detector on the GPU.
-
-Each mode's fps and its process CPU seconds per frame are printed as a markdown table; a mode the machine
-cannot run (no CUDA device, no NVDEC in this FFmpeg build) gets its error instead of numbers.
+``cpu_rgb`` (PyAV decode + reformat to the detection size in RGB, as a decode actor does), ``nvdec_rgb``
+(NVDEC, frames copied back, the same reformat) and ``nvdec_on_gpu`` (NVDEC, frames left in GPU memory).
+Prints each mode's fps and CPU seconds per frame as a markdown table; a mode the machine cannot run gets its
+error instead. Each mode in detail: benchmarks/README.md, "GPU host".
 """
 
 from __future__ import annotations

@@ -3,19 +3,11 @@
     python benchmarks/passthrough.py [--input CLIP] [--frames N] [--share 0.25] [--json OUT.json]
         [--no-pixel-check]
 
-CLIP (default ``../shared/data/videos/street_faces_1080p.mp4``) is looped to N frames by remuxing its packets
-(throughput.loop_clip: every loop starts with the source's IDR, so the looped clip has one GOP per loop). A
-synthetic mask plan puts one box on every frame of ``share`` of the GOPs (evenly spread). Then, one after the
-other on that clip, with the same mask hook render.py uses, ``--repeat`` times each in ABBA order (the
-fastest run of each counts, so load from other work on a shared machine weighs less):
-
-- ``full``: encode.transcode, every frame decoded, masked and re-encoded (libx264 at the configured CRF/preset);
-- ``passthrough``: passthrough.passthrough_transcode, the GOPs without masks copied, the others re-encoded.
-
-Each output then goes through qa.check_output (decoded end to end; frame count and every timestamp equal to the
-input's), timed apart. With the pixel check (default on) the source and the passthrough output are decoded side
-by side and every frame of a copied GOP must be bit-identical. Prints a markdown table; ``--json`` writes the
-numbers.
+CLIP (default ``../shared/data/videos/street_faces_1080p.mp4``) is looped to N frames (one GOP per loop) and a
+synthetic mask plan puts one box on every frame of ``share`` of the GOPs. ``full`` (every frame re-encoded) and
+``passthrough`` (GOPs without masks copied) then run ``--repeat`` times each in ABBA order, the fastest counting;
+each output passes qa.check_output, and with the pixel check every frame of a copied GOP must be bit-identical
+to the source. Prints a markdown table; ``--json`` writes the numbers. Details: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -109,7 +101,8 @@ def measure(clip: Path, work: Path, share: float, pixel_check: bool, repeat: int
     from anonray.config import Config
     from anonray.ingest.probe import probe
     from anonray.qa.checks import check_output
-    from anonray.render.codec.passthrough import FAMILY_OF_ENCODER, scan_source
+    from anonray.render.codec.bitstream import FAMILY_OF_ENCODER
+    from anonray.render.codec.passthrough import scan_source
 
     info, _ = probe(clip, clip.name)
     cfg = Config().with_overrides(**{"encoder.passthrough": True})

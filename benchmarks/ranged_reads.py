@@ -30,7 +30,7 @@ from anonray.config import validate_config  # noqa: E402
 from anonray.render.codec.chunked import plan_chunks  # noqa: E402
 from anonray.render.video import mask_plan, render_chunk  # noqa: E402
 from anonray.store import storage  # noqa: E402
-from anonray.track.collect import analysed_without_detections  # noqa: E402
+from anonray.testing.detections import analysed_without_detections  # noqa: E402
 from anonray.types import Detections  # noqa: E402
 from benchmarks.throughput import loop_clip  # noqa: E402
 

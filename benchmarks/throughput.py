@@ -3,37 +3,13 @@
     python benchmarks/throughput.py --input CLIP --frames N --json OUT.json [--skip-deface]
         [--gpu-host] [--gpus G] [--parallel P] [--copies K]
 
-CLIP is looped to N frames by remuxing its packets (no re-encode, so the footage is the source's),
-then measured, one after the other, on that looped clip:
-
-- ``transcode_fps``: a plain PyAV decode + libx264 encode at anonray's encoder settings (CRF, preset)
-  with the audio copied: the floor anonray cannot beat while it re-encodes every frame. With
-  ``--parallel P`` (P > 1), P such transcodes of the clip run at once in separate processes and
-  ``transcode_fps`` is their total (P x N frames / wall of the slowest);
-- ``anonray_fps``: frames / wall time of one cold ``anonray run`` subprocess with the default
-  configuration (faces and plates), local Ray started by the command itself; plus
-  ``anonray_footage_seconds_per_wall_second``. With ``--copies K`` (default: P) that one run processes
-  a folder of K copies of the clip (the floor's work when K = P) and ``anonray_fps`` is K x N / wall;
-- ``deface_fps``: frames / wall time of one cold ``deface`` 1.5.0 subprocess with its defaults (faces only,
-  blur, threshold 0.2, detection at full resolution: no ``--scale``) writing to a temporary file. deface
-  is installed with onnxruntime (CPU build) in a venv of its own under ``$ANONRAY_CACHE`` (default
-  ``~/.cache/anonray``) the first time, which needs network: ``--skip-deface`` leaves it out
-  (``deface_fps`` is then null).
-
-Writes those keys, the raw timings and the ratios (anonray / transcode floor, anonray / deface) to OUT.json
-and prints a markdown table.
-
-GPU host mode: on by default when ``nvidia-smi -L`` lists a GPU (``--gpu-host`` forces it on,
-``--no-gpu-host`` off). It adds ``gpu_hours_per_100h_footage`` for the anonray run:
-
-    (GPUs used x anonray wall seconds / 3600) / (footage seconds / 3600) x 100
-
-where GPUs used is ``--gpus`` if given, else the ``cluster_gpus`` that the run recorded in its ``runs``
-table, else the number ``nvidia-smi -L`` lists (GPUs reserved for the whole run, idle time included: the
-figure for capacity planning). On a GPU host ``--parallel`` defaults to ``os.cpu_count()`` (the issue's
-"16-core transcode floor" on a 16-core host: one single-video libx264 transcode cannot use 16 cores well);
-elsewhere it defaults to 1. ``machine_hours_per_100h_footage`` (the same formula with one machine) is
-always written.
+CLIP is looped to N frames by remuxing its packets (no re-encode), then measured, one after the other:
+``transcode_fps`` (PyAV decode + libx264 at anonray's encoder settings: the floor; P at once with
+``--parallel P``), ``anonray_fps`` (one cold ``anonray run``, default configuration, over K copies of the clip
+with ``--copies K``) and ``deface_fps`` (one cold deface 1.5.0, installed in its own venv on first use, which
+needs network; ``--skip-deface`` leaves it out). Writes the keys, raw timings and ratios to OUT.json and prints
+a markdown table. GPU host mode (default when ``nvidia-smi -L`` lists a GPU) adds ``gpu_hours_per_100h_footage``.
+Every key and option: benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import av
 import numpy as np
 
 from anonray.config import Config
-from anonray.track.collect import VideoDetections, analysed_without_detections
+from anonray.handoff import VideoDetections
+from anonray.testing.detections import analysed_without_detections
 
 MAGENTA = np.array([255, 0, 255])
 

@@ -21,7 +21,6 @@ from anonray.detect import models
 from anonray.records.audit import (
     AuditError,
     build_manifest,
-    collect_versions,
     find_manifest,
     manifest_path,
     model_entries,
@@ -29,9 +28,9 @@ from anonray.records.audit import (
     read_manifest,
     verify_manifest,
     write_manifest,
-    write_run_records,
 )
 from anonray.records.regions import regions_file, write_regions
+from anonray.records.run_manifest import collect_versions, write_run_records
 from anonray.testing.samples import write_sample_video
 from anonray.types import MaskPlan
 

@@ -28,12 +28,12 @@ from conftest import DENY_READ_MARKER
 import anonray.ingest.probe
 from anonray.config import Config
 from anonray.decode.segment import DecodeError, decode_segment
+from anonray.handoff import SegmentStats, VideoDetections
 from anonray.ingest.probe import IngestError, probe
 from anonray.render.video import RenderError, render_video
 from anonray.runtime.driver import RunRequest, run
 from anonray.runtime.progress import NullProgress
 from anonray.testing.samples import write_sample_video
-from anonray.track.collect import SegmentStats, VideoDetections
 from anonray.track.scenes import SIGNATURE_BYTES
 from anonray.types import Detections
 
@@ -176,7 +176,7 @@ def test_damaged_data_decodes_what_it_can_and_fails_the_video(broken):
     assert {s.error_class for s in stats} <= {"", "missing_frames"}
     video = VideoDetections(info, stats, Detections.concat([]), np.zeros(info.frame_count, np.int64),
                             np.zeros((info.frame_count, SIGNATURE_BYTES), np.uint8))
-    error_class, message = video.error
+    error_class, message = video.error.error_class, video.error.message
     assert error_class == "damaged_frames"
     assert message.startswith(f"{info.frame_count - decoded} of {info.frame_count} frames could not be decoded")
 

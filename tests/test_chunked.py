@@ -1,5 +1,6 @@
-"""Parallel encoding of one long video (chunked.py): chunks encoded apart and joined, judged on real decoded
-output against the single-task render of the same video (render.py without Ray, and the pipeline on Ray)."""
+"""Parallel encoding of one long video (render/codec/chunked.py): chunks encoded apart and joined, judged on
+real decoded output against the single-task render of the same video (render/video.py without Ray, and the
+pipeline on Ray)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from _clips import ClipSpec, write_clip
 from _video_checks import analysed_video, assert_same_audio, decode_frames, mask_pixels, solid_config
 
 from anonray.config import EncoderConfig
+from anonray.handoff import RenderResult, VideoDetections
 from anonray.qa.checks import check_output, inspect_output
 from anonray.records.rows import RunContext, ok_video_row, utc_now
 from anonray.records.tables import to_table
+from anonray.render.codec.bitstream import parameter_sets
 from anonray.render.codec.chunked import (
     ChunkError,
     ChunkPackets,
@@ -27,15 +30,13 @@ from anonray.render.codec.chunked import (
     chunk_ranges,
     join_chunks,
     joined_decode_timestamps,
-    parameter_sets,
     plan_chunks,
     plan_slice,
 )
 from anonray.render.codec.transcoder import EncodeError
-from anonray.render.video import RenderResult, mask_plan, render_chunk, render_video
+from anonray.render.video import mask_plan, render_chunk, render_video
 from anonray.runtime.driver import RunRequest, run
 from anonray.testing.samples import write_sample_video
-from anonray.track.collect import VideoDetections
 from anonray.types import SHAPE_BOX, Detections, MaskPlan, Segment
 
 FRAMES = 125  # 5 s at 25 fps
@@ -384,22 +385,22 @@ def test_a_small_run_splits_a_short_video(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("ray_session")
 def test_chunk_tasks_on_ray(tmp_path: Path) -> None:
-    """pipeline.py's runner: one Ray task per chunk, joined here; a failing chunk raises ChunkError naming it."""
-    from anonray.runtime.driver import _chunks_on_ray
+    """The driver's runner: one Ray task per chunk, joined here; a failing chunk raises ChunkError naming it."""
+    from anonray.runtime.tasks import chunks_on_ray
 
     (tmp_path / "in").mkdir()
     src = write_source(tmp_path / "in" / "clip.mp4")
     video = detected(src)
     cfg = config(CHUNK_SECONDS)
     jobs = plan_chunks(video, mask_plan(video, cfg)[0], cfg, "mp4")
-    chunks = _chunks_on_ray(1.0, 0)(src, jobs, cfg)
+    chunks = chunks_on_ray(1.0, 0)(src, jobs, cfg)
     assert [c.index for c in chunks.packets] == [0, 1, 2]
     join_chunks(src, tmp_path / "joined.mp4", video.info, cfg, chunks)
     check_output(tmp_path / "joined.mp4", video.info, video.frame_pts, "keep")
     video.frame_pts[-1] = -1  # the last frame, in chunk 3, was never analysed
     jobs = plan_chunks(video, mask_plan(video, cfg)[0], cfg, "mp4")
     with pytest.raises(ChunkError, match="chunk 3 of 3: .*not seen by detection") as caught:
-        _chunks_on_ray(1.0, 0)(src, jobs, cfg)
+        chunks_on_ray(1.0, 0)(src, jobs, cfg)
     assert caught.value.error_class == "mask"
 
 

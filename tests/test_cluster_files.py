@@ -135,7 +135,9 @@ def test_kuberay_token_auth_from_a_secret_and_shared_storage():
 
 def _requested_resources() -> set[str]:
     """The Ray resource names the pipeline's tasks and actors ask for (read from its source)."""
-    source = "\n".join((ANONRAY / name).read_text() for name in ("pipeline.py", "resources.py", "actors.py"))
+    names = ("runtime/driver.py", "runtime/tasks.py", "runtime/datasets.py", "runtime/renders.py",
+             "runtime/resources.py", "runtime/actors.py")
+    source = "\n".join((ANONRAY / name).read_text() for name in names)
     names = set()
     for keyword, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU"), ("memory", "memory")):
         if re.search(rf"\b{keyword}\s*=", source):

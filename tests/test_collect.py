@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from anonray.track.collect import DetectionCollector, pack_boxes
+from anonray.frame_rows import DetectedFrames, pack_boxes
+from anonray.track.collect import DetectionCollector
 from anonray.types import Detections, Segment, VideoInfo
 
 
@@ -22,18 +23,19 @@ def _rows(video_id, segment, frames, marker_decoded=None, error=""):
     markers = [marker_decoded] if marker_decoded is not None else []
     blobs = [pack_boxes(dets, f) for f in frames] + ([b""] if marker_decoded is not None else [])
     idx = list(frames) + ([-1] if marker_decoded is not None else [])
-    return {
-        "video_id": np.array([video_id] * n), "segment_index": np.full(n, segment),
-        "frame_index": np.array(idx), "pts": np.array([max(f, 0) for f in idx]),
-        "boxes": np.array(blobs, dtype=object), "detect_seconds": np.zeros(n),
-        "signature": np.array([bytes(range(48))] * len(frames) + [b""] * (n - len(frames)), dtype=object),
-        "detect_node_id": np.array([""] * n), "detect_error_class": np.array([""] * n),
-        "detect_error_message": np.array([""] * n),
-        "frames_decoded": np.array([0] * len(frames) + markers),
-        "decode_seconds": np.zeros(n), "decode_node_id": np.array([""] * n),
-        "decode_error_class": np.array([""] * (n - 1) + [error]) if n else np.array([]),
-        "decode_error_message": np.array([""] * n),
-    }
+    return DetectedFrames(
+        video_id=np.array([video_id] * n), segment_index=np.full(n, segment),
+        frame_index=np.array(idx), pts=np.array([max(f, 0) for f in idx]),
+        signature=np.array([bytes(range(48))] * len(frames) + [b""] * (n - len(frames)), dtype=object),
+        source_width=np.full(n, 64), source_height=np.full(n, 48), rotation=np.zeros(n, np.int64),
+        frames_decoded=np.array([0] * len(frames) + markers),
+        decode_seconds=np.zeros(n), decode_node_id=np.array([""] * n),
+        decode_error_class=np.array([""] * (n - 1) + [error]) if n else np.array([]),
+        decode_error_message=np.array([""] * n),
+        boxes=np.array(blobs, dtype=object), detect_seconds=np.zeros(n),
+        detect_node_id=np.array([""] * n), detect_error_class=np.array([""] * n),
+        detect_error_message=np.array([""] * n),
+    ).to_batch()
 
 
 def test_video_completes_after_all_segments_in_any_order():
@@ -56,5 +58,5 @@ def test_decode_error_marks_the_video_and_lost_segments_are_reported():
     collector = DetectionCollector([(_info("v", 4), segs)])
     collector.add_batch(_rows("v", 0, [], marker_decoded=0, error="decode_error"))
     (video,) = collector.drain_incomplete()
-    assert video.error[0] == "decode_error"
+    assert video.error.error_class == "decode_error"
     assert video.segments[1].error_class == "segment_lost"

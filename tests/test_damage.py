@@ -17,6 +17,7 @@ from test_broken_inputs import make_broken_files
 
 from anonray.config import Config
 from anonray.decode.segment import DecodeError, decode_segment
+from anonray.handoff import VideoDetections
 from anonray.ingest.probe import probe
 from anonray.records.rows import RunContext, ok_video_row, utc_now
 from anonray.records.tables import to_table
@@ -24,7 +25,7 @@ from anonray.render.codec.transcoder import EncodeError
 from anonray.render.video import FLAG_DAMAGED_FRAMES, RenderError, render_video
 from anonray.runtime.driver import RunRequest, run
 from anonray.testing.samples import write_sample_video
-from anonray.track.collect import DetectionCollector, VideoDetections
+from anonray.track.collect import DetectionCollector
 
 MASK_WHOLE = {"mask.color": "ff00ff", "input.on_damage": "mask_whole_frame"}
 LOST = range(5, 9)
@@ -56,7 +57,7 @@ def clip(tmp_path) -> Path:
 def test_the_default_fails_damaged_data(clip, tmp_path):
     assert Config().input.on_damage == "fail"
     video = _with_unanalysed_frames(clip)
-    assert video.failure() == video.error and video.failure()[0] == "damaged_frames"
+    assert video.failure() == video.error and video.failure().error_class == "damaged_frames"
     assert video.failure("mask_whole_frame") is None
     out = tmp_path / "out"
     with pytest.raises((RenderError, EncodeError)):  # render itself refuses an unanalysed frame too
@@ -67,7 +68,7 @@ def test_the_default_fails_damaged_data(clip, tmp_path):
 def test_other_failures_still_fail_with_mask_whole_frame(clip):
     video = _with_unanalysed_frames(clip)
     video.segments[-1].error_class, video.segments[-1].error_message = "non_monotonic", "out of order"
-    assert video.failure("mask_whole_frame")[0] == "non_monotonic"
+    assert video.failure("mask_whole_frame").error_class == "non_monotonic"
 
 
 def test_on_damage_is_part_of_the_config_hash():
@@ -120,7 +121,7 @@ def damaged(tmp_path_factory) -> Path:
 
 def test_the_damaged_file_is_written_without_its_lost_frames(damaged, tmp_path):
     video = _detected(damaged, "damaged.mp4")
-    assert video.failure()[0] == "damaged_frames" and video.failure("mask_whole_frame") is None
+    assert video.failure().error_class == "damaged_frames" and video.failure("mask_whole_frame") is None
     out = tmp_path / "out"
     result = render_video(video, _mask_whole_config(), out, out / "_anonray")
     frames = video.info.frame_count

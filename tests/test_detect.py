@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from anonray.config import Config
-from anonray.detect import FrameDetector, detection_image_size, models, passes_threshold
+from anonray.detect import models
 from anonray.detect.centerface import CenterFace
+from anonray.detect.frame_detector import FrameDetector, detection_image_size, passes_threshold
 from anonray.detect.letterbox import letterbox
 from anonray.detect.plates import PlateDetector
 from benchmarks.accuracy.datasets import DEFAULT_DATA
@@ -256,7 +257,7 @@ def test_plate_model_runs_without_network(tmp_path: Path) -> None:
         socket.getaddrinfo = refuse
         socket.create_connection = refuse
         import numpy as np
-        from anonray.detect import FrameDetector
+        from anonray.detect.frame_detector import FrameDetector
         from anonray.config import Config
         det = FrameDetector(Config(), device="cpu")
         det.detect([np.zeros((360, 640, 3), np.uint8)], [0], (640, 360))
@@ -270,7 +271,7 @@ def test_plate_model_runs_without_network(tmp_path: Path) -> None:
 
 
 def test_plate_model_is_chosen_by_config() -> None:
-    from anonray.detect import model_name_for
+    from anonray.detect.selection import model_name_for
 
     cfg = Config().with_overrides(**{"classes": ["plate"], "detection.plate.model": "plate-yolov8n-fastanpr"})
     assert model_name_for(cfg, "plate") == "plate-yolov8n-fastanpr"
@@ -358,13 +359,13 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
 def test_plate_ir_is_made_once_and_kept_beside_the_model() -> None:
     """`anonray models pull` (prepare_cpu_runtime) makes the OpenVINO IR of each plate model a run loads; a
     second call finds the same files instead of tracing again, and the IR keeps the network's stride."""
-    from anonray.detect import prepare_cpu_runtime
-    from anonray.detect.plates import STRIDE_INFO, _read_openvino_ir
+    from anonray.detect.plates import STRIDE_INFO, read_openvino_ir
+    from anonray.detect.selection import prepare_cpu_runtime
 
     made = prepare_cpu_runtime(Config())
     assert [p.parent.parent.name for p in made] == ["pyplatex-0.0.5", "safelicensing-1.0.3"]
     stamps = [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made]
     assert prepare_cpu_runtime(Config()) == made
     assert [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made] == stamps
-    assert int(_read_openvino_ir(made[0]).get_rt_info(list(STRIDE_INFO)).astype(int)) == 32
+    assert int(read_openvino_ir(made[0]).get_rt_info(list(STRIDE_INFO)).astype(int)) == 32
     assert prepare_cpu_runtime(Config().with_overrides(classes=["face"])) == []

@@ -29,7 +29,7 @@ SEED = 20240611
 FILE_LIMIT_SECONDS = 10.0
 TOTAL_LIMIT_SECONDS = 120.0
 DECODE_ERROR_CLASSES = {"missing_frames", "decode_failed", "non_monotonic", "input_vanished"}
-"""The classes decode.py documents (DecodeError); collect.py reports the first two as damaged_frames."""
+"""The classes decode/segment.py documents (DecodeError); track/collect.py reports the first two as damaged_frames."""
 MUTATIONS = ("bit_flips", "truncate", "header", "zero_range", "duplicate_range")
 
 

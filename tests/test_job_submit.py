@@ -222,7 +222,7 @@ def test_working_dir_upload_stays_small(job, cluster):
         assert sum(p.stat().st_size for p in files) < 5 * 2**20
         assert not any(part in {".venv", ".git"} or part.endswith(".egg-info")
                        for p in files for part in p.relative_to(package).parts[:1])
-        assert (package / "anonray" / "pipeline.py").is_file()
+        assert (package / "anonray" / "runtime" / "driver.py").is_file()
 
 
 @pytest.mark.parametrize("auth", ["none", "wrong"])

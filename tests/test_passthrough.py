@@ -1,4 +1,4 @@
-"""Smart passthrough (passthrough.py): GOPs without masks copied bit-exact, masked GOPs re-encoded, on real
+"""Smart passthrough (render/codec/passthrough.py): GOPs without masks copied bit-exact, masked GOPs re-encoded, on real
 decoded output (PyAV end to end)."""
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ from anonray.config import Config
 from anonray.qa.checks import check_output
 from anonray.records.rows import RunContext, ok_video_row, utc_now
 from anonray.records.tables import to_table
-from anonray.render.codec.passthrough import (
-    PassthroughOutcome,
-    SourceIndex,
-    decode_timestamps,
-    encode_video,
-    nal_unit_types,
-    plan_copies,
-)
+from anonray.render.codec.bitstream import decode_timestamps, nal_unit_types
+from anonray.render.codec.encode_stage import encode_video
+from anonray.render.codec.passthrough import PassthroughOutcome, SourceIndex, plan_copies
 from anonray.render.codec.transcoder import EncodeError
 from anonray.render.video import MaskHook, render_video
 from anonray.types import SHAPE_BOX, Detections, MaskPlan, VideoInfo
@@ -292,7 +287,7 @@ def test_nal_unit_types() -> None:
 
 
 def test_render_video_records_what_was_copied(tmp_path: Path) -> None:
-    """render.py with encoder.passthrough: detections on GOP 1 only (tracking adds 5 frames of roll each way,
+    """render/video.py with encoder.passthrough: detections on GOP 1 only (tracking adds 5 frames of roll each way,
     still inside GOP 1), the others copied; the videos row records it and passes render's QA."""
     (tmp_path / "in").mkdir()
     src = write_gop_clip(tmp_path / "in" / "clip.mp4", gops=4)

@@ -155,7 +155,7 @@ def test_decoded_frames_in_flight_are_bounded_and_every_frame_is_detected(ray_se
     import ray
 
     from anonray.config import Config
-    from anonray.runtime.driver import detection_dataset
+    from anonray.runtime.datasets import detection_dataset
     from anonray.runtime.resources import FRAME_BUFFER_MIN, plan_resources
 
     path, _ = sample_clips["h264_mp4"]

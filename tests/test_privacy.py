@@ -2,7 +2,7 @@
 
 Logs and progress name files by a short hash and never hold paths, case names, coordinates or
 image content; the local Ray instance's session files and spilled objects go to a private (0700)
-folder that is deleted after the run (ray_scratch.py). The end-to-end tests run the CLI as a
+folder that is deleted after the run (runtime/ray_scratch.py). The end-to-end tests run the CLI as a
 subprocess, as test_cli.py does: it starts its own local Ray, never the pytest session's.
 """
 

@@ -124,7 +124,7 @@ def test_killed_actor_and_render_worker_are_retried(tmp_path):
 
 
 def _scratch_of(pid: int, out: Path) -> list[Path]:
-    """The private Ray folders (ray_scratch.py) that the run with driver ``pid`` made."""
+    """The private Ray folders (runtime/ray_scratch.py) that the run with driver ``pid`` made."""
     candidates = [*(out / "_anonray").glob(ray_scratch.STATE_PREFIX + "*")]
     for parent in ray_scratch.system_temp_dirs():
         candidates += parent.glob(ray_scratch.FALLBACK_PREFIX + "*")

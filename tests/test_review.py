@@ -20,6 +20,7 @@ from _video_checks import analysed_video, mask_pixels, solid_config
 
 from anonray.config import Config, ReviewConfig
 from anonray.decode.orientation import display_size
+from anonray.handoff import VideoDetections
 from anonray.records.regions import delete_run_regions, read_regions, regions_file, write_regions
 from anonray.records.review import (
     OUTLINE_BGR,
@@ -36,7 +37,6 @@ from anonray.records.review import (
 from anonray.records.tables import read_table
 from anonray.render.video import render_video
 from anonray.testing.samples import SampleTruth, write_sample_video
-from anonray.track.collect import VideoDetections
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
 
 RUN_ID = "20250101T000000Z-abc123"
@@ -112,7 +112,7 @@ def test_review_frames_are_decoded_from_keyframes_only(tmp_path, monkeypatch):
     keys = _key_indices(path)
     import anonray.records.review as review
 
-    monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
+    monkeypatch.setattr(review, "read_sequentially", lambda *a: pytest.fail("decoded from the start"))
     got = review_frames(path, 3, 60)
     reference = _all_frames(path)
     assert sorted(got) == at_keyframes(frame_indices(60, 3), 60, keys)
@@ -164,7 +164,7 @@ def test_read_output_frames_gives_exactly_the_frames_at_those_indices(tmp_path, 
     if fmt == "h264_mp4":  # closed GOPs with B-frames in MP4: a late frame is found by seeking, not from the start
         import anonray.records.review as review
 
-        monkeypatch.setattr(review, "_read_sequentially", lambda *a: pytest.fail("decoded from the start"))
+        monkeypatch.setattr(review, "read_sequentially", lambda *a: pytest.fail("decoded from the start"))
         again = read_output_frames(path, [38, 39])
         assert all(np.array_equal(again[i].image, reference[i]) for i in (38, 39))
 

@@ -247,7 +247,7 @@ def test_an_unusable_output_location_is_a_usage_error(s3_env, tmp_path, output):
 def test_upload_to_s3_checks_the_object_and_leaves_nothing_when_it_fails(s3_env, s3_inputs, tmp_path, monkeypatch):
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, s3_env[name])
-    monkeypatch.setattr(storage, "_FILESYSTEMS", {})
+    monkeypatch.setattr(storage, "FILESYSTEM_CACHE", {})
     local = tmp_path / "clip.mp4"
     local.write_bytes(os.urandom(300_000))
     fs = _fs(s3_env)
@@ -283,21 +283,21 @@ def test_an_etag_of_another_form_is_checked_by_reading_the_object_back(s3_env, s
     local.write_bytes(b"frames" * 1000)
     with fs.open_output_stream(f"{BUCKET}/unit/etag/clip.mp4") as out:
         out.write(local.read_bytes())
-    storage._verify(fs, f"{BUCKET}/unit/etag/clip.mp4", local, {"an-etag-of-another-form"})
+    storage.verify_upload(fs, f"{BUCKET}/unit/etag/clip.mp4", local, {"an-etag-of-another-form"})
     other = tmp_path / "other.mp4"
     other.write_bytes(b"FRAMES" * 1000)  # the same size, other bytes
     with pytest.raises(storage.UploadError, match="sha256 differs"):
-        storage._verify(fs, f"{BUCKET}/unit/etag/clip.mp4", other, {"an-etag-of-another-form"})
+        storage.verify_upload(fs, f"{BUCKET}/unit/etag/clip.mp4", other, {"an-etag-of-another-form"})
     with pytest.raises(storage.UploadError, match="the object has 6000 bytes, the file 5"):
         other.write_bytes(b"short")
-        storage._verify(fs, f"{BUCKET}/unit/etag/clip.mp4", other, set())
+        storage.verify_upload(fs, f"{BUCKET}/unit/etag/clip.mp4", other, set())
 
 
 def test_the_etag_expected_of_a_multipart_upload_is_the_one_s3_gives(s3_env, s3_inputs, tmp_path):
     """The multipart upload itself is boto3's here (pyarrow's fails against moto, see storage.upload)."""
     local = tmp_path / "big.mp4"
     local.write_bytes(os.urandom(storage.PART_SIZE + 12345))
-    expected = storage._write(storage.resolve("memory://anonray-unit/etag/big.mp4")[0], local,
+    expected = storage.write_object(storage.resolve("memory://anonray-unit/etag/big.mp4")[0], local,
                               "anonray-unit/etag/big.mp4")
     client, key = _client(s3_env), "unit/multipart/big.mp4"
     upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]

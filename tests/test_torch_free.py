@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from anonray.config import Config
-from anonray.detect import models, prepare_cpu_runtime, yolo
+from anonray.detect import models, yolo
 from anonray.detect.centerface import CenterFace, decode
 from anonray.detect.low_light import merge
 from anonray.detect.nms import nms
 from anonray.detect.plates import PlateDetector
+from anonray.detect.selection import prepare_cpu_runtime
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 
 torch = pytest.importorskip("torch")

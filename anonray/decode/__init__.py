@@ -1,0 +1,1 @@
+"""Decode: one segment frame-exact, downscaled and upright for detection (PyAV, no Ray)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray.errors import FileFailure
 from anonray.store.av_open import open_input
 from anonray.types import Segment, VideoInfo
 
@@ -25,13 +26,8 @@ SEEK_BACKOFF_SECONDS = (1, 4, 16)
 """After a seek overshoots the segment start, retry this many seconds before its keyframe."""
 
 
-class DecodeError(Exception):
-    """A segment that could not be decoded completely; error_class is a short reason."""
-
-    def __init__(self, error_class: str, message: str) -> None:
-        super().__init__(message)
-        self.error_class = error_class
-        self.message = message
+class DecodeError(FileFailure):
+    """A segment that could not be decoded completely."""
 
 
 class _SeekMissed(Exception):

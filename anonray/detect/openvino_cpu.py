@@ -1,9 +1,7 @@
 """OpenVINO on the CPU: the detectors' networks compiled once per input shape, bf16 where the CPU has it.
 
-Measured on this project's 2-core Sapphire Rapids VM (benchmarks/README.md): CenterFace at 1280x736
-73 ms per frame in onnxruntime fp32, 71 ms in OpenVINO fp32, 34 ms in OpenVINO bf16; the YOLOv8n
-plate network at 1280x736 224 ms in torch fp32, 76 ms in OpenVINO fp32, 31 ms in bf16. bf16 runs on
-AMX / AVX512-BF16 units; CPUs without them get fp32 (``precision: auto``).
+bf16 runs on AMX / AVX512-BF16 units, where it is much faster than fp32; CPUs without them get fp32
+(``precision: auto``). Per-frame times of each runtime: models/README.md, "CenterFace backend".
 
 Each compiled model is static in shape (faster than a dynamic one); a video's frames share one shape,
 so one compile (well under a second) per video size per actor.

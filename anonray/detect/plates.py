@@ -4,7 +4,7 @@ ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images 
 default through ``detection.plate.upscale``); with it off the input is sized to the image instead (its long
 side rounded up to the network stride, at most ``input_size``), cheaper on small frames. Boxes come back
 in the coordinates of the image passed in. On the CPU the network
-runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: 7x faster than torch fp32 here) with
+runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: far faster than torch fp32) with
 ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths
 keep the same geometry and the CPU path needs neither torch nor ultralytics once the network's OpenVINO IR
 is made (``openvino_ir``, by ``prepare_cpu_runtime`` before a run).
@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from anonray.detect import yolo
 from anonray.detect.letterbox import check_rgb_uint8, chunks, is_cpu
+from anonray.detect.openvino_cpu import ShapeCompiledModel, core, resolve_precision, static_copy
 
 if TYPE_CHECKING:
     import torch
@@ -83,9 +85,7 @@ class PlateDetector:
         self.backend = backend
         self._openvino = None
         if backend == "openvino":  # the checkpoint is loaded only to convert it, once (openvino_ir)
-            from anonray.detect.openvino_cpu import ShapeCompiledModel, resolve_precision, static_copy
-
-            base = _read_openvino_ir(openvino_ir(model_path))
+            base = read_openvino_ir(openvino_ir(model_path))
             self.stride = int(base.get_rt_info(list(STRIDE_INFO)).astype(int))
             self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
                                                 resolve_precision(cpu_precision), cpu_threads, image_scale=255.0,
@@ -133,8 +133,6 @@ class PlateDetector:
     def _detect_openvino(self, images: Sequence[np.ndarray]) -> list[Boxes]:
         """ultralytics' predict steps (letterbox, RGB 0..1, NMS, scale back; yolo.py) around the OpenVINO
         network."""
-        from anonray.detect import yolo
-
         same_shape = len({img.shape for img in images}) == 1
         size = max(self.network_size(img) for img in images)
         padded = np.stack([yolo.letterbox(img, size, self.stride, same_shape) for img in images])
@@ -165,9 +163,7 @@ def openvino_ir(model_path: Path) -> Path:
     return target
 
 
-def _read_openvino_ir(path: Path):
-    from anonray.detect.openvino_cpu import core
-
+def read_openvino_ir(path: Path):
     return core().read_model(str(path))
 
 

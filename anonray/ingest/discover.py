@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anonray.config import InputConfig
+from anonray.layout import STATE_DIR_NAME
 from anonray.store import storage
-
-STATE_DIR_NAME = "_anonray"
 
 
 class InputError(ValueError):

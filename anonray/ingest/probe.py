@@ -18,22 +18,18 @@ from pathlib import Path
 import av
 import numpy as np
 
+from anonray.errors import FileFailure
+from anonray.fault_hooks import fault_point
 from anonray.ingest.timecode import timecode_of
 from anonray.store.av_open import open_input
 from anonray.store.checksums import sha256_file
-from anonray.testing.faults import check_read_allowed
 from anonray.types import AudioStreamInfo, Segment, VideoInfo, ratio_text
 
 _FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 
 
-class IngestError(Exception):
-    """A file that cannot be ingested; error_class is a short machine-readable reason."""
-
-    def __init__(self, error_class: str, message: str) -> None:
-        super().__init__(message)
-        self.error_class = error_class
-        self.message = message
+class IngestError(FileFailure):
+    """A file that cannot be ingested."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +65,7 @@ _SNIFF_BYTES = 4096
 
 def _open(path: Path, relative_path: str) -> av.container.InputContainer:
     try:
-        check_read_allowed(path)
+        fault_point("read", path)
         size = path.stat().st_size
     except OSError as err:
         raise ingest_os_error(err, relative_path) from None

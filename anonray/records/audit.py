@@ -11,11 +11,8 @@ the manifest lists. No Ray here.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from anonray.config import Config
-from anonray.private_dirs import PRIVATE_DIR_MODE
+from anonray.layout import MANIFEST_DIR_NAME, STATE_DIR_NAME
 from anonray.store.checksums import sha256_file
+from anonray.store.private_dirs import ensure_private_dir
 
-MANIFEST_DIR_NAME = "manifests"
 MANIFEST_FORMAT = 1
 MANIFEST_KIND = "anonray-run-manifest"
-STATE_DIR_NAME = "_anonray"  # as discover.STATE_DIR_NAME (not imported, to keep `anonray verify` light)
 VERIFIED_STATUSES = ("ok", "skipped")
 """Statuses whose output file stands after the run (skipped: an earlier run's output, re-used)."""
 
@@ -46,7 +42,6 @@ OPTIONAL_PACKAGES = {
 """Manifest key -> distribution names tried in turn (read from package metadata, never imported)."""
 
 
-log = logging.getLogger("anonray")
 
 
 class AuditError(ValueError):
@@ -54,31 +49,6 @@ class AuditError(ValueError):
 
 
 # ---------------------------------------------------------------- building the manifest
-
-def collect_versions() -> dict[str, Any]:
-    """Versions of anonray, Python, Ray, torch, PyAV, each FFmpeg library, and the other libraries."""
-    from importlib import metadata
-
-    import av
-
-    from anonray.records.rows import software_versions
-
-    versions: dict[str, Any] = dict(software_versions())
-    versions["ffmpeg_libraries"] = {name: ".".join(str(x) for x in v) for name, v in av.library_versions.items()}
-    ffmpeg_release = getattr(av, "ffmpeg_version_info", None)
-    if ffmpeg_release:
-        versions["ffmpeg_release"] = str(ffmpeg_release)
-    for key, dists in OPTIONAL_PACKAGES.items():
-        for dist in dists:
-            try:
-                versions[key] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-        else:
-            versions[key] = None
-    return versions
-
 
 def model_entries(model_ids: Mapping[str, str], specs: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The models in use (name -> id as recorded in the tables) with their manifest pins."""
@@ -203,7 +173,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 
     A folder created here is private to the user (0700): what goes here (manifests, review sheets) holds
     relative paths and footage."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    ensure_private_dir(path.parent)
     tmp = path.parent / f".tmp-{uuid.uuid4().hex}{path.suffix}"
     try:
         with open(tmp, "wb") as fh:
@@ -232,45 +202,6 @@ def manifest_path(state_dir: Path, run_id: str) -> Path:
 
 def write_manifest(state_dir: Path, manifest: Mapping[str, Any]) -> Path:
     return write_bytes_atomic(manifest_path(state_dir, manifest["run_id"]), manifest_json(manifest).encode())
-
-
-def write_run_records(*, state_dir: Path, output_dir: Path | str, run_row: Mapping[str, Any],
-                      video_rows: list[Mapping[str, Any]], segment_rows: list[Mapping[str, Any]], config: Any,
-                      model_ids: Mapping[str, str], node_hosts: Mapping[str, str] | None = None,
-                      ) -> tuple[Path, Path | None]:
-    """End of a run: the review sheet, the regions retention, then the manifest (which records the sheet's
-    sha256). A review sheet that cannot be made is logged (by error type only) and noted in the manifest.
-    Returns the manifest's path and the sheet's (None when it failed)."""
-    from anonray.detect import models
-    from anonray.records.regions import REGIONS_TABLE, delete_run_regions
-    from anonray.records.review import REVIEW_DIR_NAME, build_review_sheet, review_sheet_path
-
-    run_id = run_row["run_id"]
-    index = {f["video_id"]: f["index"] for f in file_entries(video_rows)}
-    review: dict[str, Any]
-    review_file: Path | None = None
-    try:
-        page, summary = build_review_sheet(run_id, video_rows, output_dir, state_dir, config.review, index,
-                                           run_row.get("config_hash", ""))
-        data = page.encode()
-        review_file = write_bytes_atomic(review_sheet_path(state_dir, run_id), data)
-        review = {"path": f"{STATE_DIR_NAME}/{REVIEW_DIR_NAME}/{review_file.name}",
-                  "sha256": hashlib.sha256(data).hexdigest(), **summary}
-    except Exception as err:  # noqa: BLE001 - the outputs stand; the sheet's absence is recorded
-        log.error("run %s: the review sheet could not be written: %s", run_id, type(err).__name__)
-        review = {"path": None, "error": type(err).__name__}
-    removed = 0 if config.review.keep_regions else delete_run_regions(state_dir, run_id)
-    review["regions"] = {"table": f"{STATE_DIR_NAME}/{REGIONS_TABLE}", "kept": config.review.keep_regions,
-                         "parts_deleted": removed}
-    specs = models.load_manifest()
-    manifest = build_manifest(run_row=run_row, video_rows=video_rows, segment_rows=segment_rows,
-                              models=model_entries(model_ids, specs), versions=collect_versions(),
-                              driver_host=socket.gethostname(), node_hosts=node_hosts, review=review)
-    path = write_manifest(state_dir, manifest)
-    log.info("run %s: manifest written (%d file(s)); review sheet: %s of %s ok output(s) sampled, %s frame(s)",
-             run_id, len(manifest["files"]), review.get("files_sampled", 0), review.get("ok_outputs", "?"),
-             review.get("frames_shown", 0))
-    return path, review_file
 
 
 # ---------------------------------------------------------------- finding and verifying

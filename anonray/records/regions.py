@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from anonray.private_dirs import PRIVATE_DIR_MODE
+from anonray.layout import REGIONS_TABLE
 from anonray.records.tables import REGIONS_SCHEMA, table_dir, write_part
+from anonray.store.private_dirs import ensure_private_dir
 from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, MaskPlan
 
-REGIONS_TABLE = "regions"
 SHAPE_NAMES = {SHAPE_ELLIPSE: "ellipse", SHAPE_BOX: "box"}
 
 
@@ -50,7 +50,7 @@ def write_regions(state_dir: Path, run_id: str, video_id: str, plan: MaskPlan) -
     """Write one video's regions atomically (also when it has none: zero rows say "nothing masked").
 
     The folder, when created here, is private to the user (0700)."""
-    table_dir(state_dir, REGIONS_TABLE).mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    ensure_private_dir(table_dir(state_dir, REGIONS_TABLE))
     return write_part(state_dir, REGIONS_TABLE, part_name(run_id, video_id), regions_table(run_id, video_id, plan))
 
 

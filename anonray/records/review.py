@@ -25,11 +25,11 @@ import numpy as np
 
 from anonray.config import ReviewConfig
 from anonray.decode.orientation import to_display
+from anonray.layout import REVIEW_DIR_NAME
 from anonray.records.regions import read_regions
 from anonray.store import storage
 from anonray.types import CLASS_NAMES, SHAPE_BOX, MaskPlan
 
-REVIEW_DIR_NAME = "review"
 OUTLINE_BGR = {"face": (0, 255, 255), "plate": (255, 255, 0)}
 """Outline colours (BGR): faces yellow, plates cyan, each over a black rim so it shows on any picture."""
 RIM_BGR = (0, 0, 0)
@@ -140,7 +140,7 @@ def seek_and_decode(container: av.container.InputContainer, stream: av.video.str
     return None, decoded
 
 
-def _read_sequentially(path: Path, wanted: list[int]) -> dict[int, OutputFrame]:
+def read_sequentially(path: Path, wanted: list[int]) -> dict[int, OutputFrame]:
     got: dict[int, OutputFrame] = {}
     remaining = set(wanted)
     with av.open(str(path)) as container:
@@ -219,7 +219,7 @@ def _read_frames(path: Path, pick: Callable[[list[int], list[int]], list[int]],
                 got = _read_by_seeking(container, stream, order, keyframes, wanted)
                 if got is not None:
                     return got
-    return _read_sequentially(path, wanted) if wanted else {}
+    return read_sequentially(path, wanted) if wanted else {}
 
 
 # ---------------------------------------------------------------- drawing

@@ -11,8 +11,7 @@ from typing import Any
 
 from anonray import __version__
 from anonray.config import Config
-from anonray.render.video import RenderResult
-from anonray.track.collect import VideoDetections
+from anonray.handoff import RenderResult, VideoDetections
 from anonray.types import CLASS_NAMES, VideoInfo
 
 

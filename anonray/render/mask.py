@@ -1,17 +1,9 @@
 """Apply masks to decoded frames, directly on the planar YUV planes (no RGB round trip).
 
-Each region is processed per plane with that plane's chroma subsampling. A chroma sample is masked
-when any of the luma pixels it covers is masked, so with 4:2:0 a region with odd edges masks one
-extra chroma column/row on the safe side; luma outside every region is never touched, and every
-plane value outside the (chroma-aligned) region is kept bit-identical.
-
-Styles:
-
-* ``blur``: a stack blur whose kernel is about half the region's long side, applied twice, on the
-  region's bounding box only (nothing outside the box leaks in), then kept inside the shape.
-* ``pixelate``: ``pixel_blocks`` blocks across the region's long side (area average per block).
-* ``solid``: the RGB colour converted to Y'CbCr with the frame's matrix (BT.709 for HD or when the
-  frame says so, BT.2020 when it says so, otherwise BT.601) and its range (limited or full).
+Styles: ``blur`` (a stack blur kept inside the region), ``pixelate`` (area-averaged blocks) and ``solid``
+(the RGB colour converted with the frame's own matrix and range). Each region is masked per plane with that
+plane's subsampling, erring on the safe side at chroma edges; every value outside the (chroma-aligned)
+region stays bit-identical. Details: docs/design.md, "render/mask.py".
 """
 
 from __future__ import annotations
@@ -24,6 +16,7 @@ import cv2
 import numpy as np
 
 from anonray.config import MaskConfig
+from anonray.render.codec.transcoder import working_pixel_format
 from anonray.types import SHAPE_BOX
 
 PLANAR_8BIT = {
@@ -190,8 +183,6 @@ def working_frame(frame: av.VideoFrame) -> av.VideoFrame:
     """The frame in an 8-bit planar YUV format mask_frame edits in place (converted only if needed)."""
     if frame.format.name in PLANAR_8BIT:
         return frame
-    from anonray.render.codec.transcoder import working_pixel_format  # local: encode imports nothing from here
-
     fmt, full = working_pixel_format(frame.format.name, frame.width, frame.height)
     rng = "JPEG" if full or frame.color_range == _RANGE_JPEG else "MPEG"
     out = frame.reformat(format=fmt, src_color_range=rng, dst_color_range=rng)

@@ -1,24 +1,10 @@
 """Output naming: where each anonymized file goes and which container it uses.
 
-Rule (the output mirrors the input tree: same relative folder, same file stem):
-
-1. Video is always re-encoded to H.264 (or H.265), which MP4, MOV and Matroska all hold.
-2. An input whose extension is ``.mp4``, ``.m4v``, ``.mov`` or ``.mkv`` keeps its extension
-   (spelling included) when every audio stream it carries fits that container unchanged, or when
-   audio is dropped.
-3. Otherwise the output is ``.mp4`` when every audio stream fits MP4 unchanged (or there is no
-   audio, or audio is dropped), else ``.mkv``. So ``clip.avi`` with MP3 audio becomes ``clip.mp4``;
-   ``clip.avi`` or ``clip.mts`` with PCM audio becomes ``clip.mkv``.
-4. Audio that fits no container (rare: e.g. WMA, ADPCM in Matroska) is re-encoded to AAC.
-
-Audio codecs that MP4 holds as a packet copy (each checked by muxing a copied stream with PyAV /
-FFmpeg 8): AAC, MP3, MP2, AC-3, E-AC-3, ALAC, Opus, FLAC. MOV holds AAC, MP3, MP2, AC-3, E-AC-3,
-ALAC and PCM (not Opus or FLAC). Matroska holds all of these plus Vorbis, PCM, TrueHD and DTS.
-FFmpeg's own ``avformat_query_codec`` over-reports here (it accepts PCM in MP4 and FLAC/Opus in
-MOV, which then fail when the header is written), hence the explicit tables.
-
-Two outputs may collide when an input folder holds e.g. ``a.avi`` and ``a.mp4``; the caller detects
-that (the planned output paths are known before any work starts).
+The output mirrors the input tree (same relative folder, same file stem). An ``.mp4``, ``.m4v``, ``.mov``
+or ``.mkv`` input keeps its extension when every audio stream fits that container unchanged (or audio is
+dropped); otherwise the output is ``.mp4`` when the audio fits MP4 unchanged, else ``.mkv``. Audio that fits
+no container is re-encoded to AAC. Which container holds which audio codec is an explicit table here, not
+FFmpeg's own answer; the full rule and why: docs/design.md, "render/outputs.py".
 """
 
 from __future__ import annotations

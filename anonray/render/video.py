@@ -20,7 +20,10 @@ import av
 import numpy as np
 
 from anonray.config import Config
-from anonray.qa.checks import MaskStatistics, QAError, anomaly_flags, check_output, mask_statistics
+from anonray.errors import Failure, FileFailure
+from anonray.handoff import RenderResult, VideoDetections
+from anonray.layout import TMP_DIR_NAME
+from anonray.qa.checks import QAError, anomaly_flags, check_output, mask_statistics
 from anonray.records.regions import write_regions
 from anonray.render.codec.chunked import (
     ChunkError,
@@ -33,57 +36,25 @@ from anonray.render.codec.chunked import (
     join_chunks,
     plan_chunks,
 )
-from anonray.render.codec.passthrough import PassthroughOutcome, encode_video
+from anonray.render.codec.encode_stage import encode_video
+from anonray.render.codec.passthrough import PassthroughOutcome
 from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format
 from anonray.render.mask import fill_whole_frame, mask_frame
 from anonray.render.outputs import output_relative_path
 from anonray.store import storage
 from anonray.store.checksums import sha256_file
-from anonray.track.collect import VideoDetections
+from anonray.store.remote_output import UriTarget
 from anonray.track.scenes import find_cuts
 from anonray.track.tracker import TrackingSummary, plan_masks
 from anonray.types import MaskPlan, VideoInfo
 
 log = logging.getLogger("anonray")
 
-TMP_DIR_NAME = "tmp"
 ENCODER_CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
 
 
-class RenderError(Exception):
-    """A per-file failure while rendering; ``error_class`` names the kind."""
-
-    def __init__(self, error_class: str, message: str):
-        super().__init__(message)
-        self.error_class = error_class
-
-
-@dataclass
-class RenderResult:
-    """What rendering one video produced (counts, hashes, timings; no coordinates)."""
-
-    output_path: str
-    sha256_out: str
-    size_bytes_out: int
-    frames_out: int
-    video_codec_out: str
-    container_out: str
-    tracks: dict[str, int]
-    frames_masked: int
-    seconds_track: float
-    seconds_encode: float
-    audio_packets_copied: int = 0
-    mask_statistics: MaskStatistics | None = None
-    qa_flags: tuple[str, ...] = ()
-    seconds_qa: float = 0.0
-    frames_masked_whole: int = 0
-    """Frames written filled whole with the mask colour: not analysed by detection (damaged data)."""
-    frames_lost: int = 0
-    """Input frames not written: the render-time decode could not produce them (damaged data)."""
-    passthrough: PassthroughOutcome | None = None
-    """GOPs copied / re-encoded (or why not) with encoder.passthrough on; None with it off."""
-    encode_chunks: int = 1
-    """Chunks the video was encoded in (encoder.chunk_seconds, chunked.py); 1 = one task."""
+class RenderError(FileFailure):
+    """A per-file failure while rendering."""
 
 
 FLAG_DAMAGED_FRAMES = "damaged_frames"
@@ -196,8 +167,6 @@ class _LocalTarget:
 def _output_target(output_dir: Path | str, state_dir: Path):
     if not storage.is_uri(output_dir):
         return _LocalTarget(Path(output_dir), state_dir)
-    from anonray.store.remote_output import UriTarget
-
     return UriTarget(str(output_dir))
 
 
@@ -222,7 +191,7 @@ def render_chunk(job: ChunkJob, config: Config, source: Path | None = None) -> E
             return _render_chunk_from(info.source_path, job, config)
         except (EncodeError, OSError) as err:  # RenderError (input changed or gone) is final
             log.warning("video %s chunk %d: reading the input by ranges failed (%s); rendering from a local "
-                        "copy", info.video_id, job.index, getattr(err, "error_class", type(err).__name__))
+                        "copy", info.video_id, job.index, Failure.of(err, type(err).__name__).error_class)
     with contextlib.ExitStack() as inputs:
         return _render_chunk_from(source if source is not None else _local_input(info, inputs), job, config)
 
@@ -263,10 +232,10 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
     per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
 
-    With ``run_id``, the mask plan's regions are written to the restricted regions table (regions.py)
+    With ``run_id``, the mask plan's regions are written to the restricted regions table (records/regions.py)
     before the output is published, so every published output of a run has its regions.
 
-    A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (pipeline.py's runs
+    A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (the driver's runs
     them as Ray tasks; None: one after another here), then joined here; QA and publishing are the same.
     ``spread``, the render slots per video of a small run (resources.render_spread), cuts shorter videos too
     (``encoder.min_chunk_seconds``).
@@ -296,28 +265,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     whole = config.input.on_damage == "mask_whole_frame" and video.damaged
     hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
     try:
-        try:
-            stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner,
-                                                       spread)
-        except (EncodeError, ChunkError):
-            _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
-            raise
-        frames_lost = info.frame_count - stats.frames_out if whole else 0
-        if whole and stats.frames_out == 0:
-            raise RenderError("damaged_frames", f"none of the {info.frame_count} frames could be decoded; "
-                              "no output was written")
-        if stats.frames_out != info.frame_count - frames_lost or frames_lost < 0:
-            raise RenderError("frame_count_mismatch",
-                              f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
-        expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
-        try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa.py)
-            qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec)
-        except QAError as err:
-            raise RenderError(err.error_class, str(err)) from None
-        _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
-        _fsync(tmp)
-        sha256_out = sha256_file(tmp)
-        size_out = tmp.stat().st_size
+        written = _write_checked(source, tmp, video, plan, config, hook, whole, chunk_runner, spread)
         try:
             if run_id is not None:
                 target.write_regions(run_id, info.video_id, plan)
@@ -330,25 +278,64 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     seconds_encode = time.perf_counter() - started
     flags = anomaly_flags(plan, cuts, info.fps, [sum(s.detections.values()) for s in video.segments],
                           [s.segment.frame_count for s in video.segments])
-    if hook.masked_whole or frames_lost:
+    if hook.masked_whole or written.frames_lost:
         flags = sorted([*flags, FLAG_DAMAGED_FRAMES])
     return RenderResult(
         output_path=relative_out,
-        sha256_out=sha256_out,
-        size_bytes_out=size_out,
-        frames_out=stats.frames_out,
+        sha256_out=written.sha256,
+        size_bytes_out=written.size_bytes,
+        frames_out=written.stats.frames_out,
         video_codec_out=ENCODER_CODEC_NAMES[config.encoder.codec],
         container_out=suffix.lstrip("."),
         tracks=summary.tracks,
         frames_masked=summary.frames_masked,
         seconds_track=seconds_track,
         seconds_encode=seconds_encode,
-        audio_packets_copied=stats.audio_packets_copied,
+        audio_packets_copied=written.stats.audio_packets_copied,
         mask_statistics=mask_statistics(plan),
         qa_flags=tuple(flags),
-        seconds_qa=qa_read.seconds,
+        seconds_qa=written.seconds_qa,
         frames_masked_whole=hook.masked_whole,
-        frames_lost=frames_lost,
-        passthrough=passthrough,
-        encode_chunks=chunks,
+        frames_lost=written.frames_lost,
+        passthrough=written.passthrough,
+        encode_chunks=written.chunks,
     )
+
+
+@dataclass(frozen=True)
+class WrittenOutput:
+    """An output file written and checked, not yet published."""
+
+    stats: TranscodeStats
+    passthrough: PassthroughOutcome | None
+    chunks: int
+    frames_lost: int
+    seconds_qa: float
+    sha256: str
+    size_bytes: int
+
+
+def _write_checked(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config,
+                   hook: MaskHook, whole: bool, chunk_runner: ChunkRunner | None, spread: int) -> WrittenOutput:
+    """Encode tmp, check its frame count and QA it, check the input did not change meanwhile, hash it."""
+    info = video.info
+    try:
+        stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner, spread)
+    except (EncodeError, ChunkError):
+        _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
+        raise
+    frames_lost = info.frame_count - stats.frames_out if whole else 0
+    if whole and stats.frames_out == 0:
+        raise RenderError("damaged_frames", f"none of the {info.frame_count} frames could be decoded; "
+                          "no output was written")
+    if stats.frames_out != info.frame_count - frames_lost or frames_lost < 0:
+        raise RenderError("frame_count_mismatch", f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
+    expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
+    try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa/checks.py)
+        qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec)
+    except QAError as err:
+        raise RenderError(err.error_class, str(err)) from None
+    _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
+    _fsync(tmp)
+    return WrittenOutput(stats, passthrough, chunks, frames_lost, qa_read.seconds, sha256_file(tmp),
+                         tmp.stat().st_size)

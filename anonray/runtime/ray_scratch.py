@@ -1,35 +1,11 @@
 """Private, short-lived folders for the session files and spilled objects of a local Ray instance.
 
-Ray writes session logs (the stdout/stderr of every worker, raylet and GCS logs) under its temp
-folder (``/tmp/ray`` by default, readable by other users) and spills objects from its object store to
-disk (by default into that session folder). Both can hold personal data: spilled objects are
-frames, boxes and file records. When ``anonray run`` starts its own local Ray, it points both at a
-fresh folder created private to the user running it (mode 0700) and deletes it after the run, also
-when the run fails. When anonray joins an existing cluster (``--address``/RAY_ADDRESS, or a Ray
-already initialised in the process) it leaves Ray's folders alone: the cluster's operator
-configures them (``ray start --temp-dir ... --system-config ...``).
-
-Default location: ``DIR/_anonray/ray-XXXXXXXX`` (the output's restricted state folder, on the
-output's file system, where spilled objects have room). Ray creates unix sockets at
-``<temp>/session_<date>_<pid>/sockets/plasma_store``, and such a path must stay under 108 bytes, so
-when the state folder's path is too long the temp folder is a 0700 ``tempfile.mkdtemp`` folder in
-the system temp dir instead, while spilled objects still go to the state folder.
-
-A run killed before it can delete them (SIGKILL, out of memory, a lost machine) leaves them behind, spilled
-frames included. Each private folder therefore holds ``owner.json`` (host, pid namespace, pid and that
-process's start time), and every later run on the same host deletes the folders whose owner process is gone
-(``remove_orphans``): the fallback folders in the system temp dir, those under the output's state folder
-and those under a configured ``resources.ray_temp_dir``. Folders of live runs, of other hosts or pid
-namespaces (containers) and without an owner file are left alone.
-
-A Ray worker that was still starting when its Ray instance stopped creates its session folders anew
-(``ray._private.node.Node._init_temp``) after they were deleted: world-readable, with no owner file, never
-deleted. So before a folder is deleted, the processes whose command line names it (Ray gives its raylet,
-GCS, agents and workers ``--temp-dir``/``--session-dir``) are stopped (``stop_processes_in``).
-
-Ray makes every folder it creates or is given as its temp folder world-writable (``chmod 0777`` in
-``ray._common.utils.try_to_create_directory``), so Ray's temp folder is the subfolder ``r`` of the
-private folder: the private folder itself stays 0700 and no other user can reach anything inside.
+Ray's session logs and spilled objects can hold personal data (frames, boxes, file records), and by default
+they sit in ``/tmp/ray``, readable by other users. When ``anonray run`` starts its own local Ray, it points
+both at a fresh folder private to the user (0700, by default ``DIR/_anonray/ray-XXXXXXXX``) and deletes it
+after the run, also when the run fails; ``remove_orphans`` deletes the folders of killed runs on the same
+host. A cluster joined with ``--address`` keeps its own folders. Details: docs/design.md,
+"runtime/ray_scratch.py".
 """
 
 from __future__ import annotations
@@ -48,7 +24,8 @@ from pathlib import Path
 import psutil
 
 from anonray.config import ConfigError, ResourceConfig
-from anonray.private_dirs import PRIVATE_DIR_MODE
+from anonray.layout import PRIVATE_DIR_MODE
+from anonray.store.private_dirs import new_private_dir
 
 log = logging.getLogger("anonray")
 
@@ -169,10 +146,8 @@ def _fits(path: Path) -> bool:
 
 
 def _private_dir(prefix: str, parent: Path | str | None) -> Path:
-    """A fresh folder with mode 0700 (mkdtemp creates it so, atomically, whatever the umask), with its
-    owner file."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(path, PRIVATE_DIR_MODE)  # mkdtemp already does; stated for the reader and odd platforms
+    """A fresh private folder with its owner file."""
+    path = new_private_dir(prefix, parent)
     (path / OWNER_FILE).write_text(json.dumps(_owner(psutil.Process())))
     return path
 

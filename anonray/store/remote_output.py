@@ -1,21 +1,11 @@
 """Outputs on an object store: ``--output s3://bucket/prefix`` (or any URI storage.py resolves).
 
-The same layout as a local output folder, under the URI: the anonymized videos at their mirrored keys and
-the run's state under ``<output>/_anonray/``. No Ray here.
-
-- A render worker (``UriTarget``) writes, checks and hashes each output in a private local folder (0700)
-  exactly as for a local output, writes the video's regions part, then uploads both (regions first, so
-  every published output has its regions) with ``storage.upload``, which checks the object's size and
-  checksum; the local folder is deleted in every case.
-- The driver (``RemoteState``) keeps the run's state in a private local folder (0700) and moves files
-  between it and the store, so tables.py, audit.py and review.py work on a plain folder: at the start the
-  earlier runs' ``videos`` parts come down (resume reads them); each part written while the run goes on
-  goes up at once, so a driver killed later leaves the finished files' rows behind, as on a local output;
-  at the end the run's table parts, manifest and review sheet go up, then the run's early ``videos``
-  parts (which its single part now holds) are deleted, and so are its regions parts when
-  ``review.keep_regions`` is false. The local folder is deleted after the run.
-
-Object keys, like paths, are never logged; errors name the kind of failure only.
+The same layout as a local output folder, under the URI: the videos at their mirrored keys, the run's state
+under ``<output>/_anonray/``. A render worker (``UriTarget``) writes and checks each output in a private
+local folder, then uploads its regions part and the video; the driver (``RemoteState``) keeps the run's
+state in a private local folder synced with the store, so tables.py, audit.py and review.py work on a
+plain folder. Object keys are never logged; errors name the kind of failure only. No Ray here.
+Details: docs/design.md, "store/remote_output.py".
 """
 
 from __future__ import annotations
@@ -23,17 +13,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from anonray.ingest.discover import STATE_DIR_NAME
-from anonray.private_dirs import PRIVATE_DIR_MODE
-from anonray.records.audit import MANIFEST_DIR_NAME
-from anonray.records.regions import REGIONS_TABLE, write_regions
-from anonray.records.review import REVIEW_DIR_NAME
+from anonray.layout import (
+    MANIFEST_DIR_NAME,
+    PRIVATE_DIR_MODE,
+    REGIONS_TABLE,
+    REVIEW_DIR_NAME,
+    STATE_DIR_NAME,
+    TMP_DIR_NAME,
+)
+from anonray.records.regions import write_regions
 from anonray.records.tables import TABLES
-from anonray.render.video import TMP_DIR_NAME
 from anonray.store import storage
+from anonray.store.private_dirs import new_private_dir
 from anonray.types import MaskPlan
 
 VIDEOS_TABLE = "videos"
@@ -101,10 +94,7 @@ class RemoteState:
 
     def __init__(self, output_uri: str):
         self.output_uri = output_uri.rstrip("/")
-        parent = os.environ.get(storage.STAGING_ENV) or None
-        if parent:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        self.local_dir = Path(tempfile.mkdtemp(prefix="anonray-state-", dir=parent))  # mkdtemp: mode 0700
+        self.local_dir = new_private_dir("anonray-state-", os.environ.get(storage.STAGING_ENV) or None)
         (self.local_dir / TMP_DIR_NAME).mkdir(mode=PRIVATE_DIR_MODE)
 
     def uri_of(self, local: Path) -> str:

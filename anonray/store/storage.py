@@ -1,28 +1,11 @@
-"""Inputs on shared storage: local paths as today, or filesystem URIs (``s3://bucket/prefix``) via pyarrow.fs.
+"""Inputs on shared storage: local paths, or filesystem URIs (``s3://bucket/prefix``) via pyarrow.fs.
 
-A URI input is read from a local copy by ingest, the decode actors and the render task: each streams the
-object into a private staging folder on its own node (mode 0700, file 0600), works on that copy, and deletes
-it afterwards. A local copy is simple and behaves exactly like a local input; reading by HTTP range requests
-can fail in odd ways mid-decode. The exception is a chunk task (chunked.py), which needs only its own stretch
-of the video: a 10-hour recording cut into 120 chunks would otherwise be downloaded 120 times. It reads the
-object by ranges (``open_ranged``, 1 MiB reads), in memory, and falls back to a local copy when that fails
-(render.py). Inputs are only ever read.
-
-``s3://`` URIs use ``pyarrow.fs.S3FileSystem``. For an on-prem object store (MinIO, Ceph, moto) set the
-endpoint with ``ANONRAY_S3_ENDPOINT`` or the standard ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``
-(``http://host:port`` selects plain HTTP); credentials and region come from the standard AWS variables
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION``) or the
-instance's role. Every Ray node that runs anonray workers needs the same variables (a local Ray instance
-inherits them from the driver). Other schemes go to ``pyarrow.fs.FileSystem.from_uri``.
-
-URIs are personal data like paths: they are never logged, and storage errors are reported by their kind
-only (``StorageError``), never with the URI.
-
-Schemes pyarrow does not know (``memory://``, ``abfs://`` through adlfs, ...) go through fsspec
-(``pyarrow.fs.FSSpecHandler``) where fsspec has an implementation for them.
-
-Outputs (``upload``) go the other way: a file written and checked on local disk is uploaded to its
-final key, see ``upload`` for how atomic that is on each kind of store.
+A URI input is read from a private local copy, except by chunk tasks, which read their own stretch by range
+requests (``open_ranged``); inputs are only ever read. ``s3://`` uses ``pyarrow.fs.S3FileSystem`` (endpoint
+and credentials from ``ANONRAY_S3_ENDPOINT`` and the standard AWS variables), other schemes
+``pyarrow.fs.FileSystem.from_uri`` or fsspec. ``upload`` puts a file checked on local disk at its final key.
+URIs are personal data like paths: never logged; errors are ``StorageError`` by kind only.
+Details: docs/design.md, "store/storage.py".
 """
 
 from __future__ import annotations
@@ -32,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,8 +23,9 @@ from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
+from anonray.fault_hooks import fault_point
 from anonray.store.checksums import sha256_file
-from anonray.testing import faults as fault_injection
+from anonray.store.private_dirs import new_private_dir
 
 RANGE_READ_BYTES = 1 << 20
 """Bytes per read of an object read by ranges (FFmpeg's I/O buffer): one request per MiB. Measured (moto, the
@@ -95,7 +78,7 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-_FILESYSTEMS: dict[str, pafs.FileSystem] = {}
+FILESYSTEM_CACHE: dict[str, pafs.FileSystem] = {}
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -103,9 +86,9 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     parts = urlsplit(uri)
     if parts.scheme == "s3":
         key = "s3"
-        if key not in _FILESYSTEMS:
-            _FILESYSTEMS[key] = _s3_filesystem()
-        return _FILESYSTEMS[key], f"{parts.netloc}{parts.path}".rstrip("/")
+        if key not in FILESYSTEM_CACHE:
+            FILESYSTEM_CACHE[key] = _s3_filesystem()
+        return FILESYSTEM_CACHE[key], f"{parts.netloc}{parts.path}".rstrip("/")
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as err:  # noqa: BLE001 - pyarrow's messages repeat the URI
@@ -176,10 +159,7 @@ def staging_root() -> Path:
     """This process's private staging folder (0700), created on first use."""
     global _STAGING
     if _STAGING is None or not _STAGING.is_dir():
-        parent = os.environ.get(STAGING_ENV) or None
-        if parent:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        _STAGING = Path(tempfile.mkdtemp(prefix="anonray-stage-", dir=parent))  # mkdtemp: mode 0700
+        _STAGING = new_private_dir("anonray-stage-", os.environ.get(STAGING_ENV) or None)
     return _STAGING
 
 
@@ -207,7 +187,7 @@ def download(uri: str, target: Path) -> ObjectStat:
 @contextlib.contextmanager
 def private_folder() -> Iterator[Path]:
     """A fresh private (0700) folder in this process's staging folder, deleted with its files on exit."""
-    folder = Path(tempfile.mkdtemp(dir=staging_root()))
+    folder = new_private_dir("tmp", staging_root())
     try:
         yield folder
     finally:
@@ -279,8 +259,8 @@ def upload(local: Path, uri: str, tmp_uri: str) -> None:
     try:
         if not direct:
             _make_parent(fs, target)
-        etags = _write(fs, local, target)
-        _verify(fs, target, local, etags)
+        etags = write_object(fs, local, target)
+        verify_upload(fs, target, local, etags)
         if not direct:
             _make_parent(fs, path)
             fs.move(target, path)
@@ -304,11 +284,11 @@ def _make_parent(fs: pafs.FileSystem, path: str) -> None:
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
 
 
-def _write(fs: pafs.FileSystem, local: Path, path: str) -> set[str]:
+def write_object(fs: pafs.FileSystem, local: Path, path: str) -> set[str]:
     """Stream the file to ``path``; returns the ETags S3 would give it (one PutObject, or PART_SIZE parts)."""
     whole, parts = hashlib.md5(usedforsecurity=False), []
     with local.open("rb") as src, fs.open_output_stream(path) as out:
-        fault_injection.check_upload_allowed(path)
+        fault_point("upload", path)
         while block := src.read(PART_SIZE):
             out.write(block)
             whole.update(block)
@@ -324,7 +304,7 @@ def _etag(metadata: dict) -> str | None:
     return (raw.decode() if isinstance(raw, bytes) else str(raw)).strip('"')
 
 
-def _verify(fs: pafs.FileSystem, path: str, local: Path, etags: set[str]) -> None:
+def verify_upload(fs: pafs.FileSystem, path: str, local: Path, etags: set[str]) -> None:
     """Size, then ETag, else (an ETag of another form) sha256 of the object read back: see ``upload``."""
     size = local.stat().st_size
     with fs.open_input_file(path) as fh:

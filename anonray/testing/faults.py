@@ -55,3 +55,18 @@ def check_upload_allowed(key: str) -> None:
     marker = os.environ.get(FAIL_UPLOAD_ENV)
     if marker and marker in key.rsplit("/", 1)[-1]:
         raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
+
+
+PAUSED_POINTS = frozenset({"decode", "detect", "render"})
+
+
+def reach(point: str, subject: str | os.PathLike | None = None) -> None:
+    """The fault, if any, a test set up for ``point`` (called through anonray.fault_hooks.fault_point)."""
+    if point in PAUSED_POINTS:
+        pause(point)
+    elif point == "read":
+        check_read_allowed(Path(subject))
+    elif point == "upload":
+        check_upload_allowed(str(subject))
+    else:
+        raise ValueError(f"unknown fault point {point!r}")

@@ -115,8 +115,8 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
         tentative = sorted(set(range(len(active))) - set(confirmed))
         taken: set[int] = set()
         used: set[int] = set()
-        # Strong detections confirm whichever track takes them: one assignment over all tracks, as before
-        # (in crowds of small faces, letting confirmed tracks pick first cost 1-5 points of face misses).
+        # Strong detections confirm whichever track takes them: one assignment over all tracks, because in
+        # crowds of small faces letting confirmed tracks pick first cost 1-5 points of face misses.
         # Weak ones cannot: the tracks confirmed so far pick first.
         for stage, min_iou, groups in ((strong, params.match_iou, (list(range(len(active))),)),
                                        (weak, params.weak_match_iou, (confirmed, tentative))):

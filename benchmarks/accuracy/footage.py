@@ -5,14 +5,9 @@ Labels live in ``real_footage_labels.json`` beside this file (the footage stays 
     {"clips": {"<file name>": {"split": "tuning" | "report", "width": W, "height": H, "frames": N,
                "labelled": {"<frame index>": [{"cls": "face" | "head" | "plate", "box": [x1, y1, x2, y2]}, ...]}}}}
 
-Frame indices count decoded frames in presentation order from 0, boxes are in source pixels. A labelled
-frame with an empty list has nobody in it. Classes: ``face`` (a visible face: must be masked), ``head``
-(a head whose face is not visible, or too small to judge: may be masked, never a miss nor a false mask),
-``plate``. Evaluation data only: never train weights on it.
-
-The split is by clip, fixed before any setting was chosen on it: settings are chosen on ``tuning`` and
-reported on ``report``. Each half holds a crowd, a plate clip, a top-down CCTV view, a legacy low-resolution
-clip and an Intel demo clip.
+Frame indices count decoded frames in presentation order from 0, boxes are in source pixels; an empty list
+means nobody in the frame. The classes and the fixed tuning/report split by clip: benchmarks/accuracy/README.md,
+"Real footage". Evaluation data only: never train weights on it.
 """
 
 from __future__ import annotations

@@ -6,14 +6,10 @@
     #    W/<clip>/f<frame>_frame*.png  the whole frame with the numbered candidates and a pixel grid
     # 2. accept or reject candidates, add what no candidate caught, in W/<clip>/decisions.json:
     #    {"<frame>": {"accept": {"<id>": "face" | "head" | "plate"}, "add": [{"cls": "face", "box": [x1,y1,x2,y2]}]}}
-    #    every prepared frame needs an entry (an empty one says "nobody here")
     python -m benchmarks.accuracy.labelling zoom --work W CLIP FRAME X0 Y0 X1 Y1 [--box face:x1,y1,x2,y2 ...]
     # 3. merge every clip's decisions into real_footage_labels.json, then look at the result
     python -m benchmarks.accuracy.labelling apply --work W
     python -m benchmarks.accuracy.labelling show --work W CLIP FRAME
-
-Candidates alone bias recall upward (a face no detector scores is never offered), hence the whole-frame
-pass. Frames with nobody in them are labelled too (an empty list).
 """
 
 from __future__ import annotations
@@ -61,7 +57,7 @@ def frame_count(path: Path) -> int:
 def candidates(frames: dict[int, np.ndarray]) -> dict[int, list[dict]]:
     """High-recall detections per frame (pipeline geometry: decode-size downscale, boxes in source pixels)."""
     from anonray.config import Config
-    from anonray.detect import FrameDetector, detection_image_size
+    from anonray.detect.frame_detector import FrameDetector, detection_image_size
     from benchmarks.accuracy.stills import downscale
 
     config = Config().with_overrides(**HIGH_RECALL)

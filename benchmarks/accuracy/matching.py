@@ -1,17 +1,10 @@
 """Scoring detections against labelled boxes (pure numpy; shared by the stills and video scorers).
 
-Conventions (PASCAL VOC style):
-
-- A detection matches at IoU >= 0.5. Per image, detections are taken in descending score order and
-  each takes the unmatched non-ignored label it overlaps most (ties: the first label).
-- Ignore labels (``ignore: true``, WIDER's "invalid" faces): a detection that does not match a counted
-  label but overlaps an ignore label at IoU >= 0.5 is dropped, neither a hit nor a false positive.
-  Ignore labels never count as misses.
-- AP50: the area under the all-point interpolated precision/recall curve (VOC 2010+), pooled over
-  all images of a dataset.
-- Size buckets: by the label box HEIGHT in source pixels (the WIDER FACE convention): <16, 16-32,
-  32-64, >=64. Per bucket, recall counts that bucket's labels; AP treats labels of other buckets as
-  ignore labels, so a detection of a face in another bucket is neither a hit nor a false positive.
+PASCAL VOC style: per image, detections in descending score order each take the unmatched non-ignored label
+they overlap most at IoU >= 0.5 (ties: the first label); a detection matching only an ignore label
+(``ignore: true``) is dropped, and ignore labels are never misses; AP50 is the all-point interpolated area,
+pooled over a dataset; size buckets go by label box height (<16, 16-32, 32-64, >=64), other buckets' labels
+counting as ignore labels for AP. The conventions in full: benchmarks/accuracy/README.md, "Stills".
 """
 
 from __future__ import annotations

@@ -3,15 +3,10 @@
     python -m benchmarks.accuracy.real --work /tmp/anonray-real [--config FILE] [--set KEY=VALUE ...]
                                        [--split tuning|report|all] [--no-deface] [--reuse]
 
-1. runs the real ``anonray run`` over the labelled clips of ``../shared/data/videos`` (footage.py) with a
-   solid magenta mask (WORK/anonray), and deface 1.5.0 with its default threshold and ellipses, filled
-   magenta (``deface_tool.run_deface``; WORK/deface, kept between runs: its version and the clips do not
-   change);
-2. scores every output from its pixels (blobs.py): on the labelled frames mask precision, false masks per
-   frame, fragments per masked object, face recall by height, plate recall, area collateral; on every frame
-   of a clip the mask blobs per frame;
-3. writes WORK/report.md and WORK/report.json, per clip and per split.
-
+Runs the real ``anonray run`` over the labelled clips (footage.py) with a solid magenta mask (WORK/anonray) and
+deface 1.5.0 with its ellipses filled magenta (WORK/deface, kept between runs: its version and the clips do not
+change); scores every output from its pixels (blobs.py: the count-based measures of
+benchmarks/accuracy/README.md); writes WORK/report.md and WORK/report.json, per clip and per split.
 ``--reuse`` scores the outputs already in WORK/anonray instead of running anonray again.
 """
 

@@ -44,7 +44,7 @@ def downscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate(name: str, config, data_root: Path, floor: float, limit: int | None, device: str) -> dict:
-    from anonray.detect import FrameDetector, detection_image_size, passes_threshold
+    from anonray.detect.frame_detector import FrameDetector, detection_image_size, passes_threshold
 
     ds = DATASETS[name]
     records = load_dataset(name, data_root)[:limit]

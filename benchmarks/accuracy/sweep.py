@@ -2,13 +2,11 @@
 
     python -m benchmarks.accuracy.sweep --work /tmp/anonray-acc [--set key=value ...] [--grid FILE]
 
-Detection runs once per clip (thresholds floored at ``FLOOR`` so lower settings can be replayed)
-and is cached in WORK/detections/. Each setting then filters the cached detections by its class
-thresholds and runs the pipeline's own scene-cut finder and mask planner (``plan_masks``). The plan
-is rasterised with the masking code's geometry (``rasterize_regions``) and scored like the video
-harness scores pixels: frame miss rate (box < 60% covered), the same for boxes of 32 px and more,
-flicker and collateral. It predicts the real run's figures; ``video.py`` confirms them on decoded
-output of the real ``anonray run``.
+Detection runs once per clip (thresholds floored at ``FLOOR`` so lower settings can be replayed) and is
+cached in WORK/detections/. Each setting filters the cached detections by its class thresholds, runs the
+pipeline's scene-cut finder and mask planner (``plan_masks``), rasterises the plan with the masking code's
+geometry (``rasterize_regions``) and scores it as the video harness scores pixels (benchmarks/accuracy/README.md).
+It predicts the real run's figures; ``video.py`` confirms them on decoded output of the real ``anonray run``.
 
 A grid file is YAML: a list of override mappings (dotted keys), each one setting to score.
 """
@@ -26,7 +24,7 @@ import yaml
 
 from anonray.config import Config
 from anonray.decode.segment import INTERPOLATION
-from anonray.detect import FrameDetector, detection_image_size, passes_threshold
+from anonray.detect.frame_detector import FrameDetector, detection_image_size, passes_threshold
 from anonray.detect.low_light import LUMA_WEIGHTS
 from anonray.render.mask import rasterize_regions
 from anonray.track.scenes import find_cuts, frame_signature

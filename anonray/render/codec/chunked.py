@@ -1,42 +1,10 @@
 """Parallel encoding of one long video: cut at segment boundaries, each chunk decoded, masked and encoded
 on its own with identical settings, the chunks' packets joined losslessly into one file.
 
-Switched on by ``encoder.chunk_seconds``; render.py decides and joins, pipeline.py runs the chunks as Ray
-tasks (any node). Nothing here needs Ray. Decisions:
-
-- **Where to cut.** At segment starts: ingest's GOP-aligned segments begin at a keyframe the decoder can
-  seek to (decode.py seeks with its fallbacks and runs on past the next keyframe for open GOPs), and at a
-  known presentation index, so each chunk takes an exact slice of the mask plan. A video is split once it
-  lasts at least ``SPLIT_FACTOR`` x chunk_seconds, into round(duration / chunk_seconds) chunks whose starts
-  are the segment starts nearest to even shares of the duration. In a run with fewer videos than render
-  slots, shorter videos are cut too, into up to slots / videos chunks of at least ``min_chunk_seconds``
-  (``chunk_count``): on 2 cores one libx264 render keeps about 1.5 of them busy, two chunks both.
-- **Identical settings.** A chunk's encoder is set up by encode.py's own ``_Transcoder`` (``_add_video_stream``)
-  on an in-memory output of the final container's format, so codec, CRF, preset, pixel format, colour tags,
-  SAR, field order and interlace mode, and the global-header flag are the single-task render's. The mask
-  plan is computed once for the whole video; each chunk masks its frames with its slice of it. Each chunk
-  starts with an IDR picture (a fresh encoder) and may use B-frames.
-- **Transport.** A chunk's packets are kept in memory (timestamps as arrays, payloads as one byte array)
-  and handed back; through Ray's object store (spilled to disk when large) a chunk runs on any node and the
-  join on another without a shared folder, and no chunk file is left anywhere. A chunk task holds about its
-  encoded size (bitrate x chunk_seconds: ~190 MB for 5 minutes at 5 Mbit/s); the join loads one chunk at a
-  time.
-- **Timestamps.** Every frame keeps its source pts, so the output's pts are the single-task render's. The
-  decode timestamps are the encoders' own where they stay strictly increasing across the joins and never
-  after their pts; otherwise the sorted pts delayed by the smallest reorder depth that keeps every dts <= its
-  pts (passthrough.decode_timestamps), which is valid across joins since chunks follow each other in time.
-- **Parameter sets.** libx264/libx265 put their parameter sets in the extradata (Annex B; x265 adds an SEI
-  naming its options, thread counts included) and packets are Annex B; the muxer turns both into avcC/hvcC
-  and length-prefixed NAL units. With identical settings every chunk's SPS/PPS (HEVC: VPS/SPS/PPS) are the
-  same, also across thread counts (tested). The join opens an encoder with the same settings (never fed),
-  whose extradata becomes the output's, and compares the parameter sets. Where any chunk's differ, every
-  chunk gets its own in-band before its first picture (an IDR; a decoder keeps the last in-band set), and
-  MP4/MOV then use the ``avc3``/``hev1`` sample entry, as passthrough.py does.
-- **Audio** is copied or transcoded from the source by the join exactly as by the single-task render
-  (encode._Transcoder, which the join extends), interleaved with the video by time.
-- **Not chunked** (one task as before): ``encoder.passthrough`` on (it copies GOPs from the source; the two
-  would need a per-chunk copy plan), damaged input rendered with ``input.on_damage: mask_whole_frame``
-  (frames lost at render time are counted over the whole video), and videos shorter than the threshold.
+Switched on by ``encoder.chunk_seconds``: render/video.py plans the chunks (``plan_chunks``) and joins them
+(``join_chunks``); runtime/driver.py runs ``encode_chunk`` as Ray tasks on any node, ``encoded_here`` runs
+them in this process. Nothing here needs Ray. Where to cut, how identical settings are kept, how packets
+travel, and how timestamps and parameter sets survive the joins is in docs/codec.md ("chunked.py").
 """
 
 from __future__ import annotations
@@ -55,40 +23,35 @@ import numpy as np
 
 from anonray.config import Config, EncoderConfig
 from anonray.decode.segment import segment_frames
-from anonray.render.codec.passthrough import (
-    _PARAM_SET_TYPES,
-    _SAMPLE_ENTRY,
+from anonray.errors import FileFailure
+from anonray.handoff import VideoDetections
+from anonray.render.codec.bitstream import (
     FAMILY_OF_ENCODER,
-    PassthroughUnsupported,
-    _annexb_starts,
+    SAMPLE_ENTRY,
+    UnusableTimestamps,
     decode_timestamps,
-    nal_type,
+    is_annexb,
+    parameter_sets,
 )
 from anonray.render.codec.transcoder import (
     EncodeError,
     FrameHook,
+    Transcoder,
     TranscodeStats,
-    _close_quietly,
-    _ffmpeg_message,
-    _muxer_options,
-    _Transcoder,
+    close_quietly,
+    ffmpeg_message,
+    muxer_options,
     run_job,
 )
 from anonray.store.av_open import open_input
-from anonray.track.collect import VideoDetections
 from anonray.types import MaskPlan, Segment, VideoInfo
 
 SPLIT_FACTOR = 1.5
 """A video is split once it lasts at least this many times ``encoder.chunk_seconds``."""
-_ANNEXB_START = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
 
 
-class ChunkError(Exception):
+class ChunkError(FileFailure):
     """A chunk failed; ``error_class`` is its stage's (decode, encode, mask, ...), the message names the chunk."""
-
-    def __init__(self, error_class: str, message: str) -> None:
-        super().__init__(message)
-        self.error_class = error_class
 
 
 @dataclass(frozen=True)
@@ -204,7 +167,7 @@ def plan_slice(plan: MaskPlan, first: int, count: int) -> MaskPlan:
 
 def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, container_format: str,
                 spread: int = 1) -> list[ChunkJob]:
-    """The chunk jobs of one video; [] where it is encoded by one task (see the module's docstring).
+    """The chunk jobs of one video; [] where it is encoded by one task (see docs/codec.md, "Not chunked").
     ``spread``: render slots per video in this run (chunk_count)."""
     info = video.info
     count = chunk_count(info.duration_seconds, config.encoder, spread)
@@ -223,9 +186,9 @@ def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, containe
 # --- one chunk ----------------------------------------------------------------------------------------------
 
 
-class _ChunkEncoder(_Transcoder):
-    """encode._Transcoder's video path (stream set-up, working pixel format, field marking, frame hook,
-    encoder) fed with one chunk's decoded frames; the encoded packets are kept instead of muxed."""
+class _ChunkEncoder(Transcoder):
+    """Transcoder's video path (stream set-up, working pixel format, field marking, frame hook, encoder) fed
+    with one chunk's decoded frames; the encoded packets are kept instead of muxed."""
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer, job: ChunkJob,
                  cfg: Config, frame_hook: FrameHook | None, frames: Iterator[av.VideoFrame]) -> None:
@@ -235,11 +198,13 @@ class _ChunkEncoder(_Transcoder):
         self.payload = bytearray()
 
     def run(self) -> None:
+        """The chunk's frames instead of the demuxed input; no audio, no output metadata."""
         for frame in self.frames:
-            self._frame(frame)
-        self._encode(None)
+            self.handle_frame(frame)
+        self.encode(None)
 
-    def _mux_video(self, packet: av.Packet) -> None:
+    def mux_video(self, packet: av.Packet) -> None:
+        """Keep the packet's timestamps and payload (for ``packets``) instead of muxing it."""
         if packet.pts is None or packet.dts is None:
             raise EncodeError("encode", "the encoder gave a packet without timestamps")
         self.columns.append((int(packet.pts), int(packet.dts), int(packet.duration or 0), bool(packet.is_keyframe),
@@ -264,7 +229,7 @@ def _decoded(source: Path | str, job: ChunkJob) -> Iterator[av.VideoFrame]:
                 frame.pts = frame.dts  # the frame's time as decode.py reads it
             yield frame
     except av.error.FFmpegError as err:
-        raise EncodeError("decode", _ffmpeg_message(err)) from None
+        raise EncodeError("decode", ffmpeg_message(err)) from None
 
 
 def encode_chunk(source: Path | str, job: ChunkJob, config: Config, frame_hook: FrameHook | None) -> EncodedChunk:
@@ -274,20 +239,20 @@ def encode_chunk(source: Path | str, job: ChunkJob, config: Config, frame_hook: 
     try:
         inp = open_input(source, job.info.container)
     except av.error.FFmpegError as err:
-        raise EncodeError("open", _ffmpeg_message(err)) from None
+        raise EncodeError("open", ffmpeg_message(err)) from None
     with inp:
         try:  # never written to: it only gives the encoder the final container's flags
             out = av.open(io.BytesIO(), "w", format=job.container_format,
-                          container_options=_muxer_options(job.container_format, inp))
+                          container_options=muxer_options(job.container_format, inp))
         except av.error.FFmpegError as err:
-            raise EncodeError("open_output", _ffmpeg_message(err)) from None
+            raise EncodeError("open_output", ffmpeg_message(err)) from None
         try:
             encoder = _ChunkEncoder(inp, out, job, config, frame_hook, _decoded(source, job))
             encoder.run()
         except av.error.FFmpegError as err:
-            raise EncodeError("transcode", _ffmpeg_message(err)) from None
+            raise EncodeError("transcode", ffmpeg_message(err)) from None
         finally:
-            _close_quietly(out)
+            close_quietly(out)
     if encoder.frames_out != job.frames.frame_count or encoder.video_packets != encoder.frames_out:
         raise EncodeError("frame_count_mismatch", f"wrote {encoder.video_packets} of the chunk's "
                           f"{job.frames.frame_count} frames")
@@ -307,19 +272,8 @@ def joined_decode_timestamps(chunks: Sequence[ChunkPackets]) -> np.ndarray:
     dts = np.concatenate([c.dts for c in chunks]) if chunks else np.zeros(0, np.int64)
     try:
         return decode_timestamps(pts, dts.tolist())
-    except PassthroughUnsupported as why:
+    except UnusableTimestamps as why:
         raise EncodeError("join", why.reason) from None
-
-
-def parameter_sets(extradata: bytes, family: str) -> tuple[bytes, ...]:
-    """The parameter-set NAL units (H.264 SPS, PPS; HEVC VPS, SPS, PPS) of Annex B extradata, in order; other
-    units (x265's SEI naming its options) are left out. Extradata that is not Annex B: the whole of it."""
-    if not extradata.startswith(_ANNEXB_START):
-        return (extradata,)
-    starts = _annexb_starts(extradata)
-    units = [extradata[a:b - 3].rstrip(b"\x00") for a, b in zip(starts, [*starts[1:], len(extradata) + 3],
-                                                                 strict=True)]
-    return tuple(u for u in units if u and nal_type(u[0], family) in _PARAM_SET_TYPES[family])
 
 
 def _packet_seconds(packet: av.Packet) -> float:
@@ -327,9 +281,9 @@ def _packet_seconds(packet: av.Packet) -> float:
     return float(ts * packet.time_base) if ts is not None and packet.time_base is not None else float("-inf")
 
 
-class _JoinTranscoder(_Transcoder):
-    """encode._Transcoder's output (video stream set-up, audio copied or transcoded, metadata) with the video
-    packets taken from the encoded chunks, in order, instead of from an encoder."""
+class _JoinTranscoder(Transcoder):
+    """Transcoder's output (video stream set-up, audio copied or transcoded, metadata) with the video packets
+    taken from the encoded chunks, in order, instead of from an encoder."""
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer, info: VideoInfo,
                  cfg: Config, fmt_name: str, chunks: EncodedChunks) -> None:
@@ -348,31 +302,32 @@ class _JoinTranscoder(_Transcoder):
         try:
             cc.open()
         except av.error.FFmpegError as err:
-            raise EncodeError("encode", _ffmpeg_message(err)) from None
+            raise EncodeError("encode", ffmpeg_message(err)) from None
         reference = parameter_sets(cc.extradata or b"", family)
         if all(parameter_sets(c.extradata, family) == reference for c in self.chunks.packets):
             return False
         for chunk in self.chunks.packets:
-            if not chunk.extradata.startswith(_ANNEXB_START):
+            if not is_annexb(chunk.extradata):
                 raise EncodeError("join", f"chunk {chunk.index + 1}: parameter sets differ and are not Annex B")
         if fmt_name in ("mp4", "mov"):
-            cc.codec_tag = _SAMPLE_ENTRY[family]
+            cc.codec_tag = SAMPLE_ENTRY[family]
         return True
 
     def run(self) -> None:
-        self._tag_output()
+        """The chunks' video packets and the source's audio, interleaved by time; nothing is decoded."""
+        self.tag_output()
         demuxed = self.inp.demux([r.src for r in self.audio]) if self.audio else iter(())
         audio = ((_packet_seconds(p), p, self.by_index[p.stream.index]) for p in demuxed if p.size)
-        for _, packet, route in heapq.merge(self._video_packets(), audio, key=lambda item: item[0]):
+        for _, packet, route in heapq.merge(self._chunk_packets(), audio, key=lambda item: item[0]):
             if route is None:
-                self._mux(packet)
+                self.mux(packet)
                 self.video_packets += 1
                 self.frames_out += 1
             else:
-                self._audio_packet(route, packet)
-        self._flush_audio()
+                self.audio_packet(route, packet)
+        self.flush_audio()
 
-    def _video_packets(self) -> Iterator[tuple[float, av.Packet, None]]:
+    def _chunk_packets(self) -> Iterator[tuple[float, av.Packet, None]]:
         k = 0
         time_base = self.src.time_base
         for i, chunk in enumerate(self.chunks.packets):
@@ -405,19 +360,18 @@ def join_chunks(source: Path, dst: Path, info: VideoInfo, config: Config, chunks
 
 def failure_message(err: BaseException) -> str:
     """A chunk failure's message without its class prefix (EncodeError's str starts with its class)."""
-    return getattr(err, "message", None) or str(err) or type(err).__name__
+    if isinstance(err, FileFailure) and err.message:
+        return err.message
+    return str(err) or type(err).__name__
 
 
 def encoded_here(encode: Callable[[ChunkJob], EncodedChunk], jobs: list[ChunkJob]) -> EncodedChunks:
     """Encode the chunks one after another in this process (no Ray; every chunk's payloads stay in memory
-    until the join); per-file failures (exceptions with an ``error_class``: EncodeError, render's RenderError)
-    as ChunkError."""
+    until the join); per-file failures (FileFailure: EncodeError, render's RenderError) as ChunkError."""
     results = []
     for job in jobs:
         try:
             results.append(encode(job))
-        except Exception as err:
-            if not hasattr(err, "error_class"):
-                raise
+        except FileFailure as err:
             raise job.failed(err.error_class, failure_message(err)) from None
     return EncodedChunks([p for p, _ in results], lambda i: results[i][1])

@@ -1,29 +1,10 @@
 """One-pass transcode: demux, decode, hand each frame to a hook (the masker), encode, mux.
 
-The output keeps the input's geometry (size, sample aspect ratio, rotation), frame count, per-frame
-timestamps (the encoder works in the input stream's time base and frame pts pass through, so
-variable frame rate survives), colour tags, field order and SMPTE start timecode. Audio is
-packet-copied bit-exact where the output container can hold it unchanged, re-encoded to AAC
-otherwise, or dropped on request. Subtitle, data and attachment streams are dropped. Container and
-stream metadata are dropped (GPS, device and owner tags can be personal data) except the stream
-language, the start timecode (written as the video stream's ``timecode`` tag, from which the MP4/MOV
-muxer makes a ``tmcd`` track) and one container tag, ``comment = anonray <version>``; the muxer is
-run with ``fflags=+bitexact`` so that libavformat does not add its own encoder tag.
-
-What a reader still sees in the container metadata afterwards is written by the muxer itself: for
-MP4/MOV ``major_brand``, ``minor_version``, ``compatible_brands`` and per stream ``handler_name``
-(and ``vendor_id`` for MOV); for Matroska per stream ``DURATION``.
-
-Interlaced input (ingest's field order tt, bb, tb or bt, or 'unknown' for frames flagged interlaced)
-is encoded interlaced by libx264 (x264's MBAFF mode, ``x264-params tff=1`` or ``bff=1``), and every
-frame is marked with that field order before it is encoded, as x264 follows each frame's flag. tt
-and tb count as top field first, bb and bt as bottom field first, as FFmpeg reads them (its raw
-decoders treat tb as top field first; its command line tags top-field-first frames tb). Masks are
-drawn on the whole woven frame, so a region is covered in both fields. Interlaced input stays
-progressive where x264 cannot code it interlaced (a frame height not a multiple of 4 in 4:2:0, of 2
-otherwise) and with libx265: x265 has no frame-coded interlaced mode (its ``interlace`` option takes
-each picture as one field), so there interlaced frames are coded as progressive frames; with libx265
-the container's field order tag (MP4/MOV ``fiel``, Matroska FieldOrder) still says they are interlaced.
+``transcode`` writes one output file; ``run_job`` opens input and output and runs a ``Transcoder``, the class
+passthrough.py and chunked.py extend through its documented hooks. The output keeps the input's geometry,
+frame count, per-frame timestamps, colour tags, field order and start timecode; audio is copied or
+re-encoded to AAC; other streams and personal metadata are dropped. The reasoning behind each of these
+choices is in docs/codec.md ("transcoder.py").
 """
 
 from __future__ import annotations
@@ -41,6 +22,7 @@ import av.filter
 
 import anonray
 from anonray.config import Config, EncoderConfig
+from anonray.errors import FileFailure
 from anonray.render.outputs import audio_fits, canonical_audio_codec, container_format_for
 from anonray.store.av_open import open_input
 from anonray.types import VideoInfo
@@ -53,13 +35,11 @@ _TOP_FIRST = {"tt": "tff", "tb": "tff", "bb": "bff", "bt": "bff"}
 """Field order name (ingest) -> the field that comes first in time (FFmpeg's reading of tb and bt)."""
 
 
-class EncodeError(Exception):
-    """Transcoding failed. error_class is a short machine-readable tag; the message has no paths."""
+class EncodeError(FileFailure):
+    """Transcoding failed; str() is "<error_class>: <message>" (the message names no path)."""
 
-    def __init__(self, error_class: str, message: str) -> None:
-        super().__init__(f"{error_class}: {message}")
-        self.error_class = error_class
-        self.message = message
+    def __str__(self) -> str:
+        return f"{self.error_class}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -99,14 +79,14 @@ def working_pixel_format(pix_fmt: str | None, width: int, height: int) -> tuple[
     return "yuv420p", full
 
 
-def _ffmpeg_message(err: BaseException) -> str:
+def ffmpeg_message(err: BaseException) -> str:
     """An FFmpeg error's text without the file name PyAV appends."""
     if isinstance(err, av.error.FFmpegError):
         return f"{type(err).__name__}: {err.strerror or 'error'}"
     return type(err).__name__
 
 
-def _muxer_options(fmt_name: str, inp: av.container.InputContainer) -> dict[str, str]:
+def muxer_options(fmt_name: str, inp: av.container.InputContainer) -> dict[str, str]:
     """bitexact (no libavformat encoder tag); for MP4/MOV a movie time scale fine enough that edit
     lists (a non-zero start, audio/video offsets) keep their timestamps exact instead of rounding
     them to the default 1 ms."""
@@ -131,7 +111,8 @@ def interlace_mode(info: VideoInfo, codec: str) -> str | None:
     return _TOP_FIRST.get(info.field_order, "auto")
 
 
-def _encoder_options(enc: EncoderConfig, interlace: str | None = None) -> dict[str, str]:
+def encoder_options(enc: EncoderConfig, interlace: str | None = None) -> dict[str, str]:
+    """The encoder's options for the config: CRF, preset, no closed captions (x264), field order, quiet x265."""
     opts = {"crf": str(enc.crf), "preset": enc.preset}
     if enc.codec == "libx264":
         opts["a53cc"] = "0"  # never carry closed captions from the source into the output
@@ -142,12 +123,13 @@ def _encoder_options(enc: EncoderConfig, interlace: str | None = None) -> dict[s
     return opts
 
 
-def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.VideoStream, info: VideoInfo,
-                      cfg: Config, fmt_name: str, options: dict[str, str] | None = None,
-                      ) -> tuple[av.video.stream.VideoStream, str, bool]:
+def add_video_stream(out: av.container.OutputContainer, src: av.video.stream.VideoStream, info: VideoInfo,
+                     cfg: Config, fmt_name: str, options: dict[str, str] | None = None,
+                     sample_entry: str | None = None) -> tuple[av.video.stream.VideoStream, str, bool]:
     """Add and configure the output video stream after the input stream. Returns (stream, pix_fmt, full).
 
-    options: the encoder's options (default: _encoder_options for the config and the interlace mode).
+    options: the encoder's options (default: encoder_options for the config and the interlace mode).
+    sample_entry: the MP4/MOV sample entry (codec tag) to write instead of the encoder's usual one.
     """
     icc = src.codec_context
     width, height = icc.width or info.width, icc.height or info.height
@@ -155,7 +137,7 @@ def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.Vi
     rate = src.average_rate or src.guessed_rate or Fraction(info.fps or 25).limit_denominator(1001)
     interlace = interlace_mode(info, cfg.encoder.codec)
     if options is None:
-        options = _encoder_options(cfg.encoder, interlace)
+        options = encoder_options(cfg.encoder, interlace)
     vs = out.add_stream(cfg.encoder.codec, rate=rate, options=options)
     cc = vs.codec_context
     cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
@@ -178,6 +160,8 @@ def _add_video_stream(out: av.container.OutputContainer, src: av.video.stream.Vi
         cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC in MP4/MOV
     if info.rotation:
         vs.set_display_rotation(info.rotation)
+    if sample_entry is not None and fmt_name in ("mp4", "mov"):
+        cc.codec_tag = sample_entry
     return vs, pix_fmt, full
 
 
@@ -218,40 +202,50 @@ def _keep_language(src: av.stream.Stream, dst: av.stream.Stream) -> None:
 
 
 @dataclass
-class _AudioRoute:
+class AudioRoute:
+    """One input audio stream and its output stream: packets copied, or decoded and re-encoded."""
+
     src: av.audio.stream.AudioStream
     dst: av.stream.Stream
     copy: bool
 
 
 def _add_audio_streams(out: av.container.OutputContainer, inp: av.container.InputContainer,
-                       cfg: Config, fmt_name: str) -> list[_AudioRoute]:
+                       cfg: Config, fmt_name: str) -> list[AudioRoute]:
     """Add one output stream per input audio stream: a packet copy where the muxer takes the codec."""
-    routes: list[_AudioRoute] = []
+    routes: list[AudioRoute] = []
     if cfg.audio == "drop":
         return routes
     for ia in inp.streams.audio:
         codec = canonical_audio_codec(ia.codec_context.name if ia.codec_context else "")
         if audio_fits(codec, fmt_name):
             oa = out.add_stream_from_template(ia)
-            routes.append(_AudioRoute(ia, oa, True))
+            routes.append(AudioRoute(ia, oa, True))
         else:
             if ia.codec_context is None:
                 continue  # no decoder for it: nothing sensible to carry over
             oa = out.add_stream("aac", rate=ia.codec_context.sample_rate or 48000)
             oa.codec_context.layout = ia.codec_context.layout
             ia.thread_type = "AUTO"
-            routes.append(_AudioRoute(ia, oa, False))
+            routes.append(AudioRoute(ia, oa, False))
         _keep_language(ia, oa)
     return routes
 
 
-class _Transcoder:
-    """The state of one transcode (kept small so each step is a short method)."""
+class Transcoder:
+    """The state and steps of one transcode: demux, decode, frame hook, encode, mux, with the audio alongside.
+
+    Subclasses change the video path by overriding the hooks (``run``, ``video_packet``, ``handle_frame``,
+    ``video_encoder``, ``mux_video``) and build on the helpers (``tag_output``, ``to_working``, ``apply_hook``,
+    ``encode``, ``mux``, ``audio_packet``, ``flush_audio``). The constructor calls no hook: a subclass passes
+    what it changes about the output video stream as ``video_options`` (the encoder's options, default
+    ``encoder_options``) and ``sample_entry`` (the MP4/MOV codec tag).
+    """
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer,
                  info: VideoInfo, cfg: Config, fmt_name: str, frame_hook: FrameHook | None,
-                 skip_damaged: bool = False) -> None:
+                 skip_damaged: bool = False, video_options: dict[str, str] | None = None,
+                 sample_entry: str | None = None) -> None:
         self.inp, self.out, self.hook = inp, out, frame_hook
         self.skip_damaged = skip_damaged
         self.packets_skipped = 0
@@ -259,7 +253,8 @@ class _Transcoder:
         index = next((i for i, s in enumerate(streams) if s.index == info.video_stream_index), 0)
         self.src = streams[index]
         self.src.thread_type = "AUTO"
-        self.dst, self.pix_fmt, self.full = self._add_video(out, info, cfg, fmt_name)
+        self.dst, self.pix_fmt, self.full = add_video_stream(out, self.src, info, cfg, fmt_name, video_options,
+                                                             sample_entry)
         self.timecode = info.timecode
         self.mark_fields = _field_marker(interlace_mode(info, cfg.encoder.codec), self.dst.codec_context,
                                          self.src.time_base)
@@ -270,12 +265,57 @@ class _Transcoder:
         self.last_pts: int | None = None
         self.step = self._default_step()
 
-    def _add_video(self, out: av.container.OutputContainer, info: VideoInfo, cfg: Config,
-                   fmt_name: str) -> tuple[av.video.stream.VideoStream, str, bool]:
-        """Add the output video stream (passthrough.py's job adds it with its own encoder options)."""
-        return _add_video_stream(out, self.src, info, cfg, fmt_name)
+    # --- hooks: called by this class, overridden by subclasses ------------------------------------------------
 
-    def _tag_output(self) -> None:
+    def run(self) -> None:
+        """Called once by run_job to write the whole output; an override may take the video from elsewhere."""
+        self.tag_output()
+        for packet in self.inp.demux([self.src] + [r.src for r in self.audio]):
+            route = self.by_index.get(packet.stream.index)
+            if route is None:
+                if packet.size:
+                    self.video_packet(packet)
+            elif packet.size:
+                self.audio_packet(route, packet)
+        self._flush()
+
+    def video_packet(self, packet: av.Packet | None) -> None:
+        """Called with each demuxed video packet, then None at the end of the input; decodes it and passes the
+        frames to handle_frame. An override may copy a packet instead, or decode it with its own decoder."""
+        try:
+            frames = self.src.decode(packet)
+        except av.error.InvalidDataError as err:
+            if not self.skip_damaged or packet is None:
+                raise EncodeError("decode", ffmpeg_message(err)) from None
+            self.packets_skipped += 1  # damaged data: the frames after it still come out (as in decode.py)
+            return
+        except av.error.FFmpegError as err:
+            raise EncodeError("decode", ffmpeg_message(err)) from None
+        for frame in frames:
+            self.handle_frame(frame)
+
+    def handle_frame(self, frame: av.VideoFrame) -> None:
+        """Called with each decoded frame in output order; converts it, applies the hook (index: frames seen so
+        far) and encodes it. An override may choose another index for the hook."""
+        index = self.frames_in
+        self.frames_in += 1
+        frame = self.to_working(frame)
+        self.encode(self.apply_hook(index, frame))
+
+    def video_encoder(self):
+        """Called by every encode: what encodes the video frames, here the output stream. An override may
+        return another encoder, or None when there is nothing to encode (the frame or flush is then dropped)."""
+        return self.dst
+
+    def mux_video(self, packet: av.Packet) -> None:
+        """Called with each encoded video packet; muxes it. An override may set its timestamps first, or keep
+        the packet instead of muxing it."""
+        self.mux(packet)
+        self.video_packets += 1
+
+    # --- helpers for the hooks and for subclasses --------------------------------------------------------------
+
+    def tag_output(self) -> None:
         """The output's metadata: only the anonray comment, the video language and the start timecode."""
         self.out.metadata.clear()
         self.out.metadata["comment"] = f"anonray {anonray.__version__}"
@@ -283,47 +323,8 @@ class _Transcoder:
         if self.timecode:
             self.dst.metadata["timecode"] = self.timecode
 
-    def _default_step(self) -> int:
-        """Ticks per frame in the input time base, for frames that come without a pts."""
-        rate = self.src.average_rate or self.src.guessed_rate or Fraction(25)
-        return max(1, round(1 / (rate * self.src.time_base)))
-
-    def run(self) -> None:
-        self._tag_output()
-        for packet in self.inp.demux([self.src] + [r.src for r in self.audio]):
-            route = self.by_index.get(packet.stream.index)
-            if route is None:
-                if packet.size:
-                    self._video_packet(packet)
-            elif packet.size:
-                self._audio_packet(route, packet)
-        self._flush()
-
-    def _video_packet(self, packet: av.Packet | None) -> None:
-        try:
-            frames = self.src.decode(packet)
-        except av.error.InvalidDataError as err:
-            if not self.skip_damaged or packet is None:
-                raise EncodeError("decode", _ffmpeg_message(err)) from None
-            self.packets_skipped += 1  # damaged data: the frames after it still come out (as in decode.py)
-            return
-        except av.error.FFmpegError as err:
-            raise EncodeError("decode", _ffmpeg_message(err)) from None
-        for frame in frames:
-            self._frame(frame)
-
-    def _frame(self, frame: av.VideoFrame) -> None:
-        index = self.frames_in
-        self.frames_in += 1
-        frame = self._to_working(frame)
-        if self.hook is not None:
-            try:
-                frame = self.hook(index, frame)
-            except Exception as err:
-                raise EncodeError("mask", f"frame hook failed: {type(err).__name__}: {err}") from err
-        self._encode(frame)
-
-    def _to_working(self, frame: av.VideoFrame) -> av.VideoFrame:
+    def to_working(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """The frame in the working pixel format, in the input stream's time base, with a pts."""
         pts = frame.pts if frame.pts is not None else self._synth_pts()
         self.last_pts = pts
         if frame.format.name != self.pix_fmt:
@@ -335,11 +336,18 @@ class _Transcoder:
         frame.time_base = self.src.time_base
         return frame
 
-    def _synth_pts(self) -> int:
-        return 0 if self.last_pts is None else self.last_pts + self.step
+    def apply_hook(self, index: int, frame: av.VideoFrame) -> av.VideoFrame:
+        """The frame as the frame hook returns it for presentation index ``index``; a failing hook as EncodeError."""
+        if self.hook is None:
+            return frame
+        try:
+            return self.hook(index, frame)
+        except Exception as err:
+            raise EncodeError("mask", f"frame hook failed: {type(err).__name__}: {err}") from err
 
-    def _encode(self, frame: av.VideoFrame | None) -> None:
-        encoder = self._video_encoder()
+    def encode(self, frame: av.VideoFrame | None) -> None:
+        """Encode a frame (None: flush the encoder) with video_encoder() and pass the packets to mux_video."""
+        encoder = self.video_encoder()
         if encoder is None:
             return
         if frame is not None:
@@ -350,30 +358,24 @@ class _Transcoder:
         try:
             packets = encoder.encode(frame)
         except av.error.FFmpegError as err:
-            raise EncodeError("encode", _ffmpeg_message(err)) from None
+            raise EncodeError("encode", ffmpeg_message(err)) from None
         if frame is not None:
             self.frames_out += 1
         for pkt in packets:
-            self._mux_video(pkt)
+            self.mux_video(pkt)
 
-    def _video_encoder(self):
-        """What encodes the video frames (the output stream here; None: nothing to encode now)."""
-        return self.dst
-
-    def _mux_video(self, packet: av.Packet) -> None:
-        self._mux(packet)
-        self.video_packets += 1
-
-    def _mux(self, packet: av.Packet) -> None:
+    def mux(self, packet: av.Packet) -> None:
+        """Write one packet of any stream to the output; muxer errors as EncodeError."""
         try:
             self.out.mux(packet)
         except av.error.FFmpegError as err:
-            raise EncodeError("mux", _ffmpeg_message(err)) from None
+            raise EncodeError("mux", ffmpeg_message(err)) from None
 
-    def _audio_packet(self, route: _AudioRoute, packet: av.Packet) -> None:
+    def audio_packet(self, route: AudioRoute, packet: av.Packet) -> None:
+        """Copy an audio packet to its output stream, or decode and re-encode it (damaged packets skipped)."""
         if route.copy:
             packet.stream = route.dst
-            self._mux(packet)
+            self.mux(packet)
             self.audio_copied += 1
             return
         try:
@@ -383,22 +385,7 @@ class _Transcoder:
         for frame in frames:
             self._audio_encode(route, frame)
 
-    def _audio_encode(self, route: _AudioRoute, frame: av.AudioFrame | None) -> None:
-        try:
-            packets = route.dst.encode(frame)
-        except av.error.FFmpegError as err:
-            raise EncodeError("audio", _ffmpeg_message(err)) from None
-        if frame is not None:
-            self.audio_reencoded += 1
-        for pkt in packets:
-            self._mux(pkt)
-
-    def _flush(self) -> None:
-        self._video_packet(None)
-        self._encode(None)
-        self._flush_audio()
-
-    def _flush_audio(self) -> None:
+    def flush_audio(self) -> None:
         """Drain the audio decoders and encoders of re-encoded audio streams."""
         for route in self.audio:
             if not route.copy:
@@ -407,11 +394,35 @@ class _Transcoder:
                 self._audio_encode(route, None)
 
     def stats(self, seconds: float) -> TranscodeStats:
+        """The job's counts, once it has run."""
         return TranscodeStats(self.frames_in, self.frames_out, self.video_packets, self.audio_copied,
                               seconds, self.audio_reencoded, self.packets_skipped)
 
+    def _default_step(self) -> int:
+        """Ticks per frame in the input time base, for frames that come without a pts."""
+        rate = self.src.average_rate or self.src.guessed_rate or Fraction(25)
+        return max(1, round(1 / (rate * self.src.time_base)))
 
-def _close_quietly(out: av.container.OutputContainer) -> None:
+    def _synth_pts(self) -> int:
+        return 0 if self.last_pts is None else self.last_pts + self.step
+
+    def _audio_encode(self, route: AudioRoute, frame: av.AudioFrame | None) -> None:
+        try:
+            packets = route.dst.encode(frame)
+        except av.error.FFmpegError as err:
+            raise EncodeError("audio", ffmpeg_message(err)) from None
+        if frame is not None:
+            self.audio_reencoded += 1
+        for pkt in packets:
+            self.mux(pkt)
+
+    def _flush(self) -> None:
+        self.video_packet(None)
+        self.encode(None)
+        self.flush_audio()
+
+
+def close_quietly(out: av.container.OutputContainer) -> None:
     """Close an output after a failure; a second error while closing must not hide the first."""
     with contextlib.suppress(Exception):
         out.close()
@@ -428,14 +439,14 @@ def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: Fr
     dst is written exactly as given; on failure it is closed and may hold a partial file, which the
     caller deletes. Raises EncodeError on every failure.
     """
-    def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer, fmt_name: str) -> _Transcoder:
-        return _Transcoder(inp, out, info, cfg, fmt_name, frame_hook, skip_damaged)
+    def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer, fmt_name: str) -> Transcoder:
+        return Transcoder(inp, out, info, cfg, fmt_name, frame_hook, skip_damaged)
 
     return run_job(src, dst, make_job, container_format)
 
 
-JobFactory = Callable[[av.container.InputContainer, av.container.OutputContainer, str], _Transcoder]
-"""Builds the transcode job for an opened input, output and output format name (passthrough.py has its own)."""
+JobFactory = Callable[[av.container.InputContainer, av.container.OutputContainer, str], Transcoder]
+"""Builds the transcode job (a Transcoder or a subclass) for an opened input, output and output format name."""
 
 
 def output_format(dst: Path, container_format: str | None = None) -> str:
@@ -453,27 +464,27 @@ def run_job(src: Path, dst: Path, make_job: JobFactory, container_format: str | 
     try:
         inp = open_input(src)  # damaged tags are not UTF-8
     except av.error.FFmpegError as err:
-        raise EncodeError("open", _ffmpeg_message(err)) from None
+        raise EncodeError("open", ffmpeg_message(err)) from None
     try:
         if not inp.streams.video:
             raise EncodeError("no_video", "the input has no video stream")
         try:
-            out = av.open(str(dst), "w", format=fmt_name, container_options=_muxer_options(fmt_name, inp))
+            out = av.open(str(dst), "w", format=fmt_name, container_options=muxer_options(fmt_name, inp))
         except av.error.FFmpegError as err:
-            raise EncodeError("open_output", _ffmpeg_message(err)) from None
+            raise EncodeError("open_output", ffmpeg_message(err)) from None
         try:
             job = make_job(inp, out, fmt_name)
             job.run()
         except av.error.FFmpegError as err:
-            _close_quietly(out)
-            raise EncodeError("transcode", _ffmpeg_message(err)) from None
+            close_quietly(out)
+            raise EncodeError("transcode", ffmpeg_message(err)) from None
         except BaseException:
-            _close_quietly(out)
+            close_quietly(out)
             raise
         try:
             out.close()
         except av.error.FFmpegError as err:
-            raise EncodeError("mux", _ffmpeg_message(err)) from None
+            raise EncodeError("mux", ffmpeg_message(err)) from None
     finally:
         inp.close()
     return job.stats(time.monotonic() - start)

@@ -1,0 +1,52 @@
+"""Which models a configuration runs: per class, its manifest entry, and the models a run records."""
+
+from __future__ import annotations
+
+from anonray.config import Config
+from anonray.detect.models import ModelError, ModelSpec, load_manifest, model_path
+from anonray.detect.plates import openvino_ir
+
+MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",)}
+"""The manifest model kinds each class's detector can run."""
+
+
+def model_name_for(config: Config, cls: str) -> str:
+    """The manifest name of the model that serves a class (``config.detection.<cls>.model``)."""
+    return getattr(config.detection, cls).model
+
+
+def model_spec_for(config: Config, cls: str, setting: str = "model") -> ModelSpec:
+    """The manifest entry of the model a class's setting names (``model``, or ``low_light_model`` for
+    plates); a ModelError naming the setting if it cannot serve the class."""
+    name = getattr(getattr(config.detection, cls), setting)
+    specs = load_manifest()
+    fits = sorted(n for n, s in specs.items() if s.kind in MODEL_KINDS[cls])
+    spec = specs.get(name)
+    if spec is None or spec.kind not in MODEL_KINDS[cls]:
+        why = "is not in the model manifest" if spec is None else f"is a {spec.kind} model"
+        raise ModelError(
+            f"detection.{cls}.{setting}: {name!r} {why}; models for {cls}: {', '.join(fits) or '(none)'}"
+        )
+    return spec
+
+
+def models_in_use(config: Config) -> list[str]:
+    """The manifest names of every model a run with ``config`` loads (the record's model ids)."""
+    names = [model_name_for(config, c) for c in config.classes]
+    low_light = low_light_model_name(config)
+    return names + ([low_light] if low_light and low_light not in names else [])
+
+
+def low_light_model_name(config: Config) -> str | None:
+    """The plate class's low-light model, where plates are detected and one is set."""
+    plate = config.detection.plate
+    return plate.low_light_model if "plate" in config.classes and plate.enabled else None
+
+
+def prepare_cpu_runtime(config: Config) -> list:
+    """Make now what the CPU runtime would otherwise make on its first use (the plate network's OpenVINO
+    IR, about 10 s), so that a run's first batch does not pay for it. Returns the files made or found."""
+    if config.detection.cpu_runtime != "openvino" or "plate" not in config.classes:
+        return []
+    settings = ["model"] + (["low_light_model"] if low_light_model_name(config) else [])
+    return [openvino_ir(model_path(model_spec_for(config, "plate", s).name)) for s in settings]
