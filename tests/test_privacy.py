@@ -245,7 +245,7 @@ def _scratch_of_a_process_that_exits(state: Path, temp_dir: Path) -> list[Path]:
     """The private folders a run makes (for_local_ray) in a process that then dies without deleting them."""
     code = ("import sys, tempfile\n"
             "from pathlib import Path\n"
-            "from anonray import ray_scratch\n"
+            "from anonray.runtime import ray_scratch\n"
             "from anonray.config import Config\n"
             "tempfile.tempdir = sys.argv[2]\n"
             "scratch = ray_scratch.for_local_ray(Path(sys.argv[1]), Config().resources)\n"
