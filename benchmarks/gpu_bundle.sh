@@ -46,7 +46,7 @@ fi
 import shutil, sys
 from pathlib import Path
 from anonray.config import Config
-from anonray.detect import models_in_use
+from anonray.detect.selection import models_in_use
 from anonray.detect.models import cache_dir, model_path
 out = Path(sys.argv[1])
 for name in models_in_use(Config()):

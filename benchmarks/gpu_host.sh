@@ -21,7 +21,7 @@ step() { echo; echo "=== $* ($(date -u +%T))"; }
 
 step host
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "cpus: $(nproc)"
-python3 -c "import torch, ray, av, ultralytics, lap, onnx2torch, pydantic; from anonray.detect import default_device
+python3 -c "import torch, ray, av, ultralytics, lap, onnx2torch, pydantic; from anonray.detect.frame_detector import default_device
 print('torch', torch.__version__, 'ray', ray.__version__, 'av', av.__version__, 'device', default_device())" || exit 1
 
 step smoke run

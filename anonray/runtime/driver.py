@@ -64,6 +64,8 @@ class RunSetting:
     plan: ResourcePlan
     restart_log: object | None
     """The run's RestartLog actor (None where it could not start)."""
+    cluster_cpus: float
+    """The cluster's CPUs when the run planned its pools."""
 
     @property
     def config(self) -> Config:
@@ -139,7 +141,8 @@ def _run_on_ray(request: RunRequest, ledger: RunLedger, discovery: Discovery, ou
 def _set_up(request: RunRequest, ledger: RunLedger, output_dir: Path | str, discovery: Discovery) -> RunSetting:
     configure_ray_data()
     node_cpus = [n.get("Resources", {}).get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
-    plan = plan_resources(ray.cluster_resources(), request.config, node_cpus)
+    cluster = ray.cluster_resources()
+    plan = plan_resources(cluster, request.config, node_cpus)
     try:
         restart_log = RestartLog.remote()
     except Exception as err:  # noqa: BLE001 - restarts then go uncounted; the run does not depend on it
@@ -147,7 +150,7 @@ def _set_up(request: RunRequest, ledger: RunLedger, output_dir: Path | str, disc
         restart_log = None
     log.info("run %s: %d file(s), %d ignored; %s", ledger.run_id, len(discovery.files), discovery.ignored,
              plan.describe())
-    return RunSetting(request, ledger, output_dir, plan, restart_log)
+    return RunSetting(request, ledger, output_dir, plan, restart_log, cluster.get("CPU", 0.0))
 
 
 def _process(setting: RunSetting, files: list[InputFile]) -> None:
@@ -155,7 +158,7 @@ def _process(setting: RunSetting, files: list[InputFile]) -> None:
     ledger, config, plan = setting.ledger, setting.config, setting.plan
     ledger.progress.start(len(files))
     todo = _skip_done(setting, files)
-    spread = render_spread(ray.cluster_resources().get("CPU", 0.0), plan.render_cpus, len(todo))
+    spread = render_spread(setting.cluster_cpus, plan.render_cpus, len(todo))
     renders = RenderQueue(RenderTarget(config, setting.output_dir, ledger.state_dir, ledger.run_id,
                                        plan.render_cpus, spread), ledger, setting.actor_retries)
     ingested: dict[str, Ingested] = {}
@@ -201,8 +204,8 @@ def _detect_wave(setting: RunSetting, k: int, videos: list[tuple[VideoInfo, list
 def _close(setting: RunSetting, started: dt.datetime, ray_mode: str, files_matched: int) -> None:
     """Tables, manifest and review sheet, and for a URI output their upload."""
     ledger = setting.ledger
-    restarts = sum(setting.actor_retries()[0].values())
-    run_row = write_tables(ledger, setting.config, started, ray_mode, files_matched, restarts)
+    run_row = write_tables(ledger, setting.config, started, ray_mode, files_matched,
+                           lambda: sum(setting.actor_retries()[0].values()))
     if setting.restart_log is not None:
         ray.kill(setting.restart_log)
     write_audit(ledger, setting.config, setting.output_dir, run_row)

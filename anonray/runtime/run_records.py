@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
@@ -20,8 +21,9 @@ log = logging.getLogger("anonray")
 
 
 def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mode: str, files_matched: int,
-                 actor_restarts: int) -> dict:
-    """The run's parts of the videos, segments and runs tables; returns the runs row."""
+                 actor_restarts: Callable[[], int]) -> dict:
+    """The run's parts of the videos, segments and runs tables; returns the runs row. ``actor_restarts`` is
+    asked once the run's end is stamped (reading the RestartLog can wait)."""
     resources = ray.cluster_resources()
     alive = {n.get("NodeManagerHostname", "") for n in ray.nodes() if n.get("Alive")}
     summary, state_dir, run_id = ledger.summary, ledger.state_dir, ledger.run_id
@@ -35,7 +37,7 @@ def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mo
         "videos_ok": summary.ok, "videos_failed": summary.failed, "videos_skipped": summary.skipped,
         "frames_total": summary.frames, "footage_seconds": summary.footage_seconds,
         "wall_seconds": summary.wall_seconds, "exit_code": summary.exit_code,
-        "render_retries": ledger.render_retries, "actor_restarts": actor_restarts,
+        "render_retries": ledger.render_retries, "actor_restarts": actor_restarts(),
     }
     write_part(state_dir, "videos", run_id, ledger.video_rows)
     for early in table_dir(state_dir, "videos").glob(f"part-{run_id}-*.parquet"):  # now in the run's part

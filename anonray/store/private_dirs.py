@@ -9,9 +9,9 @@ from pathlib import Path
 from anonray.layout import PRIVATE_DIR_MODE
 
 
-def new_private_dir(prefix: str, parent: Path | str | None = None) -> Path:
-    """A fresh folder under ``parent`` (created if missing; None: the system temp folder), mode 0700."""
-    if parent:
+def new_private_dir(prefix: str, parent: Path | str | None = None, create_parent: bool = False) -> Path:
+    """A fresh folder under ``parent`` (None: the system temp folder; ``create_parent``: made if missing), 0700."""
+    if parent and create_parent:
         Path(parent).mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))  # mkdtemp creates it 0700 atomically, whatever the umask
     os.chmod(path, PRIVATE_DIR_MODE)  # stated for the reader and odd platforms

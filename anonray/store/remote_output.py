@@ -94,7 +94,8 @@ class RemoteState:
 
     def __init__(self, output_uri: str):
         self.output_uri = output_uri.rstrip("/")
-        self.local_dir = new_private_dir("anonray-state-", os.environ.get(storage.STAGING_ENV) or None)
+        self.local_dir = new_private_dir("anonray-state-", os.environ.get(storage.STAGING_ENV) or None,
+                                         create_parent=True)
         (self.local_dir / TMP_DIR_NAME).mkdir(mode=PRIVATE_DIR_MODE)
 
     def uri_of(self, local: Path) -> str:

@@ -159,7 +159,7 @@ def staging_root() -> Path:
     """This process's private staging folder (0700), created on first use."""
     global _STAGING
     if _STAGING is None or not _STAGING.is_dir():
-        _STAGING = new_private_dir("anonray-stage-", os.environ.get(STAGING_ENV) or None)
+        _STAGING = new_private_dir("anonray-stage-", os.environ.get(STAGING_ENV) or None, create_parent=True)
     return _STAGING
 
 
