@@ -34,7 +34,7 @@ import av
 
 # keys OUT.json always has (values may be null where a measure was skipped)
 RESULT_KEYS = (
-    "input", "frames", "footage_seconds", "machine", "encoder", "gpu_host", "gpus",
+    "input", "frames", "footage_seconds", "machine", "cpu_model", "detection_precision", "encoder", "gpu_host", "gpus",
     "transcode_fps", "transcode_seconds", "transcode_parallel",
     "anonray_fps", "anonray_footage_seconds_per_wall_second", "anonray_seconds",
     "deface_fps", "deface_seconds", "deface",
@@ -193,7 +193,7 @@ def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
     stages = {k: sum(float(r[k] or 0.0) for r in rows) for k in rows[0] if k.startswith("seconds_")}
     return {"wall_seconds": wall, "videos": len(rows), **stages, **peak.result(),
             "run_wall_seconds": run.get("wall_seconds"), "cluster_cpus": run.get("cluster_cpus"),
-            "cluster_gpus": run.get("cluster_gpus")}
+            "cluster_gpus": run.get("cluster_gpus"), "detection_precision": run.get("detection_precision")}
 
 
 def _benchmarks_module(name: str):
@@ -245,7 +245,10 @@ def build_result(*, name: str, frames: int, footage_seconds: float, crf: int, pr
         "input": name,
         "frames": frames,
         "footage_seconds": footage_seconds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "host": platform.node(),
+                    "cpu_flags": _benchmarks_module("machine").cpu_flags()},
+        "cpu_model": _benchmarks_module("machine").cpu_model(),
+        "detection_precision": anon.get("detection_precision"),
         "encoder": {"codec": "libx264", "crf": crf, "preset": preset},
         "gpu_host": gpu_host,
         "gpus": gpus if gpu_host else 0,

@@ -16,8 +16,9 @@ import pytest
 from anonray.config import Config
 from anonray.detect import models
 from anonray.detect.centerface import CenterFace
-from anonray.detect.frame_detector import FrameDetector, detection_image_size, passes_threshold
+from anonray.detect.frame_detector import FrameDetector, detection_image_size, detection_precision, passes_threshold
 from anonray.detect.letterbox import letterbox
+from anonray.detect.openvino_cpu import cpu_has_bf16
 from anonray.detect.plates import PlateDetector
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 
@@ -369,3 +370,13 @@ def test_plate_ir_is_made_once_and_kept_beside_the_model() -> None:
     assert [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made] == stamps
     assert int(read_openvino_ir(made[0]).get_rt_info(list(STRIDE_INFO)).astype(int)) == 32
     assert prepare_cpu_runtime(Config().with_overrides(classes=["face"])) == []
+
+
+def test_detection_precision_names_what_each_device_and_runtime_runs():
+    cfg = Config()
+    assert detection_precision(cfg, "cuda") == "fp16"
+    assert detection_precision(cfg.with_overrides(**{"detection.half_precision": False}), "cuda:0") == "fp32"
+    assert detection_precision(cfg.with_overrides(**{"detection.cpu_precision": "fp32"}), "cpu") == "fp32"
+    assert detection_precision(cfg.with_overrides(**{"detection.cpu_precision": "bf16"}), "cpu") == "bf16"
+    assert detection_precision(cfg.with_overrides(**{"detection.cpu_runtime": "native"}), "cpu") == "fp32"
+    assert detection_precision(cfg, "cpu") == ("bf16" if cpu_has_bf16() else "fp32")

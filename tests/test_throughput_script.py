@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from benchmarks import machine
 from benchmarks import throughput as tp
 from benchmarks.deface_tool import DEFACE_VERSION, deface_input
 
@@ -131,3 +132,18 @@ def test_peak_memory_counts_the_whole_process_tree():
         proc.wait()
     assert proc.returncode == 0
     assert peak.result()["peak_rss_mb"] >= 300
+
+
+def test_result_names_the_cpu_and_the_precision_the_run_recorded():
+    r = _result(anon={"wall_seconds": 40.0, "cluster_gpus": 0.0, "detection_precision": "bf16"})
+    assert r["detection_precision"] == "bf16"
+    assert isinstance(r["cpu_model"], str) and r["cpu_model"]
+    assert set(r["machine"]["cpu_flags"]) <= set(machine.CPU_FLAGS_OF_INTEREST)
+
+
+def test_cpu_model_and_flags_are_read_from_cpuinfo():
+    cpuinfo = ("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512f avx512_bf16 "
+               "avx512_vnni\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9B14\n")
+    assert machine.cpu_model(cpuinfo) == "AMD EPYC 9B14"
+    assert machine.cpu_flags(cpuinfo) == ["avx512_bf16", "avx512_vnni", "avx512f", "avx2"]
+    assert machine.cpu_flags("flags\t: fpu sse2\n") == []

@@ -16,6 +16,7 @@ from anonray.detect.centerface import CenterFace
 from anonray.detect.letterbox import is_cpu
 from anonray.detect.low_light import Ensemble, with_low_light_pass
 from anonray.detect.models import model_ids, model_path
+from anonray.detect.openvino_cpu import resolve_precision
 from anonray.detect.plates import PlateDetector
 from anonray.detect.selection import low_light_model_name, model_name_for, model_spec_for
 from anonray.height_ramp import ramp_by_height
@@ -28,6 +29,17 @@ def default_device() -> str:
     import torch  # here, not at the top: the driver imports this package and never needs torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def detection_precision(config: Config, device: str) -> str:
+    """The number format detection runs in on ``device``: on a GPU fp16 (``detection.half_precision``) or fp32;
+    on the CPU the OpenVINO precision (``detection.cpu_precision``, ``auto`` resolved for this CPU), or fp32
+    with the native runtimes."""
+    if not is_cpu(device):
+        return "fp16" if config.detection.half_precision else "fp32"
+    if config.detection.cpu_runtime == "openvino":
+        return resolve_precision(config.detection.cpu_precision)
+    return "fp32"
 
 
 def detection_image_size(source_w: int, source_h: int, config: Config) -> tuple[int, int]:

@@ -131,6 +131,7 @@ def build_manifest(*, run_row: Mapping[str, Any], video_rows: Iterable[Mapping[s
         "exit_code": run_row.get("exit_code"),
         "versions": dict(versions),
         "models": models,
+        "detection_precision": run_row.get("detection_precision"),
         "config": json.loads(config_json),
         "config_hash": run_row["config_hash"],
         "config_sha256": Config.model_validate_json(config_json).config_sha256(),

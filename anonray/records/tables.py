@@ -130,6 +130,7 @@ RUNS_SCHEMA = pa.schema([
     pa.field("exit_code", pa.int32()),
     pa.field("render_retries", pa.int64()),
     pa.field("actor_restarts", pa.int64()),
+    pa.field("detection_precision", pa.string()),
 ])
 
 TABLES: dict[str, pa.Schema] = {"videos": VIDEOS_SCHEMA, "segments": SEGMENTS_SCHEMA, "runs": RUNS_SCHEMA}

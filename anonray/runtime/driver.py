@@ -18,6 +18,7 @@ import ray
 
 from anonray.config import Config
 from anonray.detect import models
+from anonray.detect.frame_detector import detection_precision
 from anonray.detect.selection import models_in_use
 from anonray.errors import Failure
 from anonray.ingest.discover import Discovery, InputFile, discover
@@ -204,8 +205,9 @@ def _detect_wave(setting: RunSetting, k: int, videos: list[tuple[VideoInfo, list
 def _close(setting: RunSetting, started: dt.datetime, ray_mode: str, files_matched: int) -> None:
     """Tables, manifest and review sheet, and for a URI output their upload."""
     ledger = setting.ledger
+    precision = detection_precision(setting.config, "cuda" if setting.plan.uses_gpu else "cpu")
     run_row = write_tables(ledger, setting.config, started, ray_mode, files_matched,
-                           lambda: sum(setting.actor_retries()[0].values()))
+                           lambda: sum(setting.actor_retries()[0].values()), precision)
     if setting.restart_log is not None:
         ray.kill(setting.restart_log)
     write_audit(ledger, setting.config, setting.output_dir, run_row)

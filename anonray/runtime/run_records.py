@@ -21,7 +21,7 @@ log = logging.getLogger("anonray")
 
 
 def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mode: str, files_matched: int,
-                 actor_restarts: Callable[[], int]) -> dict:
+                 actor_restarts: Callable[[], int], detection_precision: str) -> dict:
     """The run's parts of the videos, segments and runs tables; returns the runs row. ``actor_restarts`` is
     asked once the run's end is stamped (reading the RestartLog can wait)."""
     resources = ray.cluster_resources()
@@ -38,6 +38,7 @@ def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mo
         "frames_total": summary.frames, "footage_seconds": summary.footage_seconds,
         "wall_seconds": summary.wall_seconds, "exit_code": summary.exit_code,
         "render_retries": ledger.render_retries, "actor_restarts": actor_restarts(),
+        "detection_precision": detection_precision,
     }
     write_part(state_dir, "videos", run_id, ledger.video_rows)
     for early in table_dir(state_dir, "videos").glob(f"part-{run_id}-*.parquet"):  # now in the run's part
