@@ -20,7 +20,7 @@ from anonray.handoff import RenderResult, VideoDetections
 from anonray.ingest.discover import InputFile
 from anonray.ingest.probe import IngestError, ingest_os_error, probe
 from anonray.records.rows import utc_now
-from anonray.render.codec.chunked import ChunkJob, ChunkPackets, ChunkRunner, EncodedChunks, failure_message
+from anonray.render.codec.chunked import ChunkJob, ChunkPackets, ChunkRunner, EncodedChunks, chunk_failure
 from anonray.render.video import render_chunk, render_video
 from anonray.store import storage
 from anonray.types import Segment, VideoInfo
@@ -94,8 +94,7 @@ def encode_chunk_task(job: ChunkJob, config_json: str) -> tuple[ChunkPackets | F
     try:
         return render_chunk(job, validate_config(json.loads(config_json)))
     except Exception as err:  # noqa: BLE001 - a per-file failure, reported to the render task
-        failure = Failure(Failure.of(err, "render_error").error_class, failure_message(err))
-        return failure, np.zeros(0, np.uint8)
+        return chunk_failure(err), np.zeros(0, np.uint8)
 
 
 def chunks_on_ray(cpus: float, retries: int) -> ChunkRunner:

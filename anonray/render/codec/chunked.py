@@ -23,7 +23,7 @@ import numpy as np
 
 from anonray.config import Config, EncoderConfig
 from anonray.decode.segment import segment_frames
-from anonray.errors import FileFailure
+from anonray.errors import Failure, FileFailure
 from anonray.handoff import VideoDetections
 from anonray.render.codec.bitstream import (
     FAMILY_OF_ENCODER,
@@ -358,11 +358,12 @@ def join_chunks(source: Path, dst: Path, info: VideoInfo, config: Config, chunks
     return run_job(source, dst, make_job)
 
 
-def failure_message(err: BaseException) -> str:
-    """A chunk failure's message without its class prefix (EncodeError's str starts with its class)."""
-    if isinstance(err, FileFailure) and err.message:
-        return err.message
-    return str(err) or type(err).__name__
+def chunk_failure(err: BaseException) -> Failure:
+    """A chunk's failure as its video reports it: a FileFailure's class (else render_error) and its message
+    without the class prefix (EncodeError's str starts with its class)."""
+    if isinstance(err, FileFailure):
+        return Failure(err.error_class, err.message or str(err) or type(err).__name__)
+    return Failure("render_error", str(err) or type(err).__name__)
 
 
 def encoded_here(encode: Callable[[ChunkJob], EncodedChunk], jobs: list[ChunkJob]) -> EncodedChunks:
@@ -373,5 +374,6 @@ def encoded_here(encode: Callable[[ChunkJob], EncodedChunk], jobs: list[ChunkJob
         try:
             results.append(encode(job))
         except FileFailure as err:
-            raise job.failed(err.error_class, failure_message(err)) from None
+            failure = chunk_failure(err)
+            raise job.failed(failure.error_class, failure.message) from None
     return EncodedChunks([p for p, _ in results], lambda i: results[i][1])
