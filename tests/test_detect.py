@@ -18,7 +18,7 @@ from anonray.detect import models
 from anonray.detect.centerface import CenterFace
 from anonray.detect.frame_detector import FrameDetector, detection_image_size, detection_precision, passes_threshold
 from anonray.detect.letterbox import letterbox
-from anonray.detect.openvino_cpu import cpu_has_bf16
+from anonray.detect.openvino_cpu import resolve_precision
 from anonray.detect.plates import PlateDetector
 from benchmarks.accuracy.datasets import DEFAULT_DATA
 
@@ -360,16 +360,19 @@ def test_low_light_pass_brightens_dark_frames_only(plate_sample) -> None:
 def test_plate_ir_is_made_once_and_kept_beside_the_model() -> None:
     """`anonray models pull` (prepare_cpu_runtime) makes the OpenVINO IR of each plate model a run loads; a
     second call finds the same files instead of tracing again, and the IR keeps the network's stride."""
+    from anonray.detect.int8 import INT8_RECIPE
     from anonray.detect.plates import STRIDE_INFO, read_openvino_ir
     from anonray.detect.selection import prepare_cpu_runtime
 
-    made = prepare_cpu_runtime(Config())
+    made = prepare_cpu_runtime(Config().with_overrides(**{"detection.cpu_precision": "bf16"}))
     assert [p.parent.parent.name for p in made] == ["pyplatex-0.0.5", "safelicensing-1.0.3"]
     stamps = [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made]
-    assert prepare_cpu_runtime(Config()) == made
+    assert prepare_cpu_runtime(Config().with_overrides(**{"detection.cpu_precision": "bf16"})) == made
     assert [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made] == stamps
     assert int(read_openvino_ir(made[0]).get_rt_info(list(STRIDE_INFO)).astype(int)) == 32
-    assert prepare_cpu_runtime(Config().with_overrides(classes=["face"])) == []
+    assert prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "fp32"})) == []
+    int8 = prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "int8"}))
+    assert [p.parent.name.split("-", 2)[2] for p in int8] == [f"nncf-3.4.0-int8-r{INT8_RECIPE}"]
 
 
 def test_detection_precision_names_what_each_device_and_runtime_runs():
@@ -379,4 +382,5 @@ def test_detection_precision_names_what_each_device_and_runtime_runs():
     assert detection_precision(cfg.with_overrides(**{"detection.cpu_precision": "fp32"}), "cpu") == "fp32"
     assert detection_precision(cfg.with_overrides(**{"detection.cpu_precision": "bf16"}), "cpu") == "bf16"
     assert detection_precision(cfg.with_overrides(**{"detection.cpu_runtime": "native"}), "cpu") == "fp32"
-    assert detection_precision(cfg, "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
+    assert detection_precision(cfg.with_overrides(**{"detection.cpu_precision": "int8"}), "cpu") == "int8"
+    assert detection_precision(cfg, "cpu") == resolve_precision("auto")

@@ -13,13 +13,15 @@ of 32 (here: letterboxed, long side = input_size, never upscaled, zero padding r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 
+from anonray.detect.calibration import calibration_frames
+from anonray.detect.int8 import cpu_network
 from anonray.detect.letterbox import (
     Letterbox,
     batch_tensor,
@@ -30,7 +32,7 @@ from anonray.detect.letterbox import (
     letterbox,
 )
 from anonray.detect.nms import nms
-from anonray.detect.openvino_cpu import ShapeCompiledModel, core, resolve_precision, static_copy
+from anonray.detect.openvino_cpu import CpuPrecision, core
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +46,8 @@ _DYNAMIC_OUTPUTS = {
     "540": ["B", 10, "h", "w"],
 }
 STRIDE = 4
+CALIBRATION_INPUT_SIZE = 1280
+"""The letterbox of the int8 calibration inputs (fixed, so that the int8 network does not depend on settings)."""
 
 Boxes = tuple[np.ndarray, np.ndarray]
 """(xyxy float32 (n, 4), score float32 (n,)) in the coordinates of the image passed in."""
@@ -78,7 +82,7 @@ class CenterFace:
         backend: Literal["auto", "torch", "onnxruntime", "openvino"] = "auto",
         batch_size: int = 8,
         cpu_threads: int | None = None,
-        cpu_precision: Literal["auto", "fp32", "bf16"] = "auto",
+        cpu_precision: CpuPrecision = "auto",
         cpu_streams: int = 1,
     ) -> None:
         """backend 'auto' = torch on CUDA, OpenVINO on the CPU; cpu_threads caps the CPU runtime's pool;
@@ -105,9 +109,9 @@ class CenterFace:
         elif backend == "openvino":
             if not on_cpu:
                 raise ValueError("the openvino backend runs on the CPU only")
-            base = core().read_model(onnx_model.SerializeToString(), b"")
-            self._openvino = ShapeCompiledModel(lambda shape: static_copy(base, shape),
-                                                resolve_precision(cpu_precision), cpu_threads, streams=cpu_streams)
+            float_base = core().read_model(onnx_model.SerializeToString(), b"")
+            self._openvino = cpu_network(model_path, float_base, cpu_precision, cpu_threads, cpu_streams, 1.0,
+                                         calibration_inputs)
         elif backend == "onnxruntime":
             import onnxruntime as ort
 
@@ -143,14 +147,7 @@ class CenterFace:
         """Equal-size RGB uint8 images -> NHWC uint8 batch laid out per the letterbox (OpenVINO converts)."""
         h, w = images[0].shape[:2]
         box = self.geometry(w, h)
-        batch = np.zeros((len(images), box.pad_h, box.pad_w, 3), np.uint8)
-        shrink = box.new_w < w or box.new_h < h
-        for dst, img in zip(batch, images, strict=True):
-            if (box.new_w, box.new_h) != (w, h):
-                img = cv2.resize(img, (box.new_w, box.new_h),
-                                 interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            dst[:box.new_h, :box.new_w] = img
-        return batch, box
+        return letterboxed_uint8(images, box), box
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Raw outputs (heatmap, scale, offset, landmarks), float32, on the device."""
@@ -205,6 +202,26 @@ class CenterFace:
                 for i, r in zip(sel, found, strict=True):
                     results[i] = r
         return results  # type: ignore[return-value]
+
+
+def letterboxed_uint8(images: Sequence[np.ndarray], box: Letterbox) -> np.ndarray:
+    """Equal-size RGB uint8 images resized and zero-padded per ``box``: an NHWC uint8 batch."""
+    h, w = images[0].shape[:2]
+    batch = np.zeros((len(images), box.pad_h, box.pad_w, 3), np.uint8)
+    shrink = box.new_w < w or box.new_h < h
+    for dst, img in zip(batch, images, strict=True):
+        if (box.new_w, box.new_h) != (w, h):
+            img = cv2.resize(img, (box.new_w, box.new_h),
+                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        dst[:box.new_h, :box.new_w] = img
+    return batch
+
+
+def calibration_inputs() -> Iterator[np.ndarray]:
+    """The network's inputs (NHWC uint8 batches of one) for the int8 calibration frames (calibration.py)."""
+    for frame in calibration_frames():
+        h, w = frame.shape[:2]
+        yield letterboxed_uint8([frame], letterbox(w, h, CALIBRATION_INPUT_SIZE, upscale=False))
 
 
 def decode(outs: Sequence[np.ndarray], box: Letterbox, threshold: float, nms_iou: float) -> list[Boxes]:

@@ -51,6 +51,8 @@ class ModelSpec:
     classes: tuple[str, ...]
     input_size: int
     threshold: float
+    int8_sha256: str = ""
+    """sha256 of the weights of the int8 network quantized from this model (detect/int8.py); empty = none."""
 
     @property
     def model_id(self) -> str:
@@ -96,6 +98,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
             classes=tuple(m["classes"]),
             input_size=int(m["input_size"]),
             threshold=float(m["threshold"]),
+            int8_sha256=m.get("int8_sha256", "").lower(),
         )
     return specs
 
@@ -220,6 +223,11 @@ def model_path(name: str) -> Path:
             )
         _verified[str(path)] = stamp
     return path
+
+
+def spec_of_file(path: Path) -> ModelSpec | None:
+    """The manifest entry whose cached file ``path`` is (None for a file outside the cache)."""
+    return next((s for s in load_manifest().values() if cached_file(s) == Path(path)), None)
 
 
 def model_ids(names: list[str] | None = None) -> dict[str, str]:
