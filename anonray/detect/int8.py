@@ -25,7 +25,7 @@ from anonray.store.checksums import sha256_file
 
 NNCF_VERSION = "3.4.0"
 """The NNCF release the pins were made with (pyproject pins it too): another one may write other bytes."""
-INT8_RECIPE = 2
+INT8_RECIPE = 3
 """Bumped whenever the calibration frames (calibration.py) or the quantization options change: the cache
 folder is named after it, and the pins must be made again."""
 
@@ -39,15 +39,17 @@ def int8_folder(model_file: Path) -> Path:
 
 
 def int8_model(model_file: Path, float_model: Callable[[], object],
-               network_inputs: Callable[[], Iterable[np.ndarray]], *, float_first_convolution: bool = False):
+               network_inputs: Callable[[], Iterable[np.ndarray]], *,
+               float_layers: Callable[[object], list[str]] | None = None):
     """The int8 ``openvino.Model`` of a network: read from the cache, or quantized now (tens of seconds, once)
     from ``float_model()`` (dynamic shape, taking NHWC uint8 images: quantized with the image conversion it
     runs a quarter faster) on ``network_inputs()`` (NHWC uint8 arrays as the network gets them) and written
     atomically. Raises ModelIntegrityError where the weights' sha256 is not the one the manifest pins for
-    ``model_file``'s model (or none is pinned)."""
+    ``model_file``'s model (or none is pinned). ``float_layers(model)`` names the layers kept in float (where
+    int8 was measured to cost accuracy)."""
     target = int8_folder(model_file) / f"{model_file.stem}.xml"
     if not (target.is_file() and target.with_suffix(".bin").is_file()):
-        _quantize_to(target, float_model(), network_inputs(), float_first_convolution)
+        _quantize_to(target, float_model(), network_inputs(), float_layers)
     actual = sha256_file(target.with_suffix(".bin"))
     spec = spec_of_file(model_file)
     pinned_sha256 = spec.int8_sha256 if spec else ""
@@ -59,15 +61,13 @@ def int8_model(model_file: Path, float_model: Callable[[], object],
     return core().read_model(str(target))
 
 
-def _quantize_to(target: Path, model, inputs: Iterable[np.ndarray], float_first_convolution: bool) -> None:
+def _quantize_to(target: Path, model, inputs: Iterable[np.ndarray],
+                 float_layers: Callable[[object], list[str]] | None) -> None:
     import nncf
     import openvino as ov
 
     items = [np.ascontiguousarray(x, dtype=np.uint8) for x in inputs]
-    ignored = None
-    if float_first_convolution:
-        first = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-        ignored = nncf.IgnoredScope(names=[first.get_friendly_name()])
+    ignored = nncf.IgnoredScope(names=float_layers(model)) if float_layers else None
     nncf.set_log_level(logging.ERROR)  # its notes and progress bars are noise in a run's log
     with contextlib.redirect_stdout(io.StringIO()):
         quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), ignored_scope=ignored)
@@ -79,10 +79,9 @@ def _quantize_to(target: Path, model, inputs: Iterable[np.ndarray], float_first_
         os.replace(staged, target)
 
 
-
 def cpu_network(model_file: Path, float_base, setting: str, threads: int | None, streams: int,
                 image_scale: float, calibration: Callable[[], Iterable[np.ndarray]],
-                float_first_convolution: bool = False) -> ShapeCompiledModel:
+                float_layers: Callable[[object], list[str]] | None = None) -> ShapeCompiledModel:
     """A detector's OpenVINO network at ``detection.cpu_precision`` ``setting`` (resolved for this CPU):
     ``float_base`` (dynamic shape, NCHW float, pixels / ``image_scale``) itself, or its int8 network
     (``int8_model``, calibrated on ``calibration()``, the detector's own inputs for the calibration frames)."""
@@ -91,6 +90,6 @@ def cpu_network(model_file: Path, float_base, setting: str, threads: int | None,
         return ShapeCompiledModel(lambda shape: static_copy(float_base, shape), precision, threads,
                                   image_scale=image_scale, streams=streams)
     base = int8_model(model_file, lambda: with_uint8_image_input(float_base, image_scale), calibration,
-                      float_first_convolution=float_first_convolution)
+                      float_layers=float_layers)
     return ShapeCompiledModel(lambda shape: static_copy(base, shape), precision, threads,
                               image_scale=image_scale, streams=streams, uint8_network=True)

@@ -76,6 +76,15 @@ def resolve_precision(setting: CpuPrecision) -> Precision:
     return setting
 
 
+def float_precision(setting: CpuPrecision) -> Precision:
+    """``setting`` resolved, with int8 replaced by the float precision ``auto`` would pick without it (for the
+    networks kept out of int8: the low-light look)."""
+    precision = resolve_precision(setting)
+    if precision != "int8":
+        return precision
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
 def compile_for_cpu(model, precision: Precision, threads: int | None, streams: int = 1):
     """An ``openvino.Model`` compiled for the CPU plugin at the given precision, thread count and number
     of streams (images in flight at once, the threads shared among them). An int8 network's layers that
