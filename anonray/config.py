@@ -291,7 +291,12 @@ class ResourceConfig(_Strict):
     decode_actors: int = Field(0, ge=0, description="0 = derived from the cluster's CPUs.")
     detect_actors: int = Field(0, ge=0, description="0 = derived from the cluster's GPUs/CPUs.")
     gpus_per_detector: float = Field(0.25, gt=0.0, le=1.0)
-    wave_videos: int = Field(16, ge=1, description="Videos per detection wave (bounds latency).")
+    wave_videos: int = Field(
+        256, ge=1, description="Most videos per detection wave (runtime/waves.py): files are ingested a wave "
+        "at a time, the next wave while one is detected; a wave's decode and detection actors start once.")
+    wave_bytes: int = Field(
+        1 << 30, ge=1, description="Most input bytes per detection wave (at least one video): short clips share "
+        "a wave, a large file gets one of its own so that the first outputs of a large archive appear early.")
     encode_cpus: float = Field(1.0, gt=0.0)
     cpu_inference_streams: int = Field(
         2, ge=1, le=16, description="Images a CPU detection actor runs at once (OpenVINO streams, sharing its "

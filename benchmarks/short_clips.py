@@ -77,13 +77,15 @@ def baseline(clips: list[Path], out: Path, parallel: int) -> tuple[float, int]:
         return time.perf_counter() - started, frames
 
 
-def run_anonray(source: Path, out: Path) -> dict[str, Any]:
-    """One cold ``anonray run`` on the folder: its wall time, statuses and per-file latencies."""
+def run_anonray(source: Path, out: Path, config: Path | None = None) -> dict[str, Any]:
+    """One cold ``anonray run`` on the folder (with ``config``, a YAML file, where given): its wall time,
+    statuses and per-file latencies."""
     import pyarrow.parquet as pq
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "anonray", "run", str(source), "--output", str(out)], env=env,
+    cmd = [sys.executable, "-m", "anonray", "run", str(source), "--output", str(out)]
+    proc = subprocess.run(cmd + (["--config", str(config)] if config else []), env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
@@ -106,12 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a temporary one).")
     parser.add_argument("--parallel", type=int, default=2, help="Baseline transcodes at once.")
+    parser.add_argument("--config", type=Path, help="anonray config (YAML) for its run; the defaults if absent.")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="anonray-short-") as tmp:
         work = args.work or Path(tmp)
         clips = write_clips(work / "archive", args.count)
         base_wall, base_frames = baseline(clips, work / "baseline", args.parallel)
-        anon = run_anonray(work / "archive", work / "anon")
+        anon = run_anonray(work / "archive", work / "anon", args.config)
     if anon["ok"] != args.count or base_frames != args.count * FRAMES:
         raise SystemExit(f"incomplete: anonray {anon['ok']} of {args.count} ok, baseline {base_frames} frames")
     result = {

@@ -166,12 +166,14 @@ def link_copies(clip: Path, folder: Path, copies: int) -> Path:
     return folder
 
 
-def run_anonray(clip: Path, workdir: Path, copies: int = 1) -> dict[str, Any]:
-    """One cold ``anonray run`` subprocess on ``clip`` (or on a folder of ``copies`` of it): its wall time,
-    the per-stage seconds of its ``videos`` table (summed over the videos) and the cluster it had."""
+def run_anonray(clip: Path, workdir: Path, copies: int = 1, config: Path | None = None) -> dict[str, Any]:
+    """One cold ``anonray run`` subprocess on ``clip`` (or on a folder of ``copies`` of it), with ``config``
+    (a YAML file) where given: its wall time, the per-stage seconds of its ``videos`` table (summed over the
+    videos) and the cluster it had."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     source = clip if copies <= 1 else link_copies(clip, workdir / "copies", copies)
     cmd = [sys.executable, "-m", "anonray", "run", str(source), "--output", str(workdir / "anon")]
+    cmd += ["--config", str(config)] if config else []
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
@@ -318,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--skip-deface", action="store_true", help="Leave deface out (no network to install it).")
+    parser.add_argument("--config", type=Path, help="anonray config (YAML) for its run, e.g. to force a precision; "
+                        "the default configuration if absent.")
     parser.add_argument("--gpu-host", action=argparse.BooleanOptionalAction, default=None,
                         help="GPU host mode (default: on when nvidia-smi lists a GPU).")
     parser.add_argument("--gpus", type=float, default=None,
@@ -345,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         assert transcoded == frames * max(1, parallel), (transcoded, frames, parallel)
 
         copies = max(1, args.copies if args.copies is not None else parallel)
-        anon = run_anonray(clip, work, copies)
+        anon = run_anonray(clip, work, copies, args.config)
         deface = None if args.skip_deface else run_deface(clip, work)
 
     gpus = args.gpus if args.gpus is not None else (anon.get("cluster_gpus") or listed_gpus)

@@ -270,6 +270,7 @@ def test_upload_elsewhere_goes_through_a_temporary_key(tmp_path, monkeypatch):
     local.write_bytes(os.urandom(50_000))
     storage.upload(local, "memory://anonray-unit/out/a/clip.mp4", "memory://anonray-unit/out/_anonray/tmp/1-clip.mp4")
     assert storage.list_tree("memory://anonray-unit/out").relative_paths == ["a/clip.mp4"]
+    assert storage.list_tree("memory://anonray-unit/out").sizes == {"a/clip.mp4": 50_000}  # sizes the waves
     monkeypatch.setenv(FAIL_UPLOAD_ENV, "clip")
     with pytest.raises(storage.UploadError):
         storage.upload(local, "memory://anonray-unit/out/b/clip.mp4", "memory://anonray-unit/out/_anonray/tmp/2-clip.mp4")

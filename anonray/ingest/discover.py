@@ -30,6 +30,8 @@ class InputFile:
     """A local path, or a storage URI (``s3://...``, see storage.py) for URI inputs."""
     root: Path | str
     relative_path: str
+    size_bytes: int = 0
+    """Its size when discovered (0 where the store did not say): sizes the detection waves."""
 
 
 @dataclass
@@ -73,7 +75,7 @@ def discover(inputs: list[str | Path], output: Path | str, input_config: InputCo
         if path.is_file():
             if path not in seen:
                 seen.add(path)
-                files.append(InputFile(path, path.parent, path.name))
+                files.append(InputFile(path, path.parent, path.name, path.stat().st_size))
             continue
         if _is_within(path, output_dir):
             raise InputError("an input folder lies inside the output folder")
@@ -93,7 +95,8 @@ def discover(inputs: list[str | Path], output: Path | str, input_config: InputCo
                 if file_path in seen:
                     continue
                 seen.add(file_path)
-                files.append(InputFile(file_path, path, file_path.relative_to(path).as_posix()))
+                files.append(InputFile(file_path, path, file_path.relative_to(path).as_posix(),
+                                       file_path.stat().st_size))
     return Discovery(files, ignored)
 
 
@@ -128,5 +131,5 @@ def _discover_uri(uri: str, input_config: InputConfig, files: list[InputFile], s
         if source in seen:
             continue
         seen.add(source)
-        files.append(InputFile(source, root, relative))
+        files.append(InputFile(source, root, relative, listing.sizes.get(relative, 0)))
     return ignored

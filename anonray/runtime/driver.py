@@ -36,6 +36,7 @@ from anonray.runtime.resources import ResourcePlan, plan_resources, render_sprea
 from anonray.runtime.run_records import publish_remote, write_audit, write_tables
 from anonray.runtime.session import connect_ray, starts_local_ray
 from anonray.runtime.tasks import IngestOutcome, RestartLog, ingest_task
+from anonray.runtime.waves import plan_waves
 from anonray.store import remote_output, storage
 from anonray.track.collect import DetectionCollector
 from anonray.types import Segment, VideoInfo
@@ -163,8 +164,7 @@ def _process(setting: RunSetting, files: list[InputFile]) -> None:
     renders = RenderQueue(RenderTarget(config, setting.output_dir, ledger.state_dir, ledger.run_id,
                                        plan.render_cpus, spread), ledger, setting.actor_retries)
     ingested: dict[str, Ingested] = {}
-    size = config.resources.wave_videos
-    waves = [todo[i:i + size] for i in range(0, len(todo), size)]
+    waves = plan_waves(todo, config.resources.wave_videos, config.resources.wave_bytes)
     ingest = ingest_task.options(num_cpus=plan.ingest_cpus)
     pending = [ingest.remote(f, config.segment.target_seconds) for f in waves[0]] if waves else []
     for k in range(len(waves)):

@@ -17,7 +17,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -124,6 +124,8 @@ class Listing:
 
     is_file: bool
     relative_paths: list[str]
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Bytes per relative path, where the store said."""
 
 
 def list_tree(uri: str) -> Listing | None:
@@ -132,15 +134,17 @@ def list_tree(uri: str) -> Listing | None:
     try:
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
-            return Listing(True, [path.rsplit("/", 1)[-1]])
+            name = path.rsplit("/", 1)[-1]
+            return Listing(True, [name], {name: int(info.size or 0)})
         if info.type != pafs.FileType.Directory:
             return None
         found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     except Exception as err:  # noqa: BLE001
         raise StorageError(f"listing failed ({type(err).__name__})") from None
     prefix = path.rstrip("/") + "/"
-    return Listing(False, sorted(i.path[len(prefix):] for i in found
-                                 if i.type == pafs.FileType.File and i.path.startswith(prefix)))
+    sizes = {i.path[len(prefix):]: int(i.size or 0) for i in found
+             if i.type == pafs.FileType.File and i.path.startswith(prefix)}
+    return Listing(False, sorted(sizes), sizes)
 
 
 def open_ranged(uri: str):
