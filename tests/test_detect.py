@@ -373,6 +373,9 @@ def test_plate_ir_is_made_once_and_kept_beside_the_model() -> None:
     assert prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "fp32"})) == []
     int8 = prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "int8"}))
     assert [p.parent.name.split("-", 2)[2] for p in int8] == [f"nncf-3.4.0-int8-r{INT8_RECIPE}"]
+    every = prepare_cpu_runtime(Config().with_overrides(**{"detection.cpu_precision": "int8"}))
+    assert [p.parent.parent.parent.name for p in every if "int8" in p.parent.name] == [
+        "centerface", "plate-yolov8n-pyplatex"]  # not the low-light model: the low-light look runs in float
 
 
 def test_detection_precision_names_what_each_device_and_runtime_runs():

@@ -49,8 +49,8 @@ def low_light_model_name(config: Config) -> str | None:
 def prepare_cpu_runtime(config: Config) -> list:
     """Make now what the CPU runtime would otherwise make on its first use, so that a run's first batch (and
     every detection actor at once) does not pay for it: the plate networks' OpenVINO IR (about 10 s each) and,
-    where ``detection.cpu_precision`` resolves to int8, the int8 networks (about 10 s each, verified against
-    their pins). Returns the files made or found."""
+    where ``detection.cpu_precision`` resolves to int8, the int8 networks of the classes' models (about 10 s
+    each, verified against their pins; the low-light look runs in float). Returns the files made or found."""
     if config.detection.cpu_runtime != "openvino":
         return []
     settings = [(c, "model") for c in config.classes if getattr(config.detection, c).enabled]
@@ -59,6 +59,8 @@ def prepare_cpu_runtime(config: Config) -> list:
     made = [openvino_ir(model_path(model_spec_for(config, "plate", s).name)) for c, s in settings if c == "plate"]
     if resolve_precision(config.detection.cpu_precision) == "int8":
         for cls, setting in settings:
+            if setting != "model":
+                continue
             path = model_path(model_spec_for(config, cls, setting).name)
             detector = CenterFace if cls == "face" else PlateDetector
             detector(path, device="cpu", backend="openvino", cpu_precision="int8", cpu_threads=1)
