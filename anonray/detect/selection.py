@@ -53,15 +53,13 @@ def prepare_cpu_runtime(config: Config) -> list:
     each, verified against their pins; the low-light look runs in float). Returns the files made or found."""
     if config.detection.cpu_runtime != "openvino":
         return []
-    settings = [(c, "model") for c in config.classes if getattr(config.detection, c).enabled]
-    if low_light_model_name(config):
-        settings.append(("plate", "low_light_model"))
-    made = [openvino_ir(model_path(model_spec_for(config, "plate", s).name)) for c, s in settings if c == "plate"]
+    classes = [c for c in config.classes if getattr(config.detection, c).enabled]
+    plate_settings = ["model"] + (["low_light_model"] if low_light_model_name(config) else [])
+    made = [openvino_ir(model_path(model_spec_for(config, "plate", s).name))
+            for s in (plate_settings if "plate" in classes else [])]
     if resolve_precision(config.detection.cpu_precision) == "int8":
-        for cls, setting in settings:
-            if setting != "model":
-                continue
-            path = model_path(model_spec_for(config, cls, setting).name)
+        for cls in classes:
+            path = model_path(model_spec_for(config, cls).name)
             detector = CenterFace if cls == "face" else PlateDetector
             detector(path, device="cpu", backend="openvino", cpu_precision="int8", cpu_threads=1)
             made.append(int8_folder(path) / f"{path.stem}.xml")
