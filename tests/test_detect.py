@@ -188,20 +188,25 @@ def test_threshold_ramps_with_box_height() -> None:
     assert passes_threshold(xyxy, np.full(5, 0.31, np.float32), plain).tolist() == [False] * 5
 
 
-def test_plate_input_is_upscaled_unless_sizing_to_the_frame_is_asked_for(plate_sample) -> None:
-    """detection.plate.upscale: by default a 480x270 frame is letterboxed up to 1280, as ultralytics does; with
-    it off it goes to the network at 480 px (its long side rounded up to the stride). Either way the boxes come
-    back in the frame's pixels."""
+def test_plate_input_is_upscaled_at_most_max_upscale_times(plate_sample) -> None:
+    """detection.plate.upscale / max_upscale: by default a 480x270 frame is letterboxed up to 960 (2x; ultralytics
+    would take it to 1280), a 640x360 one to 1280; with upscale off it goes to the network at 480 px (its long
+    side rounded up to the stride). Either way the boxes come back in the frame's pixels."""
     img, _ = plate_sample
     small = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
     path = models.model_path("plate-yolov8n-pyplatex")
+    cfg = Config().detection.plate
+    assert cfg.upscale and cfg.max_upscale == 2.0
     sized = PlateDetector(path, backend="openvino", input_size=1280, upscale=False)
+    capped = PlateDetector(path, backend="openvino", input_size=1280, max_upscale=cfg.max_upscale)
     upscaled = PlateDetector(path, backend="openvino", input_size=1280)
-    assert Config().detection.plate.upscale
-    assert sized.network_size(small) == 480 and upscaled.network_size(small) == 1280
+    assert sized.network_size(small) == 480 and capped.network_size(small) == 960
+    assert upscaled.network_size(small) == 1280
+    assert capped.network_size(np.zeros((360, 640, 3), np.uint8)) == 1280
+    assert capped.network_size(np.zeros((150, 301, 3), np.uint8)) == 608  # 602, rounded up to the stride
     assert sized.network_size(np.zeros((500, 1001, 3), np.uint8)) == 1024
-    assert sized.network_size(img) == upscaled.network_size(img) == 1280  # larger frames: the input size
-    for det in (sized, upscaled):
+    assert sized.network_size(img) == capped.network_size(img) == upscaled.network_size(img) == 1280
+    for det in (sized, capped, upscaled):
         (xyxy, _), = det.detect([small])
         assert len(xyxy) and xyxy[:, 2].max() <= 480 and xyxy[:, 3].max() <= 270
 

@@ -107,7 +107,7 @@ class FrameDetector:
             if name == "face":
                 det: object = CenterFace(path, **common)
             else:
-                common["upscale"] = cfg.upscale
+                common.update(upscale=cfg.upscale, max_upscale=cfg.max_upscale)
                 det = PlateDetector(path, **common)
                 if low_light_model_name(config):
                     dark_path = model_path(model_spec_for(config, name, "low_light_model").name)

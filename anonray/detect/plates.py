@@ -1,8 +1,9 @@
 """Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline.
 
 ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too (``upscale``, the
-default through ``detection.plate.upscale``); with it off the input is sized to the image instead (its long
-side rounded up to the network stride, at most ``input_size``), cheaper on small frames. Boxes come back
+default through ``detection.plate.upscale``), here at most ``max_upscale`` times (a 480x270 frame: 960, not
+1280); with it off the input is sized to the image instead (its long side rounded up to the network stride,
+at most ``input_size``), cheaper on small frames. Boxes come back
 in the coordinates of the image passed in. On the CPU the network
 runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: far faster than torch fp32) with
 ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths
@@ -12,6 +13,7 @@ is made (``openvino_ir``, by ``prepare_cpu_runtime`` before a run).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -70,12 +72,15 @@ class PlateDetector:
         cpu_precision: CpuPrecision = "auto",
         cpu_streams: int = 1,
         upscale: bool = True,
+        max_upscale: float | None = None,
     ) -> None:
         """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere; upscale: letterbox
-        images smaller than ``input_size`` up to it (ultralytics' own behaviour) rather than to their size."""
+        images smaller than ``input_size`` up to it (ultralytics' own behaviour) rather than to their size,
+        at most ``max_upscale`` times their size (None: up to ``input_size`` whatever the factor)."""
         self.model = None
         self.input_size = input_size
         self.upscale = upscale
+        self.max_upscale = max_upscale
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.device = str(device)
@@ -99,11 +104,12 @@ class PlateDetector:
 
     def network_size(self, image: np.ndarray) -> int:
         """The size an image's long side is letterboxed to (padded to that square, or only to the stride
-        when a batch shares one shape): ``input_size``, or with ``upscale`` off never more than the image's
-        long side rounded up to the stride."""
-        if self.upscale:
+        when a batch shares one shape): ``input_size``, but never more than the image's long side times
+        ``max_upscale`` (with ``upscale`` off: times 1), rounded up to the stride."""
+        if self.upscale and self.max_upscale is None:
             return self.input_size
-        return min(self.input_size, -(-max(image.shape[:2]) // self.stride) * self.stride)
+        factor = self.max_upscale if self.upscale else 1.0
+        return min(self.input_size, -(-math.ceil(max(image.shape[:2]) * factor) // self.stride) * self.stride)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Boxes]:
         """Plates in each HxWx3 uint8 RGB image, in that image's pixel coordinates."""
