@@ -252,11 +252,24 @@ class MaskConfig(_Strict):
 
 
 class EncoderConfig(_Strict):
-    codec: Literal["libx264", "libx265"] = "libx264"
-    crf: int = Field(20, ge=0, le=51)
+    codec: Literal["auto", "libx264", "libx265"] = Field(
+        "auto", description="The output's video encoder. auto = the source's codec family: H.264 in, libx264 out; "
+        "HEVC in, libx265 out; anything else libx264 (render/codec/settings.py). Bit depth (up to 10 bits for "
+        "libx264, 12 for libx265), chroma format and colour tags are kept either way.")
+    # Measured (docs/codec.md, "Quality of libx265"): on three real clips libx265 at CRF 20 veryfast gives the
+    # luma PSNR of libx264 at CRF 20 veryfast within 0.6 dB (mean +0.06 dB) at 6-14% fewer bits: one setting
+    # serves both.
+    crf: int = Field(20, ge=0, le=51, description="Constant rate factor, for libx264 and libx265 alike.")
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "veryfast"
+    max_bitrate_ratio: float | None = Field(
+        1.25, gt=0.0, description="Cap on the output's video bitrate (video packet bytes x 8 / duration, the whole "
+        "file) as a multiple of the input's, enforced as VBV limits sized so that it holds on clips of a few "
+        "seconds too (settings.rate_cap). null = no cap (CRF alone).")
+    bitrate: int | None = Field(
+        None, gt=0, description="A target video bitrate (bit/s) instead of CRF; it overrides crf and "
+        "max_bitrate_ratio.")
     threads: int = Field(
         0, ge=0, description="Encoder threads; 0 = the encoder's own choice (libx264/libx265: about 1.5 per core "
         "of the machine, whatever share of it the render task holds: a lone render uses the whole node).")
@@ -333,6 +346,18 @@ class ReviewConfig(_Strict):
         "the run; false deletes the run's regions once its review sheet is written.")
 
 
+class QAConfig(_Strict):
+    """Checks on every output before it is published (qa/checks.py) beyond the structural ones."""
+
+    psnr_frames: int = Field(
+        8, ge=0, le=100, description="Frames, spread over each output, on which the fidelity outside the masks is "
+        "measured (qa/fidelity.py: luma PSNR against the source over the pixels no mask covers, at the source's "
+        "bit depth; videos.psnr_outside_masks). 0 = not measured.")
+    min_psnr_outside_masks: float = Field(
+        35.0, ge=0.0, description="Outputs whose PSNR outside the masks is under this (dB) get the qa flag "
+        "low_fidelity (still published).")
+
+
 class Config(_Strict):
     classes: list[Literal["face", "plate"]] = Field(default_factory=lambda: ["face", "plate"])
     audio: Literal["keep", "drop"] = "keep"
@@ -344,6 +369,7 @@ class Config(_Strict):
     encoder: EncoderConfig = EncoderConfig()
     resources: ResourceConfig = ResourceConfig()
     review: ReviewConfig = ReviewConfig()
+    qa: QAConfig = QAConfig()
 
     @field_validator("classes")
     @classmethod
@@ -358,15 +384,15 @@ class Config(_Strict):
     def config_hash(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of every parameter that shapes an output.
 
-        The ``review`` section (which frames the review sheet samples) and the ``resources`` section
-        (actor counts, folders) are left out: they do not change what is written, so changing them must
-        not make a rerun redo finished files.
+        The ``review`` section (which frames the review sheet samples), the ``resources`` section (actor
+        counts, folders) and the ``qa`` section (what is measured of an output) are left out: they do not
+        change what is written, so changing them must not make a rerun redo finished files.
         """
         return self.config_sha256()[:16]
 
     def config_sha256(self) -> str:
         """The full sha256 behind ``config_hash``."""
-        shaping = self.model_dump(mode="json", exclude={"review", "resources"})
+        shaping = self.model_dump(mode="json", exclude={"review", "resources", "qa"})
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def with_overrides(self, **dotted: object) -> Config:

@@ -128,3 +128,8 @@ class RenderResult:
     """GOPs copied / re-encoded (or why not) with encoder.passthrough on; None with it off."""
     encode_chunks: int = 1
     """Chunks the video was encoded in (encoder.chunk_seconds, chunked.py); 1 = one task."""
+    pixel_format_out: str = ""
+    video_bitrate_out: float | None = None
+    """The output's video bitrate (bit/s): video packet bytes x 8 / the input's duration."""
+    psnr_outside_masks: float | None = None
+    """Luma PSNR (dB) against the source outside the masks on qa.psnr_frames frames (qa/fidelity.py)."""

@@ -75,6 +75,27 @@ class VideoInfo:
     timecode: str | None = None
     """SMPTE start timecode, canonical 'hh:mm:ss:ff' (';' before ff for drop-frame); None where the file
     has no valid one (see timecode.py). Absent from JSON written before it existed, hence the default."""
+    bit_depth: int = 8
+    """Bits per sample of the video (8, 10, 12...)."""
+    color_primaries: int = 2
+    """Colour tags as FFmpeg numbers them (AVColorPrimaries, AVColorTransferCharacteristic, AVColorSpace,
+    AVColorRange; 2 / 2 / 2 / 0 = unspecified): what the output keeps and QA compares."""
+    color_transfer: int = 2
+    color_space: int = 2
+    color_range: int = 0
+    mastering_display: str | None = None
+    """HDR mastering display metadata in x265's ``master-display`` syntax (ingest/hdr.py), None where absent."""
+    content_light_level: str | None = None
+    """HDR 'MaxCLL,MaxFALL' (cd/m2), None where absent."""
+    video_packet_bytes: int = 0
+    """Bytes of every video packet: with duration_seconds, the video bitrate (video_bitrate)."""
+
+    @property
+    def video_bitrate(self) -> float | None:
+        """The video stream's average bitrate (bit/s) over the whole file; None where unknown."""
+        if self.video_packet_bytes <= 0 or self.duration_seconds <= 0:
+            return None
+        return self.video_packet_bytes * 8 / self.duration_seconds
 
     @property
     def time_base_fraction(self) -> Fraction:

@@ -103,9 +103,10 @@ def measure(clip: Path, work: Path, share: float, pixel_check: bool, repeat: int
     from anonray.qa.checks import check_output
     from anonray.render.codec.bitstream import FAMILY_OF_ENCODER
     from anonray.render.codec.passthrough import scan_source
+    from anonray.render.codec.settings import for_source
 
     info, _ = probe(clip, clip.name)
-    cfg = Config().with_overrides(**{"encoder.passthrough": True})
+    cfg = for_source(Config().with_overrides(**{"encoder.passthrough": True}), info)
     index = scan_source(clip, info, FAMILY_OF_ENCODER[cfg.encoder.codec])
     frame_pts = np.sort(index.pts)
     gop_of_frame = gop_of_frames(index)

@@ -44,6 +44,10 @@ class ClipSpec:
     sar: Fraction | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+    colour: tuple[int, int, int, int] | None = None
+    """Colour tags (primaries, transfer, matrix, range; FFmpeg's numbers) for the encoder to write."""
+    noise: int = 0
+    """Amplitude of fresh random noise on every frame (0: the same texture throughout)."""
 
 
 def _write_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream,
@@ -82,6 +86,9 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         vs.codec_context.sample_aspect_ratio = spec.sar
     if spec.rotation:
         vs.set_display_rotation(spec.rotation)
+    if spec.colour:
+        cc = vs.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = spec.colour
     out.metadata.update(spec.metadata)
     audio = None
     if spec.acodec:
@@ -90,8 +97,11 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
         audio.codec_context.format = spec.a_sample_fmt
     pts_list = spec.pts or [i * int(1 / (spec.rate * tb)) for i in range(spec.frames)]
     base = textured_rgb(spec.width, spec.height)
+    rng = np.random.default_rng(1)
     for i, pts in enumerate(pts_list):
         img = base.copy()
+        if spec.noise:
+            img = np.clip(img + rng.integers(-spec.noise, spec.noise + 1, img.shape), 0, 255).astype(np.uint8)
         x = (i * 5) % max(1, spec.width - 16)
         img[8:24, x : x + 16] = 250
         frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=spec.pix_fmt)

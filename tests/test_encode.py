@@ -193,7 +193,7 @@ def test_working_pixel_format() -> None:
     assert working_pixel_format("yuv420p", 640, 480) == ("yuv420p", False)
     assert working_pixel_format("yuvj420p", 640, 480) == ("yuv420p", True)
     assert working_pixel_format("yuvj422p", 640, 480) == ("yuv422p", True)
-    assert working_pixel_format("yuv422p10le", 640, 480) == ("yuv422p", False)
+    assert working_pixel_format("yuv422p10le", 640, 480) == ("yuv422p10le", False)
     assert working_pixel_format("yuv444p", 640, 480) == ("yuv444p", False)
     assert working_pixel_format("yuv420p", 641, 480) == ("yuv444p", False)
     assert working_pixel_format("rgb24", 640, 480) == ("yuv420p", False)

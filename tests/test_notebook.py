@@ -134,6 +134,22 @@ def test_tables_select_latest_run_and_dedupe_parts(tmp_path):
     assert "missing-case-name" not in str(err.value)
 
 
+def test_fidelity_per_video_and_the_summary_figures():
+    videos = _videos([_video("a", video_bitrate_in=1e6, video_bitrate_out=1.2e6, psnr_outside_masks=41.0,
+                             latency_seconds=30.0),
+                      _video("b", video_bitrate_in=2e6, video_bitrate_out=1e6, psnr_outside_masks=38.0,
+                             latency_seconds=90.0),
+                      _video("c", "failed", error_class="truncated")])
+    per_video = metrics.fidelity_per_video(videos)
+    assert list(per_video.index) == ["a", "b"]
+    assert per_video.bitrate_ratio.tolist() == pytest.approx([1.2, 0.5])
+    summary = metrics.run_summary(_runs(), videos)
+    assert summary["failure_rate"] == pytest.approx(1 / 3) and summary["latency_median_seconds"] == 60.0
+    assert summary["bitrate_ratio_max"] == pytest.approx(1.2) and summary["psnr_outside_masks_min"] == 38.0
+    metrics.plot_fidelity(per_video).canvas.draw()
+    metrics.plot_fidelity(metrics.fidelity_per_video(_videos([]))).canvas.draw()
+
+
 def test_figures_render_headless():
     videos = _videos([_video("a"), _video("b", "failed", error_class="truncated")])
     figures = [metrics.plot_throughput(metrics.throughput(videos)), metrics.plot_stage_seconds(
@@ -210,7 +226,7 @@ def test_notebook_executes_on_a_real_run(real_run, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in _outputs(c)]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # throughput, stages, failures, detections, GPU-hours
+    assert len(images) >= 6  # throughput, stages, failures, fidelity, detections, GPU-hours
 
     tables = metrics.load_tables(out / "_anonray")
     videos, runs = tables["videos"], tables["runs"]
@@ -229,6 +245,12 @@ def test_notebook_executes_on_a_real_run(real_run, monkeypatch):
     row = runs.iloc[0]
     reserved = row.cluster_gpus * row.wall_seconds / 3600 / (row.footage_seconds / 3600) * 100
     assert float(gpu_shown["gpu_hours_per_100h_reserved"]) == pytest.approx(reserved, rel=1e-3)
+
+    fidelity_text = _texts(_tagged(nb, "fidelity"))[0]
+    assert "bitrate_ratio" in fidelity_text and "psnr_outside_masks" in fidelity_text
+    ok = videos[videos.status == "ok"]
+    assert (ok.video_bitrate_out <= 1.25 * ok.video_bitrate_in).all() and (ok.psnr_outside_masks > 35).all()
+    assert float(summary_shown["failure_rate"]) == pytest.approx(1 / 3) == runs.iloc[0].failure_rate
 
     per_hour_text = _texts(_tagged(nb, "detections"))[0]
     assert "face" in per_hour_text and "plate" in per_hour_text

@@ -88,8 +88,8 @@ def test_render_fails_qa_and_publishes_nothing(clips, tmp_path, monkeypatch):
     video = analysed_video(clips["h264_mp4"], "clip.mp4")
     real = anonray.qa.checks.inspect_output
 
-    def one_frame_short(path):
-        read = real(path)
+    def one_frame_short(path, luma_at=()):
+        read = real(path, luma_at)
         read.frames_decoded -= 1
         return read
 

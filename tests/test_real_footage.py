@@ -105,7 +105,9 @@ def test_output_matches_input_and_masks_show(footage, name, tmp_path):
     info, _ = probe(src, name)
     dst = out / output_relative_path(name, info, "keep")
     baseline = tmp_path / ("baseline" + dst.suffix)
-    transcode(src, baseline, info, solid_config(), None)  # plain re-encode: the codec noise to expect
+    # a plain re-encode without the bitrate cap: the codec noise to expect, and whether the cap binds
+    transcode(src, baseline, info, solid_config(**{"encoder.max_bitrate_ratio": None}), None)
+    capped = probe(baseline, baseline.name)[0].video_bitrate > 1.25 * info.video_bitrate
     with av.open(str(src)) as a, av.open(str(dst)) as b:
         sa, sb = a.streams.video[0], b.streams.video[0]
         assert (sb.width, sb.height) == (sa.width, sa.height) == (row.width, row.height)
@@ -136,9 +138,14 @@ def test_output_matches_input_and_masks_show(footage, name, tmp_path):
     assert shown <= row.frames_masked, "magenta in frames the records call unmasked"
     if name == "speech_face_360p.mp4":
         assert shown >= 0.8 * frames, f"only {shown}/{frames} frames show a mask"
-    # away from the masks the picture is the input's, up to codec noise (as a plain re-encode)
+    # the default bitrate cap holds, and the fidelity outside the masks is measured and above the QA threshold
+    assert row.video_bitrate_out <= 1.25 * row.video_bitrate_in and row.psnr_outside_masks >= 35
+    # away from the masks the picture is the input's, up to codec noise (as a plain re-encode); where the cap
+    # binds (speech_face_360p: a CRF 20 re-encode is 1.35x its input) the masks' edges take bits from the rest
+    # of the picture: measured up to 2x the plain re-encode's error on a frame
+    factor = 2.0 if capped else 1.25
     for k, (diff, noise) in enumerate(zip(diffs, noises, strict=True)):
-        assert diff <= noise * 1.25 + 0.5, f"frame {5 * k}: difference {diff:.2f}, noise {noise:.2f}"
+        assert diff <= noise * factor + 0.5, f"frame {5 * k}: difference {diff:.2f}, noise {noise:.2f}"
     assert np.mean(collateral) < 0.5, "most of the picture lies near a mask"
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from anonray.errors import FileFailure
 from anonray.fault_hooks import fault_point
+from anonray.ingest.hdr import content_light_level, mastering_display
 from anonray.ingest.timecode import timecode_of
 from anonray.store.av_open import open_input
 from anonray.store.checksums import sha256_file
@@ -49,6 +50,7 @@ class _Scan:
     audio_packets: dict[int, int]
     audio_span: dict[int, tuple[int, int]]
     first_frame: av.VideoFrame | None
+    video_bytes: int = 0
 
 
 def video_id_for(relative_path: str) -> str:
@@ -193,6 +195,7 @@ def _scan_video_packet(scan: _Scan, packet: av.Packet) -> None:
     if ts is None:
         return
     scan.video_pts.append(ts)
+    scan.video_bytes += packet.size
     if packet.is_keyframe:
         scan.keyframe_pts.append(ts)
     if scan.first_frame is None:
@@ -368,6 +371,20 @@ def probe(
         raise ingest_os_error(err, relative_path) from None
 
 
+def colour_of(ctx: av.video.codeccontext.VideoCodecContext, first: av.VideoFrame) -> dict:
+    """VideoInfo's bit depth, colour tags and HDR metadata fields, from the decoder and the first frame."""
+    fmt = first.format
+    return dict(
+        bit_depth=int(max(c.bits for c in fmt.components)),
+        color_primaries=int(ctx.color_primaries or 0),
+        color_transfer=int(ctx.color_trc or 0),
+        color_space=int(ctx.colorspace or 0),
+        color_range=int(ctx.color_range or 0),
+        mastering_display=mastering_display(first),
+        content_light_level=content_light_level(first),
+    )
+
+
 def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[VideoInfo, list[Segment]]:
     video_id = video_id_for(relative_path)
     with _open(path, relative_path) as container:
@@ -406,5 +423,7 @@ def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[Video
             audio=_audio_info(container, scan),
             video_stream_index=video.index,
             timecode=timecode_of(container, video, scan.first_frame, fps),
+            **colour_of(ctx, scan.first_frame),
+            video_packet_bytes=scan.video_bytes,
         )
     return info, plan_segments(video_id, index, time_base, target_seconds)

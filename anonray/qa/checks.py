@@ -11,7 +11,7 @@ the ``videos`` table. What each check compares: docs/design.md, "qa/checks.py".
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +24,9 @@ from anonray.errors import FileFailure
 from anonray.handoff import MaskStatistics
 from anonray.ingest.probe import field_order_name
 from anonray.ingest.timecode import timecode_of
-from anonray.render.codec.transcoder import interlace_mode
+from anonray.render.codec.settings import encoder_for
+from anonray.render.codec.transcoder import interlace_mode, working_pixel_format
+from anonray.render.mask import luma_samples
 from anonray.store.av_open import open_input
 from anonray.types import CLASS_NAMES, MaskPlan, VideoInfo, ratio_text
 
@@ -86,15 +88,24 @@ class OutputRead:
     decode_error: str = ""
     """Why decoding stopped early ('' when every packet decoded)."""
     seconds: float = 0.0
+    pixel_format: str = ""
+    """Of the first decoded frame."""
+    colour: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """Colour tags as the decoder reports them: primaries, transfer, matrix, range (FFmpeg's numbers)."""
+    video_packet_bytes: int = 0
+    """Bytes of every video packet (the output's video bitrate, with its duration)."""
+    luma: dict[int, np.ndarray] = field(default_factory=dict)
+    """Luma planes of the frames asked for (``luma_at``), by presentation index (qa/fidelity.py)."""
 
 
-def inspect_output(path: str | Path) -> OutputRead:
-    """Decode every video frame of ``path`` and demux its audio (one pass); never raises on bad data."""
+def inspect_output(path: str | Path, luma_at: Collection[int] = ()) -> OutputRead:
+    """Decode every video frame of ``path`` and demux its audio (one pass); never raises on bad data.
+    ``luma_at``: presentation indices whose luma plane to keep (OutputRead.luma)."""
     started = time.perf_counter()
     read = OutputRead()
     try:
         with open_input(path) as container:
-            _read_container(container, read)
+            _read_container(container, read, frozenset(luma_at))
     except (av.error.FFmpegError, OSError, ValueError) as err:
         read.decode_error = _error_text(err)
     read.frame_times.sort()
@@ -108,15 +119,16 @@ def _error_text(err: BaseException) -> str:
     return type(err).__name__
 
 
-def _read_container(container: av.container.InputContainer, read: OutputRead) -> None:
+def _read_container(container: av.container.InputContainer, read: OutputRead, luma_at: frozenset[int]) -> None:
     if not container.streams.video:
         read.decode_error = "the output has no video stream"
         return
     video = container.streams.video[0]
     video.thread_type = "AUTO"
-    # No check here looks at pixels, so the deblocking filter (H.264/HEVC) is skipped: about 20% less decode
-    # time on 1080p H.264. Every frame is still parsed and reconstructed, so decode errors still surface.
-    video.codec_context.options = {"skip_loop_filter": "all"}
+    # Unless pixels are kept for the fidelity measure, the deblocking filter (H.264/HEVC) is skipped: about 20%
+    # less decode time on 1080p H.264. Every frame is still parsed and reconstructed, so decode errors surface.
+    if not luma_at:
+        video.codec_context.options = {"skip_loop_filter": "all"}
     read.time_base = video.time_base
     read.width, read.height = int(video.codec_context.width or 0), int(video.codec_context.height or 0)
     read.sample_aspect_ratio = ratio_text(video.codec_context.sample_aspect_ratio or video.sample_aspect_ratio)
@@ -126,10 +138,13 @@ def _read_container(container: av.container.InputContainer, read: OutputRead) ->
     first = True
     for packet in container.demux([video, *audio]):
         if packet.stream.index == video.index:
+            read.video_packet_bytes += packet.size
             for frame in video.decode(packet):  # packet.size == 0 flushes the decoder at the end
                 if first:
                     _read_first_frame(container, video, frame, read)
                     first = False
+                if read.frames_decoded in luma_at:
+                    read.luma[read.frames_decoded] = luma_samples(frame)
                 _add_frame(read, frame)
         elif packet.size and packet.pts is not None:
             end = packet.pts + (packet.duration or 0)
@@ -153,6 +168,10 @@ def _read_first_frame(container: av.container.InputContainer, video: av.VideoStr
     read.interlaced_frame = bool(frame.interlaced_frame)
     read.field_order = field_order_name(video.codec_context.field_order, read.interlaced_frame)
     read.timecode = timecode_of(container, video, frame, float(video.average_rate or 0))
+    read.pixel_format = frame.format.name
+    ctx = video.codec_context
+    read.colour = (int(ctx.color_primaries or 0), int(ctx.color_trc or 0), int(ctx.colorspace or 0),
+                   int(ctx.color_range or 0))
 
 
 def _add_frame(read: OutputRead, frame: av.VideoFrame) -> None:
@@ -173,8 +192,8 @@ def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, au
                     frames_lost: int = 0, codec: str = "libx264") -> list[str]:
     """Every way the output differs from the input, each as a sentence ([] when it matches).
 
-    codec: the encoder that wrote the output (config ``encoder.codec``); it decides whether the output
-    can be interlaced (encode.interlace_mode).
+    codec: the encoder that wrote the output (config ``encoder.codec``; ``auto`` resolved for the input); it
+    decides whether the output can be interlaced (encode.interlace_mode) and the bit depth it can hold.
 
     frame_pts: the input's pts per presentation index (what detection analysed), in the input time base.
     frames_lost: input frames recorded as lost to damaged data (input.on_damage = mask_whole_frame);
@@ -182,6 +201,7 @@ def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, au
     the input's frame count less frames_lost, at those timestamps.
     """
     problems: list[str] = []
+    codec = encoder_for(codec, info.video_codec)
     expected = info.frame_count - frames_lost
     if read.decode_error:
         problems.append(f"the output could not be decoded to the end ({read.decode_error}) after "
@@ -200,6 +220,7 @@ def output_problems(read: OutputRead, info: VideoInfo, frame_pts: np.ndarray, au
         problems.append(f"the output is displayed rotated by {read.rotation} degrees, the input by {info.rotation}")
     if read.frames_decoded:
         problems += _field_order_problems(read, info, codec) + _timecode_problems(read, info)
+        problems += picture_format_problems(read, info, codec)
     problems += _audio_problems(read, info, audio_mode)
     return problems
 
@@ -223,6 +244,33 @@ def _field_order_problems(read: OutputRead, info: VideoInfo, codec: str) -> list
     if expected != "progressive" and not read.interlaced_frame:
         return [f"the output's frames are coded progressive, the input's are interlaced ({info.field_order})"]
     return []
+
+
+_UNSPECIFIED = ({0, 2}, {0, 2}, {2}, {0, 1})
+"""Per colour tag (primaries, transfer, matrix, range), the values that all mean "not said": reserved or
+unspecified, and for the range unspecified or limited (what a decoder assumes without the tag)."""
+_TAG_NAMES = ("colour primaries", "transfer characteristics", "matrix coefficients", "range")
+
+
+def expected_colour(info: VideoInfo, codec: str) -> tuple[int, int, int, int]:
+    """The colour tags the output must carry: the input's, full range where the working format says so."""
+    _, full = working_pixel_format(info.pixel_format, info.width, info.height, codec)
+    return info.color_primaries, info.color_transfer, info.color_space, 2 if full else info.color_range
+
+
+def picture_format_problems(read: OutputRead, info: VideoInfo, codec: str) -> list[str]:
+    """Bit depth and chroma format (the output's pixel format against the one encoder.codec writes for the
+    input's, settings in transcoder.working_pixel_format) and the four colour tags, each against the input."""
+    problems = []
+    expected_format, _ = working_pixel_format(info.pixel_format, info.width, info.height, codec)
+    if read.pixel_format.replace("yuvj", "yuv") != expected_format:  # a decoder names full-range 8-bit yuvj*
+        problems.append(f"the output's pixel format is {read.pixel_format}, {expected_format} was expected for the "
+                        f"input's {info.pixel_format} ({info.bit_depth}-bit)")
+    for name, got, want, unset in zip(_TAG_NAMES, read.colour, expected_colour(info, codec), _UNSPECIFIED,
+                                      strict=True):
+        if got != want and not (got in unset and want in unset):
+            problems.append(f"the output's {name} tag is {got}, the input's {want}")
+    return problems
 
 
 def _timecode_problems(read: OutputRead, info: VideoInfo) -> list[str]:
@@ -277,9 +325,10 @@ def _audio_problems(read: OutputRead, info: VideoInfo, audio_mode: str) -> list[
 
 
 def check_output(path: str | Path, info: VideoInfo, frame_pts: np.ndarray, audio_mode: str,
-                 frames_lost: int = 0, codec: str = "libx264") -> OutputRead:
-    """Inspect ``path`` against the input; raise QAError naming every difference (see output_problems)."""
-    read = inspect_output(path)
+                 frames_lost: int = 0, codec: str = "libx264", luma_at: Collection[int] = ()) -> OutputRead:
+    """Inspect ``path`` against the input; raise QAError naming every difference (see output_problems).
+    ``luma_at``: presentation indices whose luma to keep (inspect_output)."""
+    read = inspect_output(path, luma_at)
     problems = output_problems(read, info, frame_pts, audio_mode, frames_lost, codec)
     if problems:
         raise QAError("the output failed its checks, so it was not published: " + "; ".join(problems), problems)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from anonray.records.tables import read_table
@@ -222,10 +223,23 @@ def gpu_hours(runs: pd.DataFrame, videos: pd.DataFrame) -> dict[str, Any]:
             "note": note}
 
 
+def fidelity_per_video(videos: pd.DataFrame) -> pd.DataFrame:
+    """Per ok file: video bitrate in and out (bit/s) and their ratio, PSNR outside the masks (dB), latency from
+    the run's start to the output (s). Indexed by video id; columns a table of an older version lacks are NaN."""
+    ok = _ok(videos)
+    frame = pd.DataFrame(index=pd.Index(ok.video_id, name="video_id"))
+    for column in ("video_bitrate_in", "video_bitrate_out", "psnr_outside_masks", "latency_seconds"):
+        frame[column] = ok[column].astype(float).to_numpy() if column in ok else np.nan
+    frame.insert(2, "bitrate_ratio", frame.video_bitrate_out / frame.video_bitrate_in)
+    return frame
+
+
 def run_summary(runs: pd.DataFrame, videos: pd.DataFrame) -> pd.Series:
     """Headline numbers of a run (or several): outcome counts, footage, wall time, footage hours per wall hour,
-    GPU-hours per 100 h of footage. No path, no host name."""
+    failure rate, latency, output bitrate against input, GPU-hours per 100 h of footage. No path, no host name."""
     counts = videos.status.value_counts()
+    per_video = fidelity_per_video(videos)
+    worked = int(counts.get("ok", 0)) + int(counts.get("failed", 0))
     footage = float(_ok(videos).duration_seconds.fillna(0.0).sum())
     wall = float(runs.wall_seconds.fillna(0.0).sum()) if len(runs) else float("nan")
     gpu = gpu_hours(runs, videos)
@@ -237,6 +251,10 @@ def run_summary(runs: pd.DataFrame, videos: pd.DataFrame) -> pd.Series:
         "footage_hours_per_wall_hour": footage / wall if wall and wall > 0 else float("nan"),
         "frames_per_wall_second": float(_ok(videos).frames_out.fillna(0).sum()) / wall if wall and wall > 0
         else float("nan"),
+        "failure_rate": int(counts.get("failed", 0)) / worked if worked else float("nan"),
+        "latency_median_seconds": float(per_video.latency_seconds.median()),
+        "bitrate_ratio_max": float(per_video.bitrate_ratio.max()),
+        "psnr_outside_masks_min": float(per_video.psnr_outside_masks.min()),
         "gpu_hours_per_100h_reserved": gpu["gpu_hours_per_100h_reserved"],
         "gpu_hours_per_100h_busy": gpu["gpu_hours_per_100h_busy"],
     }, dtype="object", name="value")
@@ -330,4 +348,33 @@ def plot_gpu_hours(gpu: dict[str, Any]):
     ax.bar_label(bars, fmt="%.4g")
     ax.margins(y=0.12)
     ax.set_ylabel("GPU-hours / 100 h footage")
+    return fig
+
+
+def plot_fidelity(per_video: pd.DataFrame, max_ratio: float = 1.25, min_psnr: float = 35.0):
+    """Output bitrate / input bitrate against PSNR outside the masks, one point per file, with the default
+    limits (encoder.max_bitrate_ratio, qa.min_psnr_outside_masks) drawn; and the files' latency."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10.0, 3.5), layout="constrained")
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    left.set_title("Output against input, per file")
+    right.set_title("Latency: run start to output")
+    shown = per_video.dropna(subset=["bitrate_ratio", "psnr_outside_masks"])
+    if shown.empty:
+        _empty(left, "no file with both figures")
+    else:
+        left.scatter(shown.bitrate_ratio, shown.psnr_outside_masks, color="tab:blue")
+        left.axvline(max_ratio, color="tab:red", linestyle="--", label=f"bitrate cap {max_ratio:g}x")
+        left.axhline(min_psnr, color="tab:orange", linestyle="--", label=f"low_fidelity under {min_psnr:g} dB")
+        left.set_xlabel("video bitrate out / in")
+        left.set_ylabel("PSNR outside the masks (dB)")
+        left.legend(loc="lower right")
+    latency = per_video.latency_seconds.dropna()
+    if latency.empty:
+        _empty(right, "no latency recorded")
+    else:
+        right.hist(latency, bins=min(30, max(5, len(latency))), color="tab:green")
+        right.set_xlabel("seconds")
+        right.set_ylabel("files")
     return fig

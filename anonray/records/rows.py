@@ -42,6 +42,8 @@ def _info_columns(info: VideoInfo) -> dict[str, Any]:
         "inode_in": info.inode,
         "container_in": info.container,
         "video_codec_in": info.video_codec,
+        "pixel_format_in": info.pixel_format,
+        "video_bitrate_in": info.video_bitrate,
         "audio_codecs": [a.codec for a in info.audio],
         "width": info.width,
         "height": info.height,
@@ -100,7 +102,8 @@ def _passthrough_columns(result: RenderResult) -> dict[str, Any]:
 
 
 def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, *, started: dt.datetime,
-                 seconds_ingest: float) -> dict[str, Any]:
+                 seconds_ingest: float, latency_seconds: float | None = None) -> dict[str, Any]:
+    """``latency_seconds``: from the run's start to this output published."""
     info = video.info
     counts = {name: sum(s.detections[name] for s in video.segments) for name in CLASS_NAMES}
     return {
@@ -112,6 +115,10 @@ def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, 
         "size_bytes_out": result.size_bytes_out,
         "container_out": result.container_out,
         "video_codec_out": result.video_codec_out,
+        "pixel_format_out": result.pixel_format_out or None,
+        "video_bitrate_out": result.video_bitrate_out,
+        "psnr_outside_masks": result.psnr_outside_masks,
+        "latency_seconds": latency_seconds,
         "frames_out": result.frames_out,
         "segments": len(video.segments),
         "detections_face": counts["face"],
@@ -131,6 +138,20 @@ def ok_video_row(ctx: RunContext, video: VideoDetections, result: RenderResult, 
         "seconds_encode": result.seconds_encode,
         "started_utc": started,
         "finished_utc": utc_now(),
+    }
+
+
+def run_figures(footage_seconds: float, wall_seconds: float, ok: int, failed: int,
+                gpus_reserved: float) -> dict[str, float | None]:
+    """The runs row's planning figures: footage hours anonymized per wall-clock hour, the share of processed files
+    that failed (skipped files left out), and the GPU hours the run's detection pool held per 100 hours of footage
+    (its GPUs x the wall time; null without a GPU or without footage)."""
+    processed = ok + failed
+    return {
+        "footage_hours_per_wall_hour": footage_seconds / wall_seconds if wall_seconds > 0 else None,
+        "failure_rate": failed / processed if processed else None,
+        "gpu_hours_per_100h_footage": 100 * gpus_reserved * wall_seconds / footage_seconds
+        if gpus_reserved > 0 and footage_seconds > 0 else None,
     }
 
 

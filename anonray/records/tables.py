@@ -36,6 +36,11 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("container_out", pa.string()),
     pa.field("video_codec_in", pa.string()),
     pa.field("video_codec_out", pa.string()),
+    pa.field("pixel_format_in", pa.string()),
+    pa.field("pixel_format_out", pa.string()),
+    pa.field("video_bitrate_in", pa.float64()),
+    pa.field("video_bitrate_out", pa.float64()),
+    pa.field("psnr_outside_masks", pa.float64()),
     pa.field("audio_codecs", pa.list_(pa.string())),
     pa.field("audio_mode", pa.string()),
     pa.field("width", pa.int32()),
@@ -74,6 +79,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("seconds_track", pa.float64()),
     pa.field("seconds_encode", pa.float64()),
     pa.field("seconds_qa", pa.float64()),
+    pa.field("latency_seconds", pa.float64()),
     pa.field("model_ids", pa.string()),
     pa.field("config_hash", pa.string()),
     pa.field("anonray_version", pa.string()),
@@ -131,6 +137,9 @@ RUNS_SCHEMA = pa.schema([
     pa.field("render_retries", pa.int64()),
     pa.field("actor_restarts", pa.int64()),
     pa.field("detection_precision", pa.string()),
+    pa.field("footage_hours_per_wall_hour", pa.float64()),
+    pa.field("failure_rate", pa.float64()),
+    pa.field("gpu_hours_per_100h_footage", pa.float64()),
 ])
 
 TABLES: dict[str, pa.Schema] = {"videos": VIDEOS_SCHEMA, "segments": SEGMENTS_SCHEMA, "runs": RUNS_SCHEMA}

@@ -31,7 +31,11 @@ PLANAR_8BIT = {
     "yuv411p": (4, 1),
     "yuvj411p": (4, 1),
 }
-"""Pixel formats mask_frame works on in place: name -> chroma subsampling (x, y)."""
+"""8-bit pixel formats mask_frame works on in place: name -> chroma subsampling (x, y)."""
+PLANAR_DEEP = {f"{name}{depth}le": sub for name, sub in PLANAR_8BIT.items() if not name.startswith("yuvj")
+               for depth in (10, 12)}
+"""10- and 12-bit little-endian planar formats (16-bit samples, the value in the low bits), edited the same way."""
+PLANAR = PLANAR_8BIT | PLANAR_DEEP
 
 # AVColorSpace / AVColorRange values (libavutil/pixfmt.h).
 _SPC_BT709 = 1
@@ -79,18 +83,20 @@ def matrix_for(colorspace: int, height: int) -> str:
     return "bt709" if height >= 720 else "bt601"
 
 
-def rgb_to_yuv(rgb: tuple[int, int, int], matrix: str, full_range: bool) -> tuple[int, int, int]:
-    """Convert an 8-bit R'G'B' colour to 8-bit Y'CbCr with the given matrix and range."""
+def rgb_to_yuv(rgb: tuple[int, int, int], matrix: str, full_range: bool, depth: int = 8) -> tuple[int, int, int]:
+    """Convert an 8-bit R'G'B' colour to Y'CbCr samples of ``depth`` bits with the given matrix and range."""
     kr, kb = _KR_KB[matrix]
     r, g, b = (c / 255.0 for c in rgb)
     y = kr * r + (1 - kr - kb) * g + kb * b
     cb = (b - y) / (2 * (1 - kb))
     cr = (r - y) / (2 * (1 - kr))
+    top = (1 << depth) - 1
     if full_range:
-        vals = (y * 255, 128 + cb * 255, 128 + cr * 255)
+        vals = (y * top, (1 << (depth - 1)) + cb * top, (1 << (depth - 1)) + cr * top)
     else:
-        vals = (16 + y * 219, 128 + cb * 224, 128 + cr * 224)
-    return tuple(int(np.clip(round(v), 0, 255)) for v in vals)  # type: ignore[return-value]
+        unit = 1 << (depth - 8)  # limited range: 8-bit levels 16..235 / 16..240, scaled (BT.2100)
+        vals = ((16 + y * 219) * unit, (128 + cb * 224) * unit, (128 + cr * 224) * unit)
+    return tuple(int(np.clip(round(v), 0, top)) for v in vals)  # type: ignore[return-value]
 
 
 def is_full_range(frame: av.VideoFrame) -> bool:
@@ -98,10 +104,25 @@ def is_full_range(frame: av.VideoFrame) -> bool:
     return frame.format.name.startswith("yuvj") or frame.color_range == _RANGE_JPEG
 
 
-def _plane_view(plane: av.video.plane.VideoPlane) -> np.ndarray:
-    """A writable (height, width) uint8 view on a plane's memory (line padding cut off)."""
-    buf = np.frombuffer(plane, dtype=np.uint8)
-    return buf.reshape(plane.height, plane.line_size)[:, : plane.width]
+def sample_depth(frame: av.VideoFrame) -> int:
+    """Bits per sample of a planar frame (8, 10 or 12)."""
+    return int(frame.format.components[0].bits)
+
+
+def sample_depth_of(pixel_format: str) -> int | None:
+    """Bits per luma sample of a pixel format by name; None for an unknown name."""
+    try:
+        return int(av.VideoFormat(pixel_format, 2, 2).components[0].bits)
+    except (ValueError, av.error.FFmpegError):
+        return None
+
+
+def _plane_view(plane: av.video.plane.VideoPlane, depth: int = 8) -> np.ndarray:
+    """A writable (height, width) view on a plane's memory (line padding cut off): uint8 samples, or uint16
+    for deeper ones."""
+    dtype = np.dtype(np.uint8 if depth <= 8 else "<u2")
+    buf = np.frombuffer(plane, dtype=dtype)
+    return buf.reshape(plane.height, plane.line_size // dtype.itemsize)[:, : plane.width]
 
 
 def _region(box: np.ndarray, shape: int, width: int, height: int, sub: tuple[int, int]) -> _Region | None:
@@ -180,8 +201,8 @@ def _fill_plane(plane: np.ndarray, region: _Region, mask: np.ndarray, fx: int, f
 
 
 def working_frame(frame: av.VideoFrame) -> av.VideoFrame:
-    """The frame in an 8-bit planar YUV format mask_frame edits in place (converted only if needed)."""
-    if frame.format.name in PLANAR_8BIT:
+    """The frame in a planar YUV format mask_frame edits in place (PLANAR; converted only if needed)."""
+    if frame.format.name in PLANAR:
         return frame
     fmt, full = working_pixel_format(frame.format.name, frame.width, frame.height)
     rng = "JPEG" if full or frame.color_range == _RANGE_JPEG else "MPEG"
@@ -190,6 +211,13 @@ def working_frame(frame: av.VideoFrame) -> av.VideoFrame:
     if frame.time_base is not None:
         out.time_base = frame.time_base
     return out
+
+
+def luma_samples(frame: av.VideoFrame) -> np.ndarray:
+    """A copy of the frame's luma plane at its own bit depth (uint8, or uint16 above 8 bits), from the working
+    format (working_frame) where the frame is in another."""
+    frame = working_frame(frame)
+    return _plane_view(frame.planes[0], sample_depth(frame)).copy()
 
 
 def mask_frame(frame: av.VideoFrame, boxes: np.ndarray, shapes: np.ndarray, cfg: MaskConfig) -> av.VideoFrame:
@@ -203,17 +231,18 @@ def mask_frame(frame: av.VideoFrame, boxes: np.ndarray, shapes: np.ndarray, cfg:
     shapes = np.asarray(shapes).reshape(-1)
     if len(boxes) == 0:
         return frame
-    sub = PLANAR_8BIT[frame.format.name]
+    sub = PLANAR[frame.format.name]
     regions = [_region(b, int(s), frame.width, frame.height, sub) for b, s in zip(boxes, shapes, strict=True)]
     regions = [r for r in regions if r is not None]
     if not regions:
         return frame
     frame.make_writable()
-    yuv = rgb_to_yuv(cfg.rgb(), matrix_for(frame.colorspace, frame.height), is_full_range(frame))
+    depth = sample_depth(frame)
+    yuv = rgb_to_yuv(cfg.rgb(), matrix_for(frame.colorspace, frame.height), is_full_range(frame), depth)
     chroma_masks = [_subsample_mask(region.luma_mask, *sub) for region in regions]  # the same for U and V
     for idx, plane in enumerate(frame.planes[:3]):
         fx, fy = (1, 1) if idx == 0 else sub
-        view = _plane_view(plane)
+        view = _plane_view(plane, depth)
         for region, chroma in zip(regions, chroma_masks, strict=True):
             mask = region.luma_mask if idx == 0 else chroma
             _fill_plane(view, region, mask, fx, fy, cfg.style, yuv[idx], cfg.pixel_blocks)
@@ -228,9 +257,10 @@ def fill_whole_frame(frame: av.VideoFrame, cfg: MaskConfig) -> av.VideoFrame:
     """
     frame = working_frame(frame)
     frame.make_writable()
-    yuv = rgb_to_yuv(cfg.rgb(), matrix_for(frame.colorspace, frame.height), is_full_range(frame))
+    depth = sample_depth(frame)
+    yuv = rgb_to_yuv(cfg.rgb(), matrix_for(frame.colorspace, frame.height), is_full_range(frame), depth)
     for idx, plane in enumerate(frame.planes[:3]):
-        _plane_view(plane)[:] = yuv[idx]
+        _plane_view(plane, depth)[:] = yuv[idx]
     return frame
 
 

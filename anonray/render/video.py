@@ -23,8 +23,10 @@ from anonray.config import Config
 from anonray.errors import Failure, FileFailure
 from anonray.handoff import RenderResult, VideoDetections
 from anonray.layout import TMP_DIR_NAME
-from anonray.qa.checks import QAError, anomaly_flags, check_output, mask_statistics
+from anonray.qa.checks import OutputRead, QAError, anomaly_flags, check_output, mask_statistics
+from anonray.qa.fidelity import FLAG_LOW_FIDELITY, psnr_outside_masks, sampled_indices, source_luma
 from anonray.records.regions import write_regions
+from anonray.render.codec.bitstream import FAMILY_OF_ENCODER
 from anonray.render.codec.chunked import (
     ChunkError,
     ChunkJob,
@@ -38,8 +40,9 @@ from anonray.render.codec.chunked import (
 )
 from anonray.render.codec.encode_stage import encode_video
 from anonray.render.codec.passthrough import PassthroughOutcome
+from anonray.render.codec.settings import for_source
 from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format
-from anonray.render.mask import fill_whole_frame, mask_frame
+from anonray.render.mask import fill_whole_frame, mask_frame, sample_depth_of
 from anonray.render.outputs import output_relative_path
 from anonray.store import storage
 from anonray.store.checksums import sha256_file
@@ -49,9 +52,6 @@ from anonray.track.tracker import TrackingSummary, plan_masks
 from anonray.types import MaskPlan, VideoInfo
 
 log = logging.getLogger("anonray")
-
-ENCODER_CODEC_NAMES = {"libx264": "h264", "libx265": "hevc"}
-
 
 class RenderError(FileFailure):
     """A per-file failure while rendering."""
@@ -241,6 +241,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     (``encoder.min_chunk_seconds``).
     """
     info = video.info
+    config = for_source(config, info)  # encoder.codec auto -> the source's family
     started = time.perf_counter()
     plan, summary, cuts = mask_plan(video, config)
     seconds_track = time.perf_counter() - started
@@ -276,16 +277,14 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         tmp.unlink(missing_ok=True)
         inputs.close()
     seconds_encode = time.perf_counter() - started
-    flags = anomaly_flags(plan, cuts, info.fps, [sum(s.detections.values()) for s in video.segments],
-                          [s.segment.frame_count for s in video.segments])
-    if hook.masked_whole or written.frames_lost:
-        flags = sorted([*flags, FLAG_DAMAGED_FRAMES])
+    bitrate_out = written.qa_read.video_packet_bytes * 8 / info.duration_seconds if info.duration_seconds > 0 \
+        else None
     return RenderResult(
         output_path=relative_out,
         sha256_out=written.sha256,
         size_bytes_out=written.size_bytes,
         frames_out=written.stats.frames_out,
-        video_codec_out=ENCODER_CODEC_NAMES[config.encoder.codec],
+        video_codec_out=FAMILY_OF_ENCODER[config.encoder.codec],
         container_out=suffix.lstrip("."),
         tracks=summary.tracks,
         frames_masked=summary.frames_masked,
@@ -293,13 +292,29 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         seconds_encode=seconds_encode,
         audio_packets_copied=written.stats.audio_packets_copied,
         mask_statistics=mask_statistics(plan),
-        qa_flags=tuple(flags),
+        qa_flags=_qa_flags(video, plan, cuts, config, hook, written),
         seconds_qa=written.seconds_qa,
         frames_masked_whole=hook.masked_whole,
         frames_lost=written.frames_lost,
         passthrough=written.passthrough,
         encode_chunks=written.chunks,
+        pixel_format_out=written.qa_read.pixel_format,
+        video_bitrate_out=bitrate_out,
+        psnr_outside_masks=written.psnr_outside_masks,
     )
+
+
+def _qa_flags(video: VideoDetections, plan: MaskPlan, cuts: np.ndarray, config: Config, hook: MaskHook,
+              written: WrittenOutput) -> tuple[str, ...]:
+    """The anomaly flags of the mask plan (qa/checks.py), damaged_frames and low_fidelity, sorted."""
+    flags = anomaly_flags(plan, cuts, video.info.fps, [sum(s.detections.values()) for s in video.segments],
+                          [s.segment.frame_count for s in video.segments])
+    if hook.masked_whole or written.frames_lost:
+        flags = [*flags, FLAG_DAMAGED_FRAMES]
+    psnr = written.psnr_outside_masks
+    if psnr is not None and psnr < config.qa.min_psnr_outside_masks:
+        flags = [*flags, FLAG_LOW_FIDELITY]
+    return tuple(sorted(flags))
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,8 @@ class WrittenOutput:
     seconds_qa: float
     sha256: str
     size_bytes: int
+    qa_read: OutputRead
+    psnr_outside_masks: float | None
 
 
 def _write_checked(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config,
@@ -331,11 +348,32 @@ def _write_checked(source: Path, tmp: Path, video: VideoDetections, plan: MaskPl
     if stats.frames_out != info.frame_count - frames_lost or frames_lost < 0:
         raise RenderError("frame_count_mismatch", f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
     expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
-    try:  # decodable end to end, same frames, timestamps, size and audio as the input (qa/checks.py)
-        qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec)
+    # fidelity outside the masks on a few frames (not where damaged frames were filled or left out)
+    sampled = [] if whole else sampled_indices(info.frame_count, config.qa.psnr_frames)
+    try:  # decodable end to end, same frames, timestamps, size, format and audio as the input (qa/checks.py)
+        qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec, sampled)
     except QAError as err:
         raise RenderError(err.error_class, str(err)) from None
+    started = time.perf_counter()
+    psnr = _psnr_outside_masks(source, video, plan, qa_read, sampled)
+    qa_read.luma.clear()  # up to qa.psnr_frames full-size planes: not kept past the measure
     _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
     _fsync(tmp)
-    return WrittenOutput(stats, passthrough, chunks, frames_lost, qa_read.seconds, sha256_file(tmp),
-                         tmp.stat().st_size)
+    return WrittenOutput(stats, passthrough, chunks, frames_lost, qa_read.seconds + time.perf_counter() - started,
+                         sha256_file(tmp), tmp.stat().st_size, qa_read, psnr)
+
+
+def _psnr_outside_masks(source: Path, video: VideoDetections, plan: MaskPlan, qa_read: OutputRead,
+                        sampled: list[int]) -> float | None:
+    """qa/fidelity.py's measure for the sampled frames (None when none were sampled or none decoded)."""
+    if not sampled:
+        return None
+    info = video.info
+    try:
+        source_frames = source_luma(source, info, [s.segment for s in video.segments], sampled)
+    except (av.error.FFmpegError, OSError) as err:
+        log.warning("video %s: the fidelity measure could not decode the input (%s)", info.video_id,
+                    type(err).__name__)
+        return None
+    output_depth = sample_depth_of(qa_read.pixel_format)
+    return psnr_outside_masks(source_frames, qa_read.luma, plan, info.bit_depth, output_depth)

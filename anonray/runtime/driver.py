@@ -112,7 +112,7 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
         for name in model_names:
             models.model_path(name)  # fail fast (usage error) when weights are missing or altered
         ctx = RunContext(run_id, request.config, models.model_ids(model_names))
-        ledger = RunLedger(run_id, ctx, progress, state_dir, remote)
+        ledger = RunLedger(run_id, ctx, progress, state_dir, remote, wall_start=wall)
         ledger.summary.ignored = discovery.ignored
         return _run_on_ray(request, ledger, discovery, output_dir, wall)
     finally:
@@ -158,7 +158,7 @@ def _set_up(request: RunRequest, ledger: RunLedger, output_dir: Path | str, disc
 def _process(setting: RunSetting, files: list[InputFile]) -> None:
     """The wave loop: ingest wave k+1 while wave k is decoded and detected and finished videos render."""
     ledger, config, plan = setting.ledger, setting.config, setting.plan
-    ledger.progress.start(len(files))
+    ledger.progress.start(len(files), sum(f.size_bytes for f in files))
     todo = _skip_done(setting, files)
     spread = render_spread(setting.cluster_cpus, plan.render_cpus, len(todo))
     renders = RenderQueue(RenderTarget(config, setting.output_dir, ledger.state_dir, ledger.run_id,
@@ -206,8 +206,10 @@ def _close(setting: RunSetting, started: dt.datetime, ray_mode: str, files_match
     """Tables, manifest and review sheet, and for a URI output their upload."""
     ledger = setting.ledger
     precision = detection_precision(setting.config, "cuda" if setting.plan.uses_gpu else "cpu")
+    plan = setting.plan
     run_row = write_tables(ledger, setting.config, started, ray_mode, files_matched,
-                           lambda: sum(setting.actor_retries()[0].values()), precision)
+                           lambda: sum(setting.actor_retries()[0].values()), precision,
+                           plan.detect_actors * plan.detect_gpus)
     if setting.restart_log is not None:
         ray.kill(setting.restart_log)
     write_audit(ledger, setting.config, setting.output_dir, run_row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,8 +56,10 @@ class RunLedger:
     """Rows for the videos and segments tables, and the summary, kept as files finish."""
 
     def __init__(self, run_id: str, ctx: RunContext, progress: Progress, state_dir: Path,
-                 remote: RemoteState | None = None) -> None:
+                 remote: RemoteState | None = None, wall_start: float | None = None) -> None:
+        """``wall_start``: the run's start (time.perf_counter), from which each output's latency is counted."""
         self.run_id, self.ctx, self.progress = run_id, ctx, progress
+        self.wall_start = time.perf_counter() if wall_start is None else wall_start
         self.state_dir, self.remote = state_dir, remote
         self.summary = RunSummary(run_id)
         self.video_rows: list[dict] = []
@@ -89,7 +92,7 @@ class RunLedger:
         classes = self.summary.failure_classes
         classes[failure.error_class] = classes.get(failure.error_class, 0) + 1
         log.warning("video %s failed: %s", video_id, failure.error_class)
-        self.progress.video_finished("failed", 0, 0.0)
+        self.progress.video_finished("failed", 0, 0.0, file.size_bytes)
 
     def fail_video(self, video: VideoDetections, ingested: Ingested, failure: Failure, retries: int = 0) -> None:
         """A video that was ingested and detected but has no output."""
@@ -97,13 +100,14 @@ class RunLedger:
 
     def succeed(self, video: VideoDetections, result: RenderResult, ingested: Ingested, retries: int) -> None:
         info = video.info
-        row = ok_video_row(self.ctx, video, result, started=ingested.started, seconds_ingest=ingested.seconds)
+        row = ok_video_row(self.ctx, video, result, started=ingested.started, seconds_ingest=ingested.seconds,
+                           latency_seconds=time.perf_counter() - self.wall_start)
         self.record({**row, "retries": retries})
         self.summary.ok += 1
         self.summary.frames += info.frame_count
         self.summary.footage_seconds += info.duration_seconds
         log.info("video %s ok: %d frames", info.video_id, info.frame_count)
-        self.progress.video_finished("ok", info.frame_count, info.duration_seconds)
+        self.progress.video_finished("ok", info.frame_count, info.duration_seconds, info.size_bytes)
 
     def add_segments(self, video: VideoDetections) -> None:
         self.segment_rows.extend(segment_rows(self.ctx, video))
@@ -115,4 +119,4 @@ class RunLedger:
                                 "finished_utc": now})
         self.claimed_outputs.add(previous["output_path"])
         self.summary.skipped += 1
-        self.progress.video_finished("skipped", 0, 0.0)
+        self.progress.video_finished("skipped", 0, 0.0, int(previous.get("size_bytes_in") or 0))

@@ -8,26 +8,26 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Protocol
+from typing import Protocol, TextIO
 
 log = logging.getLogger("anonray.runtime.progress")
 
 
 class Progress(Protocol):
-    def start(self, total_videos: int) -> None: ...
+    def start(self, total_videos: int, total_bytes: int = 0) -> None: ...
     def frames_detected(self, frames: int) -> None: ...
-    def video_finished(self, status: str, frames: int, footage_seconds: float) -> None: ...
+    def video_finished(self, status: str, frames: int, footage_seconds: float, size_bytes: int = 0) -> None: ...
     def finish(self, summary: object) -> None: ...
 
 
 class NullProgress:
-    def start(self, total_videos: int) -> None:
+    def start(self, total_videos: int, total_bytes: int = 0) -> None:
         pass
 
     def frames_detected(self, frames: int) -> None:
         pass
 
-    def video_finished(self, status: str, frames: int, footage_seconds: float) -> None:
+    def video_finished(self, status: str, frames: int, footage_seconds: float, size_bytes: int = 0) -> None:
         pass
 
     def finish(self, summary: object) -> None:
@@ -45,35 +45,62 @@ class Counters:
         self.frames_detected = 0
         self.frames_done = 0
         self.footage_seconds = 0.0
+        self.total_bytes = 0
+        self.bytes_done = 0
         self.started = time.monotonic()
+
+    def seconds_left(self, elapsed: float) -> float | None:
+        """The time left at the rate so far: by input bytes where the files' sizes are known, else by files;
+        None until a file has finished (skipped files, done at once, do not count toward the rate)."""
+        processed = self.ok + self.failed
+        remaining = self.total - processed - self.skipped
+        if processed == 0 or remaining < 0:
+            return None
+        if self.total_bytes and self.bytes_done:
+            return elapsed * max(self.total_bytes - self.bytes_done, 0) / self.bytes_done
+        return elapsed * remaining / processed
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         done = self.ok + self.failed + self.skipped
+        left = self.seconds_left(elapsed)
         return (f"files {done}/{self.total} (ok {self.ok}, failed {self.failed}, skipped {self.skipped}) | "
                 f"detected {self.frames_detected} frames at {self.frames_detected / elapsed:.1f} fps | "
                 f"written {self.frames_done} frames | footage done {self.footage_seconds / 3600:.3f} h | "
-                f"{elapsed:.0f} s")
+                f"{elapsed:.0f} s" + (f", about {_duration(left)} left" if left is not None else ""))
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', '7 min', '3.2 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class ConsoleProgress(NullProgress):
     """Live one-line display (rich) on a terminal; a log line every ``interval`` seconds otherwise."""
 
-    def __init__(self, interval: float = 10.0, live: bool | None = None):
+    def __init__(self, interval: float = 10.0, live: bool | None = None, stream: TextIO | None = None):
+        """``stream``: where the live display goes (default sys.stderr; console.py passes the console's own
+        stream while Ray's notices go to a file)."""
         self.counters = Counters()
         self.interval = interval
-        self.live = sys.stderr.isatty() if live is None else live
+        self.stream = stream
+        self.live = (stream or sys.stderr).isatty() if live is None else live
         self._last = 0.0
         self._display = None
 
-    def start(self, total_videos: int) -> None:
+    def start(self, total_videos: int, total_bytes: int = 0) -> None:
         self.counters = Counters()
-        self.counters.total = total_videos
+        self.counters.total, self.counters.total_bytes = total_videos, total_bytes
         if self.live:
             from rich.console import Console
             from rich.live import Live
 
-            self._display = Live(self.counters.line(), console=Console(stderr=True), refresh_per_second=4)
+            console = Console(file=self.stream) if self.stream is not None else Console(stderr=True)
+            self._display = Live(self.counters.line(), console=console, refresh_per_second=4)
             self._display.start()
         else:
             log.info("progress: %s", self.counters.line())
@@ -91,7 +118,11 @@ class ConsoleProgress(NullProgress):
         self.counters.frames_detected += frames
         self._update()
 
-    def video_finished(self, status: str, frames: int, footage_seconds: float) -> None:
+    def video_finished(self, status: str, frames: int, footage_seconds: float, size_bytes: int = 0) -> None:
+        if status == "skipped":  # done before the run: out of the estimate
+            self.counters.total_bytes -= size_bytes
+        else:
+            self.counters.bytes_done += size_bytes
         if status == "ok":
             self.counters.ok += 1
             self.counters.frames_done += frames

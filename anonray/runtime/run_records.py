@@ -11,7 +11,7 @@ import ray
 
 from anonray.config import Config
 from anonray.layout import REGIONS_TABLE
-from anonray.records.rows import local_host, software_versions, utc_now
+from anonray.records.rows import local_host, run_figures, software_versions, utc_now
 from anonray.records.run_manifest import write_run_records
 from anonray.records.tables import table_dir, write_part
 from anonray.runtime.ledger import RunLedger
@@ -21,9 +21,10 @@ log = logging.getLogger("anonray")
 
 
 def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mode: str, files_matched: int,
-                 actor_restarts: Callable[[], int], detection_precision: str) -> dict:
+                 actor_restarts: Callable[[], int], detection_precision: str, gpus_reserved: float = 0.0) -> dict:
     """The run's parts of the videos, segments and runs tables; returns the runs row. ``actor_restarts`` is
-    asked once the run's end is stamped (reading the RestartLog can wait)."""
+    asked once the run's end is stamped (reading the RestartLog can wait); ``gpus_reserved``: the GPUs the
+    detection pool held (rows.run_figures)."""
     resources = ray.cluster_resources()
     alive = {n.get("NodeManagerHostname", "") for n in ray.nodes() if n.get("Alive")}
     summary, state_dir, run_id = ledger.summary, ledger.state_dir, ledger.run_id
@@ -39,6 +40,7 @@ def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mo
         "wall_seconds": summary.wall_seconds, "exit_code": summary.exit_code,
         "render_retries": ledger.render_retries, "actor_restarts": actor_restarts(),
         "detection_precision": detection_precision,
+        **run_figures(summary.footage_seconds, summary.wall_seconds, summary.ok, summary.failed, gpus_reserved),
     }
     write_part(state_dir, "videos", run_id, ledger.video_rows)
     for early in table_dir(state_dir, "videos").glob(f"part-{run_id}-*.parquet"):  # now in the run's part

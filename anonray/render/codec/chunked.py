@@ -33,6 +33,7 @@ from anonray.render.codec.bitstream import (
     is_annexb,
     parameter_sets,
 )
+from anonray.render.codec.settings import for_source
 from anonray.render.codec.transcoder import (
     EncodeError,
     FrameHook,
@@ -70,6 +71,11 @@ class ChunkJob:
     """pts of the chunk's frames as detection analysed them (-1 where it did not)."""
     container_format: str
     """The final output's muxer (its flags decide how the encoder writes its parameter sets)."""
+
+    @property
+    def seconds(self) -> float:
+        """The chunk's length in seconds (its share of the video's frames)."""
+        return self.info.duration_seconds * self.frames.frame_count / max(self.info.frame_count, 1)
 
     def failed(self, error_class: str, message: str) -> ChunkError:
         return ChunkError(error_class, f"chunk {self.index + 1} of {self.count}: {message}")
@@ -192,7 +198,8 @@ class _ChunkEncoder(Transcoder):
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer, job: ChunkJob,
                  cfg: Config, frame_hook: FrameHook | None, frames: Iterator[av.VideoFrame]) -> None:
-        super().__init__(inp, out, job.info, cfg.with_overrides(audio="drop"), job.container_format, frame_hook)
+        super().__init__(inp, out, job.info, cfg.with_overrides(audio="drop"), job.container_format, frame_hook,
+                         encoded_seconds=job.seconds)
         self.frames = frames
         self.columns: list[tuple[int, int, int, bool, int]] = []
         self.payload = bytearray()
@@ -235,6 +242,7 @@ def _decoded(source: Path | str, job: ChunkJob) -> Iterator[av.VideoFrame]:
 def encode_chunk(source: Path | str, job: ChunkJob, config: Config, frame_hook: FrameHook | None) -> EncodedChunk:
     """Decode, mask (``frame_hook``) and encode the chunk's frames from ``source`` (a path, or a URI read by
     ranges); raise EncodeError on every failure, ``frame_count_mismatch`` when it gave other than its frames."""
+    config = for_source(config, job.info)
     started = time.perf_counter()
     try:
         inp = open_input(source, job.info.container)
@@ -350,6 +358,7 @@ class _JoinTranscoder(Transcoder):
 def join_chunks(source: Path, dst: Path, info: VideoInfo, config: Config, chunks: EncodedChunks) -> TranscodeStats:
     """Write dst from the chunks' video packets and the source's audio (as the single-task render writes it);
     raise EncodeError on every failure (dst may then hold a partial file, which the caller deletes)."""
+    config = for_source(config, info)
 
     def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer,
                  fmt_name: str) -> _JoinTranscoder:

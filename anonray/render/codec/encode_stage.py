@@ -11,6 +11,7 @@ import numpy as np
 
 from anonray.config import Config
 from anonray.render.codec.passthrough import PassthroughOutcome, PassthroughUnsupported, passthrough_transcode
+from anonray.render.codec.settings import for_source
 from anonray.render.codec.transcoder import FrameHook, TranscodeStats, output_format, transcode
 from anonray.types import MaskPlan, VideoInfo
 
@@ -20,6 +21,7 @@ def encode_video(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook:
                  ) -> tuple[TranscodeStats, PassthroughOutcome | None]:
     """transcoder.transcode, or with encoder.passthrough the smart passthrough where it can run (else the full
     transcode, with the reason in the outcome). The outcome is None with passthrough off."""
+    cfg = for_source(cfg, info)
     if not cfg.encoder.passthrough:
         return transcode(src, dst, info, cfg, frame_hook, skip_damaged=skip_damaged), None
     output_format(dst)  # an unknown output suffix fails as EncodeError before any work

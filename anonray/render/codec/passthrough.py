@@ -30,12 +30,12 @@ from anonray.render.codec.bitstream import (
     length_size,
     nal_unit_types,
 )
+from anonray.render.codec.settings import encoder_options, for_source
 from anonray.render.codec.transcoder import (
     EncodeError,
     FrameHook,
     Transcoder,
     TranscodeStats,
-    encoder_options,
     ffmpeg_message,
     run_job,
     working_pixel_format,
@@ -147,6 +147,7 @@ def plan_copies(index: SourceIndex, analysed_pts: np.ndarray, masked_pts: np.nda
 
 def static_reason(info: VideoInfo, cfg: Config) -> str | None:
     """Why passthrough cannot run on this input, judged from ingest's description alone (None: it may)."""
+    cfg = for_source(cfg, info)
     family = FAMILY_OF_ENCODER[cfg.encoder.codec]
     missing = {_TO_ANNEXB[family], "filter_units"} - av.bitstream.bitstream_filters_available
     if missing:
@@ -173,9 +174,11 @@ def masked_and_analysed(plan: MaskPlan, frame_pts: np.ndarray) -> tuple[np.ndarr
 # --- the job ------------------------------------------------------------------------------------------------
 
 
-def reencode_options(enc: EncoderConfig) -> dict[str, str]:
-    """The encoder options of re-encoded runs: the configured ones, no B-frames, parameter sets in-band."""
-    opts = encoder_options(enc)
+def reencode_options(enc: EncoderConfig, info: VideoInfo) -> dict[str, str]:
+    """The encoder options of re-encoded runs: the configured ones, no B-frames, parameter sets in-band. The
+    bitrate cap is sized for the whole video (each run's encoder may start with a full VBV buffer: with many
+    short runs a file can exceed it, see README "Output container rule")."""
+    opts = encoder_options(enc, info=info)
     key = "x264-params" if enc.codec == "libx264" else "x265-params"
     opts[key] = f"{opts[key]}:{_REENCODE_PARAMS}" if opts.get(key) else _REENCODE_PARAMS
     return opts
@@ -198,9 +201,9 @@ class _PassthroughTranscoder(Transcoder):
                  cfg: Config, fmt_name: str, frame_hook: FrameHook | None, index: SourceIndex,
                  plan: CopyPlan) -> None:
         family = FAMILY_OF_ENCODER[cfg.encoder.codec]
-        super().__init__(inp, out, info, cfg, fmt_name, frame_hook, video_options=reencode_options(cfg.encoder),
+        super().__init__(inp, out, info, cfg, fmt_name, frame_hook, video_options=reencode_options(cfg.encoder, info),
                          sample_entry=SAMPLE_ENTRY[family])
-        self.cfg, self.family, self.index, self.plan = cfg, family, index, plan
+        self.cfg, self.info, self.family, self.index, self.plan = cfg, info, family, index, plan
         chain = ([_TO_ANNEXB[self.family]] if index.length_prefixed else []) + [_SEI_FILTER[self.family]]
         self.bsf = av.bitstream.BitStreamFilterContext(",".join(chain), self.src)
         self.packet_number = 0
@@ -268,7 +271,7 @@ class _PassthroughTranscoder(Transcoder):
         enc.color_range, enc.color_primaries = cc.color_range, cc.color_primaries
         enc.color_trc, enc.colorspace = cc.color_trc, cc.colorspace
         enc.thread_count = cc.thread_count
-        enc.options = reencode_options(self.cfg.encoder)
+        enc.options = reencode_options(self.cfg.encoder, self.info)
         return enc
 
     def _end_run(self) -> None:
@@ -302,6 +305,7 @@ def passthrough_transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, fr
     Raises PassthroughUnsupported where it cannot run (dst may then hold a partial file the caller
     overwrites or deletes) and EncodeError on every other failure, as transcoder.transcode does.
     """
+    cfg = for_source(cfg, info)
     reason = static_reason(info, cfg)
     if reason is not None:
         raise PassthroughUnsupported(reason)

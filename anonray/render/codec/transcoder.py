@@ -21,8 +21,9 @@ import av.error
 import av.filter
 
 import anonray
-from anonray.config import Config, EncoderConfig
+from anonray.config import Config
 from anonray.errors import FileFailure
+from anonray.render.codec.settings import encoder_options, for_source
 from anonray.render.outputs import audio_fits, canonical_audio_codec, container_format_for
 from anonray.store.av_open import open_input
 from anonray.types import VideoInfo
@@ -54,29 +55,36 @@ class TranscodeStats:
     """Video packets the decoder rejected as invalid data and that were skipped (skip_damaged only)."""
 
 
-def working_pixel_format(pix_fmt: str | None, width: int, height: int) -> tuple[str, bool]:
-    """The 8-bit planar pixel format frames are encoded (and masked) in, and whether it is full range.
+MAX_BIT_DEPTH = {"libx264": 10, "libx265": 12}
+"""The deepest samples each encoder writes (PyAV's libx264 takes 8 and 10 bits, its libx265 8, 10 and 12)."""
 
-    4:2:0 -> yuv420p, 4:2:2 -> yuv422p, 4:4:4 -> yuv444p (any bit depth; yuvj* map to the non-j
-    format flagged full range); odd width or height -> yuv444p; RGB, grey and other formats ->
-    yuv420p.
+
+def working_pixel_format(pix_fmt: str | None, width: int, height: int,
+                         codec: str = "libx264") -> tuple[str, bool]:
+    """The planar pixel format frames are encoded (and masked) in, and whether it is full range.
+
+    4:2:0 -> yuv420p, 4:2:2 -> yuv422p, 4:4:4 -> yuv444p, at the source's bit depth (9-10 bits -> 10, 11-12 ->
+    12, capped at what ``codec`` writes: MAX_BIT_DEPTH); yuvj* map to the non-j format flagged full range;
+    odd width or height -> yuv444p; RGB, grey and other formats -> yuv420p at their depth.
     """
     name = pix_fmt or "yuv420p"
     full = name.startswith("yuvj")
-    if width % 2 or height % 2:
-        return "yuv444p", full
     try:
-        fmt = av.VideoFormat(name, width, height)
+        fmt = av.VideoFormat(name, max(width, 2), max(height, 2))
     except (ValueError, av.error.FFmpegError):
-        return "yuv420p", full
+        return ("yuv444p" if width % 2 or height % 2 else "yuv420p"), full
+    depth = max(c.bits for c in fmt.components)
+    suffix = "" if depth <= 8 else f"{min(10 if depth <= 10 else 12, MAX_BIT_DEPTH.get(codec, 8))}le"
+    if width % 2 or height % 2:
+        return "yuv444p" + suffix, full
     if fmt.is_rgb or len(fmt.components) < 3 or fmt.has_palette:
-        return "yuv420p", full
+        return "yuv420p" + suffix, full
     cw, ch = fmt.components[1].width, fmt.components[1].height
     if cw == width and ch == height:
-        return "yuv444p", full
+        return "yuv444p" + suffix, full
     if cw * 2 >= width and ch == height:
-        return "yuv422p", full
-    return "yuv420p", full
+        return "yuv422p" + suffix, full
+    return "yuv420p" + suffix, full
 
 
 def ffmpeg_message(err: BaseException) -> str:
@@ -105,39 +113,29 @@ def interlace_mode(info: VideoInfo, codec: str) -> str | None:
     code the frame height interlaced, which must be a multiple of 4 in 4:2:0, else of 2)."""
     if codec != "libx264" or info.field_order == "progressive":
         return None
-    pix_fmt, _ = working_pixel_format(info.pixel_format, info.width, info.height)
-    if info.height % (4 if pix_fmt == "yuv420p" else 2):
+    pix_fmt, _ = working_pixel_format(info.pixel_format, info.width, info.height, codec)
+    if info.height % (4 if pix_fmt.startswith("yuv420p") else 2):
         return None
     return _TOP_FIRST.get(info.field_order, "auto")
 
 
-def encoder_options(enc: EncoderConfig, interlace: str | None = None) -> dict[str, str]:
-    """The encoder's options for the config: CRF, preset, no closed captions (x264), field order, quiet x265."""
-    opts = {"crf": str(enc.crf), "preset": enc.preset}
-    if enc.codec == "libx264":
-        opts["a53cc"] = "0"  # never carry closed captions from the source into the output
-        if interlace is not None:
-            opts["x264-params"] = "interlaced=1" if interlace == "auto" else f"{interlace}=1"
-    else:
-        opts["x265-params"] = "log-level=error"
-    return opts
-
-
 def add_video_stream(out: av.container.OutputContainer, src: av.video.stream.VideoStream, info: VideoInfo,
                      cfg: Config, fmt_name: str, options: dict[str, str] | None = None,
-                     sample_entry: str | None = None) -> tuple[av.video.stream.VideoStream, str, bool]:
+                     sample_entry: str | None = None,
+                     seconds: float | None = None) -> tuple[av.video.stream.VideoStream, str, bool]:
     """Add and configure the output video stream after the input stream. Returns (stream, pix_fmt, full).
 
-    options: the encoder's options (default: encoder_options for the config and the interlace mode).
+    options: the encoder's options (default: settings.encoder_options for the config, the interlace mode and
+    the source, its bitrate cap sized for an encode of ``seconds``, default the whole video).
     sample_entry: the MP4/MOV sample entry (codec tag) to write instead of the encoder's usual one.
     """
     icc = src.codec_context
     width, height = icc.width or info.width, icc.height or info.height
-    pix_fmt, full = working_pixel_format(icc.pix_fmt or info.pixel_format, width, height)
+    pix_fmt, full = working_pixel_format(icc.pix_fmt or info.pixel_format, width, height, cfg.encoder.codec)
     rate = src.average_rate or src.guessed_rate or Fraction(info.fps or 25).limit_denominator(1001)
     interlace = interlace_mode(info, cfg.encoder.codec)
     if options is None:
-        options = encoder_options(cfg.encoder, interlace)
+        options = encoder_options(cfg.encoder, interlace, info, seconds)
     vs = out.add_stream(cfg.encoder.codec, rate=rate, options=options)
     cc = vs.codec_context
     cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
@@ -239,13 +237,14 @@ class Transcoder:
     ``video_encoder``, ``mux_video``) and build on the helpers (``tag_output``, ``to_working``, ``apply_hook``,
     ``encode``, ``mux``, ``audio_packet``, ``flush_audio``). The constructor calls no hook: a subclass passes
     what it changes about the output video stream as ``video_options`` (the encoder's options, default
-    ``encoder_options``) and ``sample_entry`` (the MP4/MOV codec tag).
+    ``encoder_options``), ``sample_entry`` (the MP4/MOV codec tag) and ``encoded_seconds`` (how much of the
+    video it encodes, for the bitrate cap; default the whole).
     """
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer,
                  info: VideoInfo, cfg: Config, fmt_name: str, frame_hook: FrameHook | None,
                  skip_damaged: bool = False, video_options: dict[str, str] | None = None,
-                 sample_entry: str | None = None) -> None:
+                 sample_entry: str | None = None, encoded_seconds: float | None = None) -> None:
         self.inp, self.out, self.hook = inp, out, frame_hook
         self.skip_damaged = skip_damaged
         self.packets_skipped = 0
@@ -254,7 +253,7 @@ class Transcoder:
         self.src = streams[index]
         self.src.thread_type = "AUTO"
         self.dst, self.pix_fmt, self.full = add_video_stream(out, self.src, info, cfg, fmt_name, video_options,
-                                                             sample_entry)
+                                                             sample_entry, encoded_seconds)
         self.timecode = info.timecode
         self.mark_fields = _field_marker(interlace_mode(info, cfg.encoder.codec), self.dst.codec_context,
                                          self.src.time_base)
@@ -437,8 +436,10 @@ def transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, frame_hook: Fr
 
     The muxer is container_format, or the one for dst's suffix (see outputs.container_format_for).
     dst is written exactly as given; on failure it is closed and may hold a partial file, which the
-    caller deletes. Raises EncodeError on every failure.
+    caller deletes. Raises EncodeError on every failure. ``encoder.codec: auto`` is resolved for the source.
     """
+    cfg = for_source(cfg, info)
+
     def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer, fmt_name: str) -> Transcoder:
         return Transcoder(inp, out, info, cfg, fmt_name, frame_hook, skip_damaged)
 
