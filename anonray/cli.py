@@ -6,6 +6,7 @@ Exit codes: 0 every file succeeded; 1 at least one file failed (the others still
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -43,9 +44,11 @@ def main() -> None:
 @click.option("--verify-inputs", is_flag=True,
               help="Before skipping a file that looks unchanged (path, size, mtime, inode), re-hash it.")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+@click.option("--ray-console", is_flag=True,
+              help="Leave Ray's own notices on the console (default: in DIR/_anonray/logs/).")
 def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, mask: str | None,
                 mask_color: str | None, classes: str | None, audio: str | None, address: str | None,
-                force: bool, verify_inputs: bool, verbose: bool) -> None:
+                force: bool, verify_inputs: bool, verbose: bool, ray_console: bool) -> None:
     """Anonymize INPUT files and folders (recursive) into --output."""
     _setup_logging(verbose)
     from anonray.config import ConfigError, load_config
@@ -72,12 +75,17 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
 
+    from anonray.runtime.console import ray_log_for, ray_notices_to
     from anonray.runtime.driver import RunRequest, run
     from anonray.runtime.progress import ConsoleProgress
     from anonray.store.remote_output import OutputLocationError
 
+    request = RunRequest(list(inputs), location, config, address, force, verify_inputs)
+    ray_log = None if ray_console else ray_log_for(output, storage.is_uri(output))
     try:
-        summary = run(RunRequest(list(inputs), location, config, address, force, verify_inputs), ConsoleProgress())
+        with contextlib.ExitStack() as streams:
+            console = streams.enter_context(ray_notices_to(ray_log)) if ray_log else None
+            summary = run(request, ConsoleProgress(stream=console))
     except (InputError, ModelError, ConfigError, OutputLocationError) as err:  # ConfigError: ray_temp_dir
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
@@ -93,6 +101,8 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
     click.echo(f"  tables: {tables}")
     click.echo(f"  manifest: {summary.manifest_path or 'NOT WRITTEN (see the log)'}")
     click.echo(f"  review sheet: {summary.review_path or 'NOT WRITTEN (see the log)'}")
+    if ray_log is not None and ray_log.path.exists():
+        click.echo(f"  Ray's log: {ray_log.path}")
     sys.exit(summary.exit_code)
 
 

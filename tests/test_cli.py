@@ -178,9 +178,32 @@ def test_run_drop_audio_solid_mask(tmp_path):
     with av.open(str(output)) as c:
         frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24").astype(int)
     assert (np.abs(frame - np.array([0, 255, 0])).max(axis=2) <= 40).any()
-    assert "progress:" in result.stderr
+    assert "progress:" in result.stderr and "left" in result.stderr.splitlines()[-1]
     _assert_private(result.stderr, inputs, ["harbour_cam_07.mp4", "notes.txt"])
     assert row.video_id in result.stderr  # ... by their id instead
+    _assert_quiet_console(result, out)
+    assert row.video_bitrate_out <= 1.25 * row.video_bitrate_in and row.psnr_outside_masks > 35
+    assert 0 < row.latency_seconds < 300 and row.pixel_format_in == row.pixel_format_out == "yuv420p"
+    runs = pq.read_table(out / "_anonray" / "runs").to_pandas().iloc[0]
+    assert runs.failure_rate == 0.0 and runs.footage_hours_per_wall_hour > 0
+    assert runs.gpu_hours_per_100h_footage is None or np.isnan(runs.gpu_hours_per_100h_footage)
+
+
+ANONRAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) anonray[.:]")
+
+
+def _assert_quiet_console(result: subprocess.CompletedProcess, out: Path) -> None:
+    """Every console line is anonray's (its log format, or the summary on stdout); Ray's notices are in
+    _anonray/logs/, a 0700 folder of 0600 files."""
+    strays = [line for line in result.stderr.splitlines() if not ANONRAY_LINE.match(line)]
+    assert strays == [], f"lines not from anonray on stderr: {strays[:3]}"
+    assert not [line for line in result.stdout.splitlines() if "ray" in line.lower().split(":")[0]
+                and not line.startswith(("anonray run", "  Ray's log"))]
+    logs = out / "_anonray" / "logs"
+    (log,) = logs.iterdir()
+    assert f"Ray's log: {log}" in result.stdout
+    assert logs.stat().st_mode & 0o777 == 0o700 and log.stat().st_mode & 0o777 == 0o600
+    assert "WARNING" in log.read_text()  # Ray's notices (token authentication, object spilling) are there
 
 
 @pytest.mark.slow
