@@ -14,12 +14,12 @@ from _video_checks import analysed_video, solid_config
 from anonray.config import Config
 from anonray.ingest.hdr import content_light_level, mastering_display
 from anonray.ingest.probe import probe
-from anonray.qa.checks import OutputRead, picture_format_problems
-from anonray.qa.fidelity import MAX_PSNR_DB, psnr_outside_masks, sampled_indices
+from anonray.qa.checks import OutputRead, inspect_output, picture_format_problems
+from anonray.qa.fidelity import MAX_PSNR_DB, psnr_outside_masks, sampled_indices, source_luma
 from anonray.records.rows import run_figures
 from anonray.render.codec.settings import VBV_INITIAL_FULLNESS, encoder_for, rate_cap
 from anonray.render.mask import rgb_to_yuv
-from anonray.render.video import render_video
+from anonray.render.video import mask_plan, render_video
 from anonray.types import SHAPE_BOX, Detections, MaskPlan
 
 BOX = (64, 32, 128, 96)
@@ -107,7 +107,7 @@ def test_hdr10_metadata_is_carried_into_the_reencoded_video(tmp_path: Path) -> N
 
 
 def test_qa_names_a_changed_bit_depth_and_colour_tag(tmp_path: Path) -> None:
-    spec = ClipSpec(fmt="mp4", vcodec="libx265", pix_fmt="yuv420p10le", width=64, height=64, frames=2,
+    spec = ClipSpec(fmt="mp4", vcodec="libx265", pix_fmt="yuv420p10le", width=192, height=128, frames=10,
                     acodec=None, colour=HLG_BT2020, options=X265_QUIET)
     info, _ = probe(write_clip(tmp_path / "hlg.mp4", spec), "hlg.mp4", 2.0)
     same = OutputRead(pixel_format="yuv420p10le", colour=HLG_BT2020)
@@ -154,6 +154,23 @@ def test_bitrate_cap_holds_over_chunks(tmp_path: Path) -> None:
                                                                  "encoder.min_chunk_seconds": 0})
     assert result.encode_chunks >= 2
     assert video_bitrate(out) / video.info.video_bitrate <= 1.25
+    assert result.psnr_outside_masks == pytest.approx(psnr_from_files(video, out), abs=1e-6)  # chunks kept them
+
+
+def psnr_from_files(video, out: Path, count: int = 8) -> float:
+    """The measure recomputed from the files: the source's sampled frames decoded anew, the output's too."""
+    indices = sampled_indices(video.info.frame_count, count)
+    source = source_luma(video.info.source_path, video.info, [s.segment for s in video.segments], indices)
+    output = inspect_output(out, indices).luma
+    plan = mask_plan(video, solid_config())[0]
+    return psnr_outside_masks(source, output, plan, video.info.bit_depth)
+
+
+def test_psnr_of_the_render_is_the_one_recomputed_from_the_files(tmp_path: Path) -> None:
+    """The render takes the source frames from its mask hook (no second decode of the source)."""
+    spec = ClipSpec(width=192, height=128, frames=40, acodec=None, noise=8)
+    video, result, out = render(tmp_path, spec, "c.mp4")
+    assert 30 < result.psnr_outside_masks == pytest.approx(psnr_from_files(video, out), abs=1e-6)
 
 
 def test_a_target_bitrate_overrides_crf_and_cap() -> None:

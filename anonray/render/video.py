@@ -13,7 +13,8 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import av
@@ -42,7 +43,7 @@ from anonray.render.codec.encode_stage import encode_video
 from anonray.render.codec.passthrough import PassthroughOutcome
 from anonray.render.codec.settings import for_source
 from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format
-from anonray.render.mask import fill_whole_frame, mask_frame, sample_depth_of
+from anonray.render.mask import fill_whole_frame, luma_samples, mask_frame, sample_depth_of
 from anonray.render.outputs import output_relative_path
 from anonray.store import storage
 from anonray.store.checksums import sha256_file
@@ -68,8 +69,13 @@ class MaskHook:
     never analysed is filled whole with the mask colour instead of refused.
     """
 
-    def __init__(self, plan: MaskPlan, frame_pts: np.ndarray, config: Config, whole_frame: bool = False):
+    def __init__(self, plan: MaskPlan, frame_pts: np.ndarray, config: Config, whole_frame: bool = False,
+                 sample_at: Collection[int] = ()):
+        """``sample_at``: presentation indices whose luma is kept, as decoded and before masking, in
+        ``source_luma`` (the fidelity measure's source frames, without decoding the source again)."""
         self._plan = plan
+        self.sample_at = frozenset(sample_at)
+        self.source_luma: dict[int, np.ndarray] = {}
         self._regions = plan.regions_by_frame()
         self._index_of_pts = {int(p): i for i, p in enumerate(frame_pts) if p >= 0}
         self._mask_config = config.mask
@@ -88,6 +94,8 @@ class MaskHook:
             self.masked_whole += 1
             return fill_whole_frame(frame, self._mask_config)
         self.written_pts.append(int(frame.pts))
+        if index in self.sample_at:
+            self.source_luma[index] = luma_samples(frame)
         rows = self._regions.get(index)
         if rows is None:
             return frame
@@ -198,9 +206,11 @@ def render_chunk(job: ChunkJob, config: Config, source: Path | None = None) -> E
 
 def _render_chunk_from(source: Path | str, job: ChunkJob, config: Config) -> EncodedChunk:
     _check_input_unchanged(source, job.info, full=False)
-    hook = MaskHook(job.plan, job.frame_pts, config)
+    hook = MaskHook(job.plan, job.frame_pts, config, sample_at=job.sample_at)
     try:
-        return encode_chunk(source, job, config, hook)
+        described, payload = encode_chunk(source, job, config, hook)
+        first = job.frames.first_frame_index
+        return replace(described, source_luma={first + k: v for k, v in hook.source_luma.items()}), payload
     except EncodeError:
         _check_input_unchanged(source, job.info, full=False)  # a vanished input explains the failure
         raise
@@ -217,12 +227,14 @@ def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, con
     """Write tmp: in one pass (encode_video), or for a long video (or a small run's, ``spread``) in chunks
     joined into one file (chunked.py). Returns (stats, passthrough outcome, chunks)."""
     info = video.info
-    jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp), spread)
+    jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp), spread, sorted(hook.sample_at))
     if not jobs:
         stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
                                           skip_damaged=whole)
         return stats, passthrough, 1
     chunks = (chunk_runner or encode_chunks_here)(source, jobs, config)
+    for described in chunks.packets:
+        hook.source_luma.update(described.source_luma)
     return join_chunks(source, tmp, info, config, chunks), None, len(jobs)
 
 
@@ -264,7 +276,9 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     # input.on_damage = mask_whole_frame: frames detection never saw are filled whole, frames the decoder
     # cannot produce here either are left out (counted as lost); QA then expects exactly the frames written.
     whole = config.input.on_damage == "mask_whole_frame" and video.damaged
-    hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole)
+    # fidelity outside the masks on a few frames (not where damaged frames were filled or left out)
+    sampled = [] if whole else sampled_indices(info.frame_count, config.qa.psnr_frames)
+    hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole, sample_at=sampled)
     try:
         written = _write_checked(source, tmp, video, plan, config, hook, whole, chunk_runner, spread)
         try:
@@ -348,14 +362,14 @@ def _write_checked(source: Path, tmp: Path, video: VideoDetections, plan: MaskPl
     if stats.frames_out != info.frame_count - frames_lost or frames_lost < 0:
         raise RenderError("frame_count_mismatch", f"wrote {stats.frames_out} frames, the input has {info.frame_count}")
     expected_pts = np.asarray(hook.written_pts, np.int64) if whole else video.frame_pts
-    # fidelity outside the masks on a few frames (not where damaged frames were filled or left out)
-    sampled = [] if whole else sampled_indices(info.frame_count, config.qa.psnr_frames)
+    sampled = sorted(hook.sample_at)
     try:  # decodable end to end, same frames, timestamps, size, format and audio as the input (qa/checks.py)
         qa_read = check_output(tmp, info, expected_pts, config.audio, frames_lost, config.encoder.codec, sampled)
     except QAError as err:
         raise RenderError(err.error_class, str(err)) from None
     started = time.perf_counter()
-    psnr = _psnr_outside_masks(source, video, plan, qa_read, sampled)
+    psnr = _psnr_outside_masks(source, video, plan, qa_read, hook)
+    hook.source_luma.clear()
     qa_read.luma.clear()  # up to qa.psnr_frames full-size planes: not kept past the measure
     _check_input_unchanged(source, info, full=True)  # what was rendered is what was ingested
     _fsync(tmp)
@@ -364,16 +378,20 @@ def _write_checked(source: Path, tmp: Path, video: VideoDetections, plan: MaskPl
 
 
 def _psnr_outside_masks(source: Path, video: VideoDetections, plan: MaskPlan, qa_read: OutputRead,
-                        sampled: list[int]) -> float | None:
-    """qa/fidelity.py's measure for the sampled frames (None when none were sampled or none decoded)."""
-    if not sampled:
+                        hook: MaskHook) -> float | None:
+    """qa/fidelity.py's measure on the hook's sampled frames (None when none were sampled or none decoded)."""
+    if not hook.sample_at:
         return None
     info = video.info
+    output_depth = sample_depth_of(qa_read.pixel_format)
+    # the mask hook kept the frames it saw (in the working format: the source's depth unless the encoder could
+    # not hold it); GOPs that passthrough copied never reached it
+    source_frames = dict(hook.source_luma) if output_depth == info.bit_depth else {}
+    missing = sorted(hook.sample_at - source_frames.keys())
     try:
-        source_frames = source_luma(source, info, [s.segment for s in video.segments], sampled)
+        source_frames.update(source_luma(source, info, [s.segment for s in video.segments], missing))
     except (av.error.FFmpegError, OSError) as err:
         log.warning("video %s: the fidelity measure could not decode the input (%s)", info.video_id,
                     type(err).__name__)
         return None
-    output_depth = sample_depth_of(qa_read.pixel_format)
     return psnr_outside_masks(source_frames, qa_read.luma, plan, info.bit_depth, output_depth)

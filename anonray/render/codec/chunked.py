@@ -13,7 +13,7 @@ import heapq
 import io
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -71,6 +71,8 @@ class ChunkJob:
     """pts of the chunk's frames as detection analysed them (-1 where it did not)."""
     container_format: str
     """The final output's muxer (its flags decide how the encoder writes its parameter sets)."""
+    sample_at: tuple[int, ...] = ()
+    """Frames (counted from the chunk's first) whose source luma to keep for the fidelity measure (qa/fidelity.py)."""
 
     @property
     def seconds(self) -> float:
@@ -95,6 +97,8 @@ class ChunkPackets:
     """The chunk encoder's parameter sets (Annex B)."""
     frames_in: int
     seconds: float
+    source_luma: dict[int, np.ndarray] = field(default_factory=dict)
+    """The source's luma planes of the job's ``sample_at`` frames, by the video's presentation index."""
 
     @property
     def frames(self) -> int:
@@ -172,9 +176,10 @@ def plan_slice(plan: MaskPlan, first: int, count: int) -> MaskPlan:
 
 
 def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, container_format: str,
-                spread: int = 1) -> list[ChunkJob]:
+                spread: int = 1, sample_at: Sequence[int] = ()) -> list[ChunkJob]:
     """The chunk jobs of one video; [] where it is encoded by one task (see docs/codec.md, "Not chunked").
-    ``spread``: render slots per video in this run (chunk_count)."""
+    ``spread``: render slots per video in this run (chunk_count); ``sample_at``: presentation indices whose
+    source luma the chunks keep."""
     info = video.info
     count = chunk_count(info.duration_seconds, config.encoder, spread)
     if config.encoder.passthrough or count < 2:
@@ -185,7 +190,9 @@ def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, containe
     ranges = chunk_ranges(segments, info.time_base_fraction, info.duration_seconds, count)
     frame_pts = np.asarray(video.frame_pts, np.int64)
     return [ChunkJob(info, k, len(ranges), r, plan_slice(plan, r.first_frame_index, r.frame_count),
-                     frame_pts[r.first_frame_index:r.first_frame_index + r.frame_count].copy(), container_format)
+                     frame_pts[r.first_frame_index:r.first_frame_index + r.frame_count].copy(), container_format,
+                     tuple(i - r.first_frame_index for i in sample_at
+                           if r.first_frame_index <= i < r.first_frame_index + r.frame_count))
             for k, r in enumerate(ranges)]
 
 
