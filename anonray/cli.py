@@ -85,7 +85,9 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
     try:
         with contextlib.ExitStack() as streams:
             console = streams.enter_context(ray_notices_to(ray_log)) if ray_log else None
-            summary = run(request, ConsoleProgress(stream=console))
+            progress = ConsoleProgress(stream=console)
+            streams.callback(progress.close)  # before the console stream closes, also on an exception
+            summary = run(request, progress)
     except (InputError, ModelError, ConfigError, OutputLocationError) as err:  # ConfigError: ray_temp_dir
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)

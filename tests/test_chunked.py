@@ -218,7 +218,8 @@ def test_differing_parameter_sets_go_in_band(tmp_path: Path) -> None:
     encoded = [render_chunk(job, other if job.index == 1 else cfg, src) for job in jobs]
     assert encoded[0][0].extradata == encoded[2][0].extradata != encoded[1][0].extradata
     out = tmp_path / "joined.mp4"
-    join_chunks(src, out, video.info, cfg, EncodedChunks([p for p, _ in encoded], lambda i: encoded[i][1]))
+    join_chunks(src, out, video.info, cfg, EncodedChunks([p for p, _ in encoded], lambda i: encoded[i][1]),
+                jobs[0].cap_seconds)
     check_output(out, video.info, video.frame_pts, "keep")  # every frame, timestamp and the audio
     assert video_packets(out)[2] == "avc3"
     assert inspect_output(out).decode_error == ""
@@ -395,7 +396,7 @@ def test_chunk_tasks_on_ray(tmp_path: Path) -> None:
     jobs = plan_chunks(video, mask_plan(video, cfg)[0], cfg, "mp4")
     chunks = chunks_on_ray(1.0, 0)(src, jobs, cfg)
     assert [c.index for c in chunks.packets] == [0, 1, 2]
-    join_chunks(src, tmp_path / "joined.mp4", video.info, cfg, chunks)
+    join_chunks(src, tmp_path / "joined.mp4", video.info, cfg, chunks, jobs[0].cap_seconds)
     check_output(tmp_path / "joined.mp4", video.info, video.frame_pts, "keep")
     video.frame_pts[-1] = -1  # the last frame, in chunk 3, was never analysed
     jobs = plan_chunks(video, mask_plan(video, cfg)[0], cfg, "mp4")

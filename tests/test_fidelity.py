@@ -17,7 +17,7 @@ from anonray.ingest.probe import probe
 from anonray.qa.checks import OutputRead, inspect_output, picture_format_problems
 from anonray.qa.fidelity import MAX_PSNR_DB, psnr_outside_masks, sampled_indices, source_luma
 from anonray.records.rows import run_figures
-from anonray.render.codec.settings import VBV_INITIAL_FULLNESS, encoder_for, rate_cap
+from anonray.render.codec.settings import VBV_INITIAL_FULLNESS, encoder_for, encoder_options, rate_cap
 from anonray.render.mask import rgb_to_yuv
 from anonray.render.video import mask_plan, render_video
 from anonray.types import SHAPE_BOX, Detections, MaskPlan
@@ -173,9 +173,14 @@ def test_psnr_of_the_render_is_the_one_recomputed_from_the_files(tmp_path: Path)
     assert 30 < result.psnr_outside_masks == pytest.approx(psnr_from_files(video, out), abs=1e-6)
 
 
-def test_a_target_bitrate_overrides_crf_and_cap() -> None:
-    enc = Config().encoder.model_copy(update={"bitrate": 500_000})
-    assert rate_cap(enc, None) is None
+def test_a_target_bitrate_overrides_crf_and_cap(tmp_path: Path) -> None:
+    info, _ = probe(write_clip(tmp_path / "c.mp4", ClipSpec(width=64, height=64, frames=5, acodec=None)), "c.mp4")
+    capped = encoder_options(Config().encoder.model_copy(update={"codec": "libx264"}), info=info)
+    assert {"crf", "maxrate", "bufsize"} <= capped.keys() and "b" not in capped
+    enc = Config().encoder.model_copy(update={"codec": "libx264", "bitrate": 500_000})
+    target = encoder_options(enc, info=info)
+    assert rate_cap(enc, info) is None and target["b"] == "500000"
+    assert not {"crf", "maxrate", "bufsize"} & target.keys()
 
 
 @pytest.mark.parametrize("seconds", [0.2, 1.0, 3.0, 10.0, 300.0])
@@ -228,3 +233,15 @@ def test_run_figures() -> None:
                        "gpu_hours_per_100h_footage": pytest.approx(12.5)}
     none = run_figures(0, 10, 0, 0, 0.0)
     assert none["failure_rate"] is None and none["gpu_hours_per_100h_footage"] is None
+
+
+
+def test_a_12bit_source_libx264_writes_in_10_bits_is_measured_at_10(tmp_path: Path) -> None:
+    """FFV1 4:4:4 12-bit with alpha in: libx264 (auto: neither H.264 nor HEVC in) holds 10 bits, QA expects
+    exactly that, and the fidelity measure compares both sides at 10 bits (not against a 12-bit peak)."""
+    spec = ClipSpec(fmt="matroska", vcodec="ffv1", pix_fmt="yuva444p12le", width=192, height=128, frames=20,
+                    acodec=None, colour=(1, 1, 1, 1))
+    video, result, out = render(tmp_path, spec, "master.mkv")
+    assert video.info.bit_depth == 12 and result.pixel_format_out == "yuv444p10le"
+    assert result.video_codec_out == "h264" and result.psnr_outside_masks > 35
+    assert "low_fidelity" not in result.qa_flags

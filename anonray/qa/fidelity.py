@@ -33,9 +33,10 @@ def sampled_indices(frame_count: int, count: int) -> list[int]:
 
 
 def source_luma(source: Path | str, info: VideoInfo, segments: Sequence[Segment],
-                indices: Sequence[int]) -> dict[int, np.ndarray]:
+                indices: Sequence[int], pixel_format: str | None = None) -> dict[int, np.ndarray]:
     """The source's luma at the given presentation indices, decoding each segment that holds one only up to its
-    last. Indices whose frame does not decode are left out."""
+    last, in ``pixel_format`` (the output's, so both sides have one bit depth; default: as mask.luma_samples).
+    Indices whose frame does not decode are left out."""
     wanted = set(indices)
     out: dict[int, np.ndarray] = {}
     for segment in segments:
@@ -45,7 +46,7 @@ def source_luma(source: Path | str, info: VideoInfo, segments: Sequence[Segment]
             continue
         for index, frame in enumerate(segment_frames(source, info, segment), start=first):
             if index in wanted:
-                out[index] = luma_samples(frame)
+                out[index] = luma_samples(frame, pixel_format)
             if index >= last:
                 break
     return out
@@ -54,8 +55,8 @@ def source_luma(source: Path | str, info: VideoInfo, segments: Sequence[Segment]
 def psnr_outside_masks(source: Mapping[int, np.ndarray], output: Mapping[int, np.ndarray], plan: MaskPlan,
                        depth: int, output_depth: int | None = None) -> float | None:
     """PSNR (dB) of ``output`` against ``source`` luma over the pixels outside every mask region, pooled over
-    the frames both hold; None where no such pixel was compared. ``depth``: the source's bits per sample;
-    ``output_depth`` the output's where it differs (its samples are scaled to ``depth``)."""
+    the frames both hold; None where no such pixel was compared. ``depth``: the bits per sample of the
+    ``source`` arrays; ``output_depth`` the output's where it differs (its samples are scaled to ``depth``)."""
     rows_of = plan.regions_by_frame()
     squared, pixels = 0.0, 0
     for index in sorted(source.keys() & output.keys()):

@@ -200,11 +200,13 @@ def _fill_plane(plane: np.ndarray, region: _Region, mask: np.ndarray, fx: int, f
     np.copyto(view, done, where=mask)
 
 
-def working_frame(frame: av.VideoFrame) -> av.VideoFrame:
-    """The frame in a planar YUV format mask_frame edits in place (PLANAR; converted only if needed)."""
-    if frame.format.name in PLANAR:
+def working_frame(frame: av.VideoFrame, pixel_format: str | None = None) -> av.VideoFrame:
+    """The frame in a planar YUV format mask_frame edits in place (PLANAR; converted only if needed), or in
+    ``pixel_format`` (one of PLANAR) when given."""
+    if frame.format.name == pixel_format or (pixel_format is None and frame.format.name in PLANAR):
         return frame
     fmt, full = working_pixel_format(frame.format.name, frame.width, frame.height)
+    fmt = pixel_format or fmt
     rng = "JPEG" if full or frame.color_range == _RANGE_JPEG else "MPEG"
     out = frame.reformat(format=fmt, src_color_range=rng, dst_color_range=rng)
     out.pts = frame.pts
@@ -213,10 +215,10 @@ def working_frame(frame: av.VideoFrame) -> av.VideoFrame:
     return out
 
 
-def luma_samples(frame: av.VideoFrame) -> np.ndarray:
-    """A copy of the frame's luma plane at its own bit depth (uint8, or uint16 above 8 bits), from the working
-    format (working_frame) where the frame is in another."""
-    frame = working_frame(frame)
+def luma_samples(frame: av.VideoFrame, pixel_format: str | None = None) -> np.ndarray:
+    """A copy of the frame's luma plane (uint8, or uint16 above 8 bits) in ``pixel_format`` (a PLANAR name; by
+    default the frame's own planar format, or the working one where it is in another)."""
+    frame = working_frame(frame, pixel_format)
     return _plane_view(frame.planes[0], sample_depth(frame)).copy()
 
 

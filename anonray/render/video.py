@@ -235,7 +235,7 @@ def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, con
     chunks = (chunk_runner or encode_chunks_here)(source, jobs, config)
     for described in chunks.packets:
         hook.source_luma.update(described.source_luma)
-    return join_chunks(source, tmp, info, config, chunks), None, len(jobs)
+    return join_chunks(source, tmp, info, config, chunks, jobs[0].cap_seconds), None, len(jobs)
 
 
 def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
@@ -383,15 +383,19 @@ def _psnr_outside_masks(source: Path, video: VideoDetections, plan: MaskPlan, qa
     if not hook.sample_at:
         return None
     info = video.info
-    output_depth = sample_depth_of(qa_read.pixel_format)
-    # the mask hook kept the frames it saw (in the working format: the source's depth unless the encoder could
-    # not hold it); GOPs that passthrough copied never reached it
-    source_frames = dict(hook.source_luma) if output_depth == info.bit_depth else {}
+    # both sides in the output's pixel format (the source's depth wherever the encoder holds it: libx264 up to 10
+    # bits, libx265 12); the mask hook kept the frames it saw in that (working) format as it went, GOPs that
+    # passthrough copied never reached it
+    output_format = qa_read.pixel_format.replace("yuvj", "yuv")
+    depth = sample_depth_of(output_format)
+    if depth is None:
+        return None
+    source_frames = dict(hook.source_luma)
     missing = sorted(hook.sample_at - source_frames.keys())
     try:
-        source_frames.update(source_luma(source, info, [s.segment for s in video.segments], missing))
+        source_frames.update(source_luma(source, info, [s.segment for s in video.segments], missing, output_format))
     except (av.error.FFmpegError, OSError) as err:
         log.warning("video %s: the fidelity measure could not decode the input (%s)", info.video_id,
                     type(err).__name__)
         return None
-    return psnr_outside_masks(source_frames, qa_read.luma, plan, info.bit_depth, output_depth)
+    return psnr_outside_masks(source_frames, qa_read.luma, plan, depth)

@@ -24,6 +24,7 @@ from typing import TextIO
 from anonray.layout import STATE_DIR_NAME
 
 LOG_DIR_NAME = "logs"
+log = logging.getLogger("anonray")
 
 
 class RayLog:
@@ -39,20 +40,24 @@ class RayLog:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def settle(self) -> None:
-        """Move the log into the state folder's ``logs`` where the run made a state folder; with nothing in it
-        (or no state folder for a local output: the run stopped before its start) delete it."""
-        if self.state_dir is None:
-            return
-        if not self.state_dir.is_dir() or self.path.stat().st_size == 0:
+        """Move the log into the state folder's ``logs`` where the run made a state folder; an empty log (or, for
+        a local output, one of a run that stopped before making its state folder) is deleted. Never raises: a
+        failure leaves the log in its temporary folder and says so (without the path) in anonray's log."""
+        try:
+            if self.path.stat().st_size == 0 or (self.state_dir is not None and not self.state_dir.is_dir()):
+                shutil.rmtree(self.folder, ignore_errors=True)
+                return
+            if self.state_dir is None:
+                return
+            logs = self.state_dir / LOG_DIR_NAME
+            logs.mkdir(exist_ok=True)
+            os.chmod(logs, 0o700)
+            final = logs / self.path.name
+            shutil.move(self.path, final)
             shutil.rmtree(self.folder, ignore_errors=True)
-            return
-        logs = self.state_dir / LOG_DIR_NAME
-        logs.mkdir(exist_ok=True)
-        os.chmod(logs, 0o700)
-        final = logs / self.path.name
-        shutil.move(self.path, final)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.path = final
+            self.path = final
+        except OSError as err:
+            log.warning("Ray's log stays in its temporary folder: %s", type(err).__name__)
 
 
 def ray_log_for(output: str, is_uri: bool) -> RayLog:

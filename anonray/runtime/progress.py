@@ -51,10 +51,11 @@ class Counters:
 
     def seconds_left(self, elapsed: float) -> float | None:
         """The time left at the rate so far: by input bytes where the files' sizes are known, else by files;
-        None until a file has finished (skipped files, done at once, do not count toward the rate)."""
+        None until a file has finished (skipped files, done at once, do not count toward the rate) and once
+        every file has."""
         processed = self.ok + self.failed
         remaining = self.total - processed - self.skipped
-        if processed == 0 or remaining < 0:
+        if processed == 0 or remaining <= 0:
             return None
         if self.total_bytes and self.bytes_done:
             return elapsed * max(self.total_bytes - self.bytes_done, 0) / self.bytes_done
@@ -100,7 +101,9 @@ class ConsoleProgress(NullProgress):
             from rich.live import Live
 
             console = Console(file=self.stream) if self.stream is not None else Console(stderr=True)
-            self._display = Live(self.counters.line(), console=console, refresh_per_second=4)
+            # no redirect of sys.stdout/sys.stderr: Ray's lines must keep going where runtime/console.py sends them
+            self._display = Live(self.counters.line(), console=console, refresh_per_second=4,
+                                 redirect_stdout=False, redirect_stderr=False)
             self._display.start()
         else:
             log.info("progress: %s", self.counters.line())
@@ -135,6 +138,10 @@ class ConsoleProgress(NullProgress):
 
     def finish(self, summary: object) -> None:
         self._update(force=True)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (also where the run ended in an exception); idempotent."""
         if self._display is not None:
             self._display.stop()
             self._display = None

@@ -74,10 +74,9 @@ class ChunkJob:
     sample_at: tuple[int, ...] = ()
     """Frames (counted from the chunk's first) whose source luma to keep for the fidelity measure (qa/fidelity.py)."""
 
-    @property
-    def seconds(self) -> float:
-        """The chunk's length in seconds (its share of the video's frames)."""
-        return self.info.duration_seconds * self.frames.frame_count / max(self.info.frame_count, 1)
+    cap_seconds: float = 0.0
+    """The length the bitrate cap is sized for (settings.rate_cap): the video's shortest chunk's, the same for
+    every chunk and the join's reference encoder, whose parameter sets (levels follow the VBV limits) must match."""
 
     def failed(self, error_class: str, message: str) -> ChunkError:
         return ChunkError(error_class, f"chunk {self.index + 1} of {self.count}: {message}")
@@ -189,11 +188,18 @@ def plan_chunks(video: VideoDetections, plan: MaskPlan, config: Config, containe
         return []
     ranges = chunk_ranges(segments, info.time_base_fraction, info.duration_seconds, count)
     frame_pts = np.asarray(video.frame_pts, np.int64)
+    cap_seconds = shortest_chunk_seconds(info, [r.frame_count for r in ranges])
     return [ChunkJob(info, k, len(ranges), r, plan_slice(plan, r.first_frame_index, r.frame_count),
                      frame_pts[r.first_frame_index:r.first_frame_index + r.frame_count].copy(), container_format,
                      tuple(i - r.first_frame_index for i in sample_at
-                           if r.first_frame_index <= i < r.first_frame_index + r.frame_count))
+                           if r.first_frame_index <= i < r.first_frame_index + r.frame_count), cap_seconds)
             for k, r in enumerate(ranges)]
+
+
+def shortest_chunk_seconds(info: VideoInfo, frame_counts: Sequence[int]) -> float:
+    """The shortest chunk's length in seconds (by its share of the video's frames). A cap sized for it holds for
+    every longer chunk too: s + 0.9 b <= s (s_min + 0.9 b) / s_min for s >= s_min."""
+    return info.duration_seconds * min(frame_counts, default=0) / max(info.frame_count, 1)
 
 
 # --- one chunk ----------------------------------------------------------------------------------------------
@@ -206,7 +212,7 @@ class _ChunkEncoder(Transcoder):
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer, job: ChunkJob,
                  cfg: Config, frame_hook: FrameHook | None, frames: Iterator[av.VideoFrame]) -> None:
         super().__init__(inp, out, job.info, cfg.with_overrides(audio="drop"), job.container_format, frame_hook,
-                         encoded_seconds=job.seconds)
+                         encoded_seconds=job.cap_seconds or None)
         self.frames = frames
         self.columns: list[tuple[int, int, int, bool, int]] = []
         self.payload = bytearray()
@@ -301,8 +307,8 @@ class _JoinTranscoder(Transcoder):
     taken from the encoded chunks, in order, instead of from an encoder."""
 
     def __init__(self, inp: av.container.InputContainer, out: av.container.OutputContainer, info: VideoInfo,
-                 cfg: Config, fmt_name: str, chunks: EncodedChunks) -> None:
-        super().__init__(inp, out, info, cfg, fmt_name, None)
+                 cfg: Config, fmt_name: str, chunks: EncodedChunks, cap_seconds: float | None) -> None:
+        super().__init__(inp, out, info, cfg, fmt_name, None, encoded_seconds=cap_seconds or None)
         self.chunks = chunks
         self.dts = joined_decode_timestamps(chunks.packets)
         self.in_band = self._compare_parameter_sets(FAMILY_OF_ENCODER[cfg.encoder.codec], fmt_name)
@@ -362,14 +368,16 @@ class _JoinTranscoder(Transcoder):
             del payload
 
 
-def join_chunks(source: Path, dst: Path, info: VideoInfo, config: Config, chunks: EncodedChunks) -> TranscodeStats:
+def join_chunks(source: Path, dst: Path, info: VideoInfo, config: Config, chunks: EncodedChunks,
+                cap_seconds: float | None = None) -> TranscodeStats:
     """Write dst from the chunks' video packets and the source's audio (as the single-task render writes it);
-    raise EncodeError on every failure (dst may then hold a partial file, which the caller deletes)."""
+    raise EncodeError on every failure (dst may then hold a partial file, which the caller deletes).
+    ``cap_seconds``: the chunk jobs' ``cap_seconds`` (the reference encoder's settings must be theirs)."""
     config = for_source(config, info)
 
     def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer,
                  fmt_name: str) -> _JoinTranscoder:
-        return _JoinTranscoder(inp, out, info, config, fmt_name, chunks)
+        return _JoinTranscoder(inp, out, info, config, fmt_name, chunks, cap_seconds)
 
     return run_job(source, dst, make_job)
 
