@@ -9,7 +9,9 @@ then one cold ``anonray run`` per ``--config`` (none = the defaults; each file i
 processes that folder while every process's CPU time (``/proc/PID/stat``, all its threads) is sampled
 each second and the growth since the last sample is charged to the title the process had then. GPU
 utilisation (``nvidia-smi``) is sampled too, where there is one. Prints, per run: fps, wall seconds, CPU
-core-seconds per frame in total and by title, mean GPU utilisation. Linux only.
+core-seconds per frame in total and by title, mean GPU utilisation, and the render's CPU per frame (render and
+chunk tasks) against the floor's: the CPU of one plain decode + libx264 transcode of the looped clip at
+anonray's encoder settings (throughput.py's floor, in this process, measured first). Linux only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throughput import link_copies, loop_clip  # noqa: E402
+from benchmarks.throughput import link_copies, loop_clip, plain_transcode  # noqa: E402
+
+RENDER_TITLES = ("ray::render_task", "ray::encode_chunk_task")
+"""The processes that render (full-size decode, masks, encode, QA) as Ray titles them."""
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -94,6 +99,18 @@ class CpuSampler:
                 self.by_title[title] += grown
 
 
+def floor_cpu_ms_per_frame(clip: Path, work: Path) -> float:
+    """CPU milliseconds per frame (every thread of this process) of the floor: decode + libx264 at anonray's
+    default CRF and preset, the clip transcoded once."""
+    from anonray.config import Config
+
+    encoder = Config().encoder
+    before = os.times()
+    frames = plain_transcode(clip, work / "floor.mp4", encoder.crf, encoder.preset)
+    after = os.times()
+    return 1000 * ((after.user - before.user) + (after.system - before.system)) / max(frames, 1)
+
+
 def profile_run(folder: Path, out_dir: Path, frames: int, config: Path | None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "anonray", "run", str(folder), "--output", str(out_dir)]
     if config:
@@ -105,11 +122,13 @@ def profile_run(folder: Path, out_dir: Path, frames: int, config: Path | None) -
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
     total = sum(sampler.by_title.values())
+    render = sum(s for t, s in sampler.by_title.items() if t.startswith(RENDER_TITLES))
     top = sorted(sampler.by_title.items(), key=lambda kv: -kv[1])[:14]
     return {"config": str(config) if config else "defaults", "exit_code": proc.returncode, "frames": frames,
             "wall_seconds": wall, "fps": frames / wall, "cpu_seconds": total,
             "cpu_ms_per_frame": 1000 * total / frames,
             "by_title_ms_per_frame": {t: 1000 * s / frames for t, s in top},
+            "render_cpu_ms_per_frame": 1000 * render / frames,
             "gpu_util_mean": sum(sampler.gpu_util) / len(sampler.gpu_util) if sampler.gpu_util else None}
 
 
@@ -129,14 +148,20 @@ def main(argv: list[str] | None = None) -> None:
         clip = work / f"looped{args.input.suffix}"
         per_copy = loop_clip(args.input, clip, args.frames)
         folder = link_copies(clip, work / "copies", args.copies)
+        floor = floor_cpu_ms_per_frame(clip, work)
+        print(f"floor (decode + libx264, one transcode): {floor:.1f} CPU ms/frame")
         configs = ([None] if args.defaults else []) + list(args.config)
         for k, config in enumerate(configs):
             r = profile_run(folder, work / f"out-{k}", per_copy * args.copies, config)
+            r["floor_cpu_ms_per_frame"] = floor
+            r["render_over_floor"] = r["render_cpu_ms_per_frame"] / floor if floor else None
             results.append(r)
             print(f"\n## {r['config']}: {r['fps']:.1f} fps, {r['wall_seconds']:.1f} s, exit {r['exit_code']}, "
                   f"{r['cpu_ms_per_frame']:.1f} CPU ms/frame, GPU util {r['gpu_util_mean']}")
             for title, ms in r["by_title_ms_per_frame"].items():
                 print(f"  {ms:8.2f} ms/frame  {title}")
+            print(f"  render {r['render_cpu_ms_per_frame']:.1f} CPU ms/frame against the floor's {floor:.1f}: "
+                  f"{r['render_over_floor']:.2f}x (goal <= 1.1)")
             if args.json:
                 args.json.write_text(json.dumps(results, indent=2))
 
