@@ -92,18 +92,25 @@ class ConsoleProgress(NullProgress):
         self.live = (stream or sys.stderr).isatty() if live is None else live
         self._last = 0.0
         self._display = None
+        self._rerouted: list[tuple[logging.StreamHandler, TextIO]] = []
 
     def start(self, total_videos: int, total_bytes: int = 0) -> None:
         self.counters = Counters()
         self.counters.total, self.counters.total_bytes = total_videos, total_bytes
         if self.live:
             from rich.console import Console
+            from rich.file_proxy import FileProxy
             from rich.live import Live
 
-            console = Console(file=self.stream) if self.stream is not None else Console(stderr=True)
-            # no redirect of sys.stdout/sys.stderr: Ray's lines must keep going where runtime/console.py sends them
+            stream = self.stream or sys.stderr
+            console = Console(file=stream)
+            # no redirect of sys.stdout/sys.stderr: Ray's lines must keep going where runtime/console.py sends
+            # them; anonray's own log lines go through the display's console, above the live line
             self._display = Live(self.counters.line(), console=console, refresh_per_second=4,
                                  redirect_stdout=False, redirect_stderr=False)
+            handlers = [h for h in logging.getLogger().handlers
+                        if isinstance(h, logging.StreamHandler) and h.stream is stream]
+            self._rerouted = [(h, h.setStream(FileProxy(console, stream))) for h in handlers]
             self._display.start()
         else:
             log.info("progress: %s", self.counters.line())
@@ -142,6 +149,9 @@ class ConsoleProgress(NullProgress):
 
     def close(self) -> None:
         """Stop the live display (also where the run ended in an exception); idempotent."""
+        for handler, stream in self._rerouted:
+            handler.setStream(stream)
+        self._rerouted = []
         if self._display is not None:
             self._display.stop()
             self._display = None
