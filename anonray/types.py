@@ -36,6 +36,14 @@ class AudioStreamInfo:
     packets: int
 
 
+def video_bitrate(packet_bytes: int, seconds: float) -> float | None:
+    """A video stream's average bitrate (bit/s): its packets' bytes x 8 / the duration; None where either is
+    unknown (0)."""
+    if packet_bytes <= 0 or seconds <= 0:
+        return None
+    return packet_bytes * 8 / seconds
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What ingest learned about one input file (no pixels, no personal data but the path)."""
@@ -93,9 +101,7 @@ class VideoInfo:
     @property
     def video_bitrate(self) -> float | None:
         """The video stream's average bitrate (bit/s) over the whole file; None where unknown."""
-        if self.video_packet_bytes <= 0 or self.duration_seconds <= 0:
-            return None
-        return self.video_packet_bytes * 8 / self.duration_seconds
+        return video_bitrate(self.video_packet_bytes, self.duration_seconds)
 
     @property
     def time_base_fraction(self) -> Fraction:

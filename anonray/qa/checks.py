@@ -25,7 +25,7 @@ from anonray.handoff import MaskStatistics
 from anonray.ingest.probe import field_order_name
 from anonray.ingest.timecode import timecode_of
 from anonray.render.codec.settings import encoder_for
-from anonray.render.codec.transcoder import interlace_mode, working_pixel_format
+from anonray.render.codec.transcoder import interlace_mode, working_name, working_pixel_format
 from anonray.render.mask import luma_samples
 from anonray.store.av_open import open_input
 from anonray.types import CLASS_NAMES, MaskPlan, VideoInfo, ratio_text
@@ -252,22 +252,17 @@ unspecified, and for the range unspecified or limited (what a decoder assumes wi
 _TAG_NAMES = ("colour primaries", "transfer characteristics", "matrix coefficients", "range")
 
 
-def expected_colour(info: VideoInfo, codec: str) -> tuple[int, int, int, int]:
-    """The colour tags the output must carry: the input's, full range where the working format says so."""
-    _, full = working_pixel_format(info.pixel_format, info.width, info.height, codec)
-    return info.color_primaries, info.color_transfer, info.color_space, 2 if full else info.color_range
-
-
 def picture_format_problems(read: OutputRead, info: VideoInfo, codec: str) -> list[str]:
     """Bit depth and chroma format (the output's pixel format against the one encoder.codec writes for the
-    input's, settings in transcoder.working_pixel_format) and the four colour tags, each against the input."""
+    input's, settings in transcoder.working_pixel_format) and the four colour tags, each against the input's
+    (full range where the working format is)."""
     problems = []
-    expected_format, _ = working_pixel_format(info.pixel_format, info.width, info.height, codec)
-    if read.pixel_format.replace("yuvj", "yuv") != expected_format:  # a decoder names full-range 8-bit yuvj*
+    expected_format, full = working_pixel_format(info.pixel_format, info.width, info.height, codec)
+    if working_name(read.pixel_format) != expected_format:
         problems.append(f"the output's pixel format is {read.pixel_format}, {expected_format} was expected for the "
                         f"input's {info.pixel_format} ({info.bit_depth}-bit)")
-    for name, got, want, unset in zip(_TAG_NAMES, read.colour, expected_colour(info, codec), _UNSPECIFIED,
-                                      strict=True):
+    expected = info.color_primaries, info.color_transfer, info.color_space, 2 if full else info.color_range
+    for name, got, want, unset in zip(_TAG_NAMES, read.colour, expected, _UNSPECIFIED, strict=True):
         if got != want and not (got in unset and want in unset):
             problems.append(f"the output's {name} tag is {got}, the input's {want}")
     return problems

@@ -5,8 +5,9 @@ flagged low_fidelity). It measures what the encode did to the picture people kee
 meant to differ.
 
 The output's frames come from QA's decode of the whole output (checks.inspect_output, with the loop filter on
-so they are the frames a player shows); the source's from decoding only the segments that hold a sample, each up
-to its last sampled frame.
+so they are the frames a player shows); the source's from the render's mask hook as it decodes them
+(render/video.py), and where it never saw a frame (GOPs passthrough copied) from ``source_luma``, which decodes
+only the segments that hold one, each up to its last sampled frame.
 """
 
 from __future__ import annotations

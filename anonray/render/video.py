@@ -42,7 +42,7 @@ from anonray.render.codec.chunked import (
 from anonray.render.codec.encode_stage import encode_video
 from anonray.render.codec.passthrough import PassthroughOutcome
 from anonray.render.codec.settings import for_source
-from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format
+from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format, working_name
 from anonray.render.mask import fill_whole_frame, luma_samples, mask_frame, sample_depth_of
 from anonray.render.outputs import output_relative_path
 from anonray.store import storage
@@ -50,7 +50,7 @@ from anonray.store.checksums import sha256_file
 from anonray.store.remote_output import UriTarget
 from anonray.track.scenes import find_cuts
 from anonray.track.tracker import TrackingSummary, plan_masks
-from anonray.types import MaskPlan, VideoInfo
+from anonray.types import MaskPlan, VideoInfo, video_bitrate
 
 log = logging.getLogger("anonray")
 
@@ -291,8 +291,6 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         tmp.unlink(missing_ok=True)
         inputs.close()
     seconds_encode = time.perf_counter() - started
-    bitrate_out = written.qa_read.video_packet_bytes * 8 / info.duration_seconds if info.duration_seconds > 0 \
-        else None
     return RenderResult(
         output_path=relative_out,
         sha256_out=written.sha256,
@@ -313,7 +311,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         passthrough=written.passthrough,
         encode_chunks=written.chunks,
         pixel_format_out=written.qa_read.pixel_format,
-        video_bitrate_out=bitrate_out,
+        video_bitrate_out=video_bitrate(written.qa_read.video_packet_bytes, info.duration_seconds),
         psnr_outside_masks=written.psnr_outside_masks,
     )
 
@@ -386,14 +384,14 @@ def _psnr_outside_masks(source: Path, video: VideoDetections, plan: MaskPlan, qa
     # both sides in the output's pixel format (the source's depth wherever the encoder holds it: libx264 up to 10
     # bits, libx265 12); the mask hook kept the frames it saw in that (working) format as it went, GOPs that
     # passthrough copied never reached it
-    output_format = qa_read.pixel_format.replace("yuvj", "yuv")
-    depth = sample_depth_of(output_format)
+    working = working_name(qa_read.pixel_format)
+    depth = sample_depth_of(working)
     if depth is None:
         return None
     source_frames = dict(hook.source_luma)
     missing = sorted(hook.sample_at - source_frames.keys())
     try:
-        source_frames.update(source_luma(source, info, [s.segment for s in video.segments], missing, output_format))
+        source_frames.update(source_luma(source, info, [s.segment for s in video.segments], missing, working))
     except (av.error.FFmpegError, OSError) as err:
         log.warning("video %s: the fidelity measure could not decode the input (%s)", info.video_id,
                     type(err).__name__)

@@ -87,6 +87,12 @@ def working_pixel_format(pix_fmt: str | None, width: int, height: int,
     return "yuv420p" + suffix, full
 
 
+def working_name(decoded_format: str) -> str:
+    """The working format a decoded output frame is in: decoders name a full-range 8-bit format yuvj*, the
+    encoder was given its yuv* name flagged full range (working_pixel_format)."""
+    return decoded_format.replace("yuvj", "yuv")
+
+
 def ffmpeg_message(err: BaseException) -> str:
     """An FFmpeg error's text without the file name PyAV appends."""
     if isinstance(err, av.error.FFmpegError):
