@@ -78,6 +78,7 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
     from anonray.runtime.console import ray_log_for, ray_notices_to
     from anonray.runtime.driver import RunRequest, run
     from anonray.runtime.progress import ConsoleProgress
+    from anonray.store.output_lock import OutputLocked
     from anonray.store.remote_output import OutputLocationError
 
     request = RunRequest(list(inputs), location, config, address, force, verify_inputs)
@@ -88,7 +89,7 @@ def run_command(inputs: tuple[str, ...], output: str, config_file: Path | None, 
             progress = ConsoleProgress(stream=console)
             streams.callback(progress.close)  # before the console stream closes, also on an exception
             summary = run(request, progress)
-    except (InputError, ModelError, ConfigError, OutputLocationError) as err:  # ConfigError: ray_temp_dir
+    except (InputError, ModelError, ConfigError, OutputLocationError, OutputLocked) as err:  # ConfigError: ray_temp_dir
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
     click.echo(
@@ -118,21 +119,69 @@ def verify_command(target: Path, run_id: str | None) -> None:
     missing or changed output (manifest index, video id, output path relative to DIR) and a summary.
     Exit code 0 when every output matches, 1 otherwise, 2 when no manifest can be read.
     """
-    from anonray.records.audit import AuditError, find_manifest, output_root_of, read_manifest, verify_manifest
+    from anonray.layout import STATE_DIR_NAME
+    from anonray.records.audit import (
+        AuditError,
+        find_manifest,
+        later_outputs,
+        output_root_of,
+        read_manifest,
+        verify_manifest,
+    )
+    from anonray.records.tables import read_table
 
     try:
         path = find_manifest(target, run_id)
         manifest = read_manifest(path)
-        report = verify_manifest(manifest, output_root_of(path))
+        root = output_root_of(path)
+        replaced = later_outputs(read_table(root / STATE_DIR_NAME, "videos").to_pylist(), str(manifest.get("run_id")))
+        report = verify_manifest(manifest, root, replaced)
     except AuditError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
-    for problem in report.problems:
+    for problem in report.problems + report.superseded:
         click.echo(f"{problem.kind.upper()} #{problem.index} video {problem.video_id}: {problem.output_path}")
     click.echo(f"anonray verify {report.run_id}: {report.checked} output(s) checked, {report.matched} match, "
                f"{report.count('mismatch')} changed, {report.count('missing')} missing, "
-               f"{report.count('invalid')} invalid")
+               f"{report.count('invalid')} invalid, {len(report.superseded)} superseded by a later run or apply")
     sys.exit(EXIT_OK if report.ok else EXIT_FILES_FAILED)
+
+
+@main.command("apply")
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--corrections", "corrections_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Corrections file (YAML or JSON): reviewer and entries (see the README).")
+@click.option("--input", "inputs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Root folder of the sources (repeatable; default: where each file's run read it).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging.")
+def apply_command(output: Path, corrections_file: Path, inputs: tuple[Path, ...], verbose: bool) -> None:
+    """Apply a reviewer's corrections to the output folder OUTPUT, as a run of its own.
+
+    The file is checked whole first: a bad entry, an unknown file or track, a box outside the frame, a
+    range past the end, or a missing or changed source refuses it all (exit 2). Files whose masks change are
+    rendered again from their sources; approve and reject set the review status. Exit 1 when a file failed.
+    """
+    _setup_logging(verbose)
+    from anonray.corrections.apply import apply_corrections
+    from anonray.corrections.spec import CorrectionsError, parse_corrections
+    from anonray.store.output_lock import OutputLocked
+
+    try:
+        text = corrections_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        click.echo(f"error: cannot read the corrections file: {type(err).__name__}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        summary = apply_corrections(output, parse_corrections(text, corrections_file.name), list(inputs))
+    except (CorrectionsError, OutputLocked) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"anonray apply {summary.run_id}: {summary.corrected} corrected, {summary.reviewed} review status "
+               f"only, {summary.failed} failed; {summary.frames} frames in {summary.wall_seconds:.1f} s")
+    for error_class, count in sorted(summary.failure_classes.items()):
+        click.echo(f"  failed: {count} x {error_class} (its output is unchanged)")
+    click.echo(f"  manifest: {summary.manifest_path or 'NOT WRITTEN (see the log)'}")
+    sys.exit(summary.exit_code)
 
 
 @main.group("models")

@@ -16,6 +16,10 @@ import numpy as np
 CLASS_NAMES: tuple[str, ...] = ("face", "plate")
 """Detector class ids index into this tuple: 0 = face, 1 = plate."""
 
+REGION_CLASS_NAMES: tuple[str, ...] = (*CLASS_NAMES, "document", "screen", "badge", "tattoo", "other", "zone")
+"""A MaskPlan's class ids index into this tuple: the detector classes first (same ids), then the labels of
+regions a reviewer draws (corrections) and of configured zones."""
+
 
 
 def ratio_text(value: Fraction | None) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "anonray"
-STAGE_PACKAGES = ("ingest", "decode", "detect", "track", "render", "qa", "records", "store", "runtime")
+STAGE_PACKAGES = ("ingest", "decode", "detect", "track", "render", "qa", "records", "store", "runtime",
+                  "corrections")
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 MAX_DOCSTRING_LINES = 12

@@ -255,7 +255,8 @@ class Problem:
     video_id: str
     output_path: str
     kind: str
-    """'missing', 'mismatch' or 'invalid' (no usable path or checksum in the manifest)."""
+    """'missing', 'mismatch' or 'invalid' (no usable path or checksum in the manifest); 'superseded' (not a
+    problem: listed apart) when a later run or apply wrote the file now there."""
 
 
 @dataclass
@@ -264,6 +265,8 @@ class VerifyReport:
     checked: int = 0
     matched: int = 0
     problems: list[Problem] = field(default_factory=list)
+    superseded: list[Problem] = field(default_factory=list)
+    """Outputs replaced since by a later run or apply (``anonray apply`` corrections): not problems."""
 
     @property
     def ok(self) -> bool:
@@ -283,8 +286,21 @@ def _inside(root: Path, relative: str | None) -> Path | None:
     return path
 
 
-def verify_manifest(manifest: Mapping[str, Any], output_root: Path) -> VerifyReport:
-    """Re-hash every output the manifest lists (status ok or skipped) under ``output_root``."""
+def later_outputs(video_rows: Iterable[Mapping[str, Any]], run_id: str) -> dict[str, set[str]]:
+    """Per output path, the sha256 of every ok output that runs after ``run_id`` wrote (run ids sort by time)."""
+    later: dict[str, set[str]] = {}
+    for row in video_rows:
+        if row.get("status") == "ok" and str(row.get("run_id")) > run_id and row.get("output_path"):
+            later.setdefault(str(row["output_path"]), set()).add(str(row.get("sha256_out")))
+    return later
+
+
+def verify_manifest(manifest: Mapping[str, Any], output_root: Path,
+                    replaced: Mapping[str, set[str]] | None = None) -> VerifyReport:
+    """Re-hash every output the manifest lists (status ok or skipped) under ``output_root``.
+
+    ``replaced`` (``later_outputs``): a file that differs from the manifest but is one a later run wrote is
+    reported as superseded, not as changed."""
     report = VerifyReport(str(manifest.get("run_id")))
     root = output_root.resolve()
     for entry in manifest.get("files", []):
@@ -298,8 +314,12 @@ def verify_manifest(manifest: Mapping[str, Any], output_root: Path) -> VerifyRep
             problem.kind = "invalid"
         elif not path.is_file():
             problem.kind = "missing"
-        elif sha256_file(path) != expected:
+        elif (digest := sha256_file(path)) != expected:
             problem.kind = "mismatch"
+            if digest in (replaced or {}).get(str(relative), ()):
+                problem.kind = "superseded"
+                report.superseded.append(problem)
+                continue
         else:
             report.matched += 1
             continue

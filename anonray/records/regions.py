@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from anonray.layout import REGIONS_TABLE
 from anonray.records.tables import REGIONS_SCHEMA, table_dir, write_part
 from anonray.store.private_dirs import ensure_private_dir
-from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, MaskPlan
+from anonray.types import REGION_CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, MaskPlan
 
 SHAPE_NAMES = {SHAPE_ELLIPSE: "ellipse", SHAPE_BOX: "box"}
 
@@ -38,7 +38,7 @@ def regions_table(run_id: str, video_id: str, plan: MaskPlan) -> pa.Table:
         "run_id": pa.array([run_id] * n, pa.string()),
         "video_id": pa.array([video_id] * n, pa.string()),
         "frame_index": pa.array(plan.frame_index[order].astype(np.int64)),
-        "class_name": pa.array([CLASS_NAMES[int(c)] for c in plan.cls[order]], pa.string()),
+        "class_name": pa.array([REGION_CLASS_NAMES[int(c)] for c in plan.cls[order]], pa.string()),
         "shape": pa.array([SHAPE_NAMES[int(s)] for s in plan.shape[order]], pa.string()),
         "track_id": pa.array(plan.track_id[order].astype(np.int64)),
         **{name: pa.array(xyxy[:, i]) for i, name in enumerate(("x0", "y0", "x1", "y1"))},
@@ -64,7 +64,7 @@ def read_regions(state_dir: Path, run_id: str, video_id: str, frame_count: int) 
     if not path.is_file():
         return None
     table = pq.read_table(path, schema=REGIONS_SCHEMA)
-    class_ids = {name: i for i, name in enumerate(CLASS_NAMES)}
+    class_ids = {name: i for i, name in enumerate(REGION_CLASS_NAMES)}
     shape_ids = {name: i for i, name in SHAPE_NAMES.items()}
     xyxy = np.stack([table.column(c).to_numpy() for c in ("x0", "y0", "x1", "y1")], 1) if len(table) else None
     return MaskPlan(

@@ -28,10 +28,12 @@ from anonray.decode.orientation import to_display
 from anonray.layout import REVIEW_DIR_NAME
 from anonray.records.regions import read_regions
 from anonray.store import storage
-from anonray.types import CLASS_NAMES, SHAPE_BOX, MaskPlan
+from anonray.types import CLASS_NAMES, REGION_CLASS_NAMES, SHAPE_BOX, MaskPlan
 
 OUTLINE_BGR = {"face": (0, 255, 255), "plate": (255, 255, 0)}
 """Outline colours (BGR): faces yellow, plates cyan, each over a black rim so it shows on any picture."""
+MANUAL_OUTLINE_BGR = (255, 0, 255)
+"""Regions drawn by a reviewer or set as zones (every other class): magenta."""
 RIM_BGR = (0, 0, 0)
 
 
@@ -231,7 +233,7 @@ def draw_regions(image: np.ndarray, boxes: np.ndarray, shapes: np.ndarray, class
     thick = max(2, round(min(out.shape[:2]) / 240))
     for box, shape, cls in zip(np.asarray(boxes, np.float64).reshape(-1, 4) * scale, shapes, classes, strict=True):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        colour = OUTLINE_BGR[CLASS_NAMES[int(cls)]]
+        colour = OUTLINE_BGR.get(REGION_CLASS_NAMES[int(cls)], MANUAL_OUTLINE_BGR)
         for c, t in ((RIM_BGR, thick + 2), (colour, thick)):
             if int(shape) == SHAPE_BOX:
                 cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), c, t, cv2.LINE_AA)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import platform
 import socket
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,11 @@ from anonray.types import CLASS_NAMES, VideoInfo
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def new_run_id() -> str:
+    """A run's id: its UTC start to the second and six random hex digits (ids sort in time order)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 @dataclass

@@ -86,6 +86,8 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("started_utc", pa.timestamp("us", tz="UTC")),
     pa.field("finished_utc", pa.timestamp("us", tz="UTC")),
     pa.field("retries", pa.int32()),
+    pa.field("corrections", pa.list_(pa.string())),
+    pa.field("review_status", pa.string()),
 ])
 
 SEGMENTS_SCHEMA = pa.schema([
@@ -157,9 +159,35 @@ REGIONS_SCHEMA = pa.schema([
     pa.field("y1", pa.float32(), nullable=False),
 ])
 
-RESTRICTED_TABLES: dict[str, pa.Schema] = {"regions": REGIONS_SCHEMA}
-"""Tables that hold coordinates (personal data): kept apart from TABLES, in the restricted ``_anonray``
-folder, one part per video and run (``part-<run_id>-<video_id>.parquet``); see regions.py."""
+SOURCES_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("root", pa.string(), nullable=False),
+])
+
+CORRECTIONS_SCHEMA = pa.schema([
+    pa.field("correction_id", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("corrects_run_id", pa.string()),
+    pa.field("reviewer", pa.string(), nullable=False),
+    pa.field("time_utc", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("action", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("sha256_in", pa.string()),
+    pa.field("fields_json", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("comment", pa.string()),
+])
+
+RESTRICTED_TABLES: dict[str, pa.Schema] = {"regions": REGIONS_SCHEMA, "sources": SOURCES_SCHEMA,
+                                           "corrections": CORRECTIONS_SCHEMA}
+"""Tables that hold personal data, kept apart from TABLES in folders of their own (0700): ``regions``
+(coordinates; one part per video and run, ``part-<run_id>-<video_id>.parquet``, see regions.py), ``sources``
+(where each run read its inputs: absolute paths, which may name people or places; see sources.py) and
+``corrections`` (what reviewers did, with their names and comments; see corrections/table.py)."""
 
 
 def schema_for(name: str) -> pa.Schema:

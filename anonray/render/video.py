@@ -49,7 +49,7 @@ from anonray.store import storage
 from anonray.store.checksums import sha256_file
 from anonray.store.remote_output import UriTarget
 from anonray.track.scenes import find_cuts
-from anonray.track.tracker import TrackingSummary, plan_masks
+from anonray.track.tracker import TrackingSummary, plan_masks, summary_of
 from anonray.types import MaskPlan, VideoInfo, video_bitrate
 
 log = logging.getLogger("anonray")
@@ -240,7 +240,7 @@ def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, con
 
 def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
                  run_id: str | None = None, chunk_runner: ChunkRunner | None = None,
-                 spread: int = 1) -> RenderResult:
+                 spread: int = 1, plan: MaskPlan | None = None) -> RenderResult:
     """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
     per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
 
@@ -250,12 +250,15 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (the driver's runs
     them as Ray tasks; None: one after another here), then joined here; QA and publishing are the same.
     ``spread``, the render slots per video of a small run (resources.render_spread), cuts shorter videos too
-    (``encoder.min_chunk_seconds``).
+    (``encoder.min_chunk_seconds``). ``plan``: masks made elsewhere (``anonray apply``), else tracked here.
     """
     info = video.info
     config = for_source(config, info)  # encoder.codec auto -> the source's family
     started = time.perf_counter()
-    plan, summary, cuts = mask_plan(video, config)
+    if plan is None:
+        plan, summary, cuts = mask_plan(video, config)
+    else:
+        summary, cuts = summary_of(plan), np.zeros(0, np.int64)
     seconds_track = time.perf_counter() - started
 
     relative_out = output_relative_path(info.relative_path, info, config.audio)

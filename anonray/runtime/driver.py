@@ -7,10 +7,10 @@ detected: while one wave is decoded and detected, the next is ingested and the p
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +22,11 @@ from anonray.detect.frame_detector import detection_precision
 from anonray.detect.selection import models_in_use
 from anonray.errors import Failure
 from anonray.ingest.discover import Discovery, InputFile, discover
+from anonray.ingest.probe import video_id_for
 from anonray.layout import STATE_DIR_NAME, TMP_DIR_NAME
 from anonray.records.resume import DoneIndex
-from anonray.records.rows import RunContext, utc_now
+from anonray.records.rows import RunContext, new_run_id, utc_now
+from anonray.records.sources import write_sources
 from anonray.records.tables import read_table
 from anonray.render.outputs import output_relative_path
 from anonray.runtime import ray_scratch
@@ -38,6 +40,7 @@ from anonray.runtime.session import connect_ray, starts_local_ray
 from anonray.runtime.tasks import IngestOutcome, RestartLog, ingest_task
 from anonray.runtime.waves import plan_waves
 from anonray.store import remote_output, storage
+from anonray.store.output_lock import output_lock
 from anonray.track.collect import DetectionCollector
 from anonray.types import Segment, VideoInfo
 
@@ -84,10 +87,6 @@ class RunSetting:
             return {}, {}
 
 
-def new_run_id() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
 def prepare_state_dir(output_dir: Path) -> Path:
     state = output_dir / STATE_DIR_NAME
     (state / TMP_DIR_NAME).mkdir(parents=True, exist_ok=True)
@@ -107,17 +106,35 @@ def run(request: RunRequest, progress: Progress | None = None) -> RunSummary:
     discovery = discover(request.inputs, output_dir, request.config.input)
     remote = remote_output.open_state(output_dir) if uri_output else None  # the run's state, kept in step
     try:
-        state_dir = remote.local_dir if remote is not None else prepare_state_dir(output_dir)
-        model_names = models_in_use(request.config)
-        for name in model_names:
-            models.model_path(name)  # fail fast (usage error) when weights are missing or altered
-        ctx = RunContext(run_id, request.config, models.model_ids(model_names))
-        ledger = RunLedger(run_id, ctx, progress, state_dir, remote, wall_start=wall)
-        ledger.summary.ignored = discovery.ignored
-        return _run_on_ray(request, ledger, discovery, output_dir, wall)
+        held = contextlib.ExitStack()  # a local output folder: one writer at a time (run or apply)
+        if remote is None:
+            held.enter_context(output_lock(output_dir / STATE_DIR_NAME, "run"))
+        with held:
+            return _run_locked(request, discovery, output_dir, remote, RunStart(run_id, wall, progress))
     finally:
         if remote is not None:
             remote.close()
+
+
+@dataclass(frozen=True)
+class RunStart:
+    run_id: str
+    wall: float
+    """time.perf_counter() at the run's start."""
+    progress: Progress
+
+
+def _run_locked(request: RunRequest, discovery: Discovery, output_dir: Path | str,
+                remote: remote_output.RemoteState | None, start: RunStart) -> RunSummary:
+    """``run`` once its output folder is held: state folder, models checked, the ledger, then Ray."""
+    state_dir = remote.local_dir if remote is not None else prepare_state_dir(output_dir)
+    model_names = models_in_use(request.config)
+    for name in model_names:
+        models.model_path(name)  # fail fast (usage error) when weights are missing or altered
+    ctx = RunContext(start.run_id, request.config, models.model_ids(model_names))
+    ledger = RunLedger(start.run_id, ctx, start.progress, state_dir, remote, wall_start=start.wall)
+    ledger.summary.ignored = discovery.ignored
+    return _run_on_ray(request, ledger, discovery, output_dir, start.wall)
 
 
 def _run_on_ray(request: RunRequest, ledger: RunLedger, discovery: Discovery, output_dir: Path | str,
@@ -132,7 +149,7 @@ def _run_on_ray(request: RunRequest, ledger: RunLedger, discovery: Discovery, ou
         setting = _set_up(request, ledger, output_dir, discovery)
         _process(setting, discovery.files)
         ledger.summary.wall_seconds = time.perf_counter() - wall
-        _close(setting, started, ray_mode, len(discovery.files))
+        _close(setting, started, ray_mode, discovery.files)
         return ledger.summary
     finally:
         if scratch is not None:  # the local Ray this run started: stop it, then delete its files
@@ -202,9 +219,14 @@ def _detect_wave(setting: RunSetting, k: int, videos: list[tuple[VideoInfo, list
         renders.submit(video, ingested[video.info.video_id])
 
 
-def _close(setting: RunSetting, started: dt.datetime, ray_mode: str, files_matched: int) -> None:
-    """Tables, manifest and review sheet, and for a URI output their upload."""
+def _close(setting: RunSetting, started: dt.datetime, ray_mode: str, files: list[InputFile]) -> None:
+    """Tables, the inputs' sources, manifest and review sheet, and for a URI output their upload."""
     ledger = setting.ledger
+    files_matched = len(files)
+    if ledger.remote is None:  # what `anonray apply` renders from (records/sources.py); kept with the output
+        write_sources(ledger.state_dir, ledger.run_id,
+                      [(video_id_for(f.relative_path), f.relative_path, str(f.source_path), str(f.root))
+                       for f in files])
     precision = detection_precision(setting.config, "cuda" if setting.plan.uses_gpu else "cpu")
     plan = setting.plan
     run_row = write_tables(ledger, setting.config, started, ray_mode, files_matched,

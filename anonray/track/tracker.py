@@ -242,3 +242,9 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
         plan = MaskPlan(frame_count, plan.frame_index[valid], plan.xyxy[valid], plan.cls[valid],
                         plan.shape[valid], plan.track_id[valid])
     return plan, TrackingSummary(track_counts, len(plan), plan.frames_masked())
+
+
+def summary_of(plan: MaskPlan) -> TrackingSummary:
+    """The counts of a plan made elsewhere (a reviewed one): tracks per detector class, regions, frames."""
+    tracks = {name: len(np.unique(plan.track_id[plan.cls == cls])) for cls, name in enumerate(CLASS_NAMES)}
+    return TrackingSummary(tracks, len(plan), plan.frames_masked())
