@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install models clean
+.PHONY: demo test lint install models clean browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: models
 test: models
 	$(VENV)/bin/ruff check anonray tests benchmarks
 	$(PY) -m pytest -q
+
+# Debian's Chromium and its driver, for the review app's browser tests (root: apt-get; skipped where present)
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check anonray tests benchmarks

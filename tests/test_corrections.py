@@ -224,3 +224,22 @@ def test_a_changed_source_or_a_held_lock_refuses_apply(corrected_run, tmp_path):
     done = subprocess.run([sys.executable, "-m", "anonray", "apply", str(out), "--corrections", str(corrections),
                            "--input", str(inputs)], capture_output=True, text=True)
     assert done.returncode == 0 and "1 corrected" in done.stdout
+
+
+def test_a_review_status_row_keeps_pointing_at_the_output_and_its_regions(corrected_run, tmp_path):
+    """After an approve (no pixels), the next pixel correction still finds the regions of the run that wrote it."""
+    _, template, _ = corrected_run
+    out = _copy(template, tmp_path)
+    first_run = _latest(out, "cam1/b.mp4").run_id
+    approve = "reviewer: r\ncorrections: [{file: cam1/b.mp4, action: approve}]"
+    approved = apply_corrections(out, parse_corrections(approve))
+    row = _latest(out, "cam1/b.mp4")
+    assert (row.run_id, row.output_run_id, row.review_status) == (approved.run_id, first_run, "approved")
+    regions = _regions(out, first_run)
+    region = regions[regions.video_id == row.video_id].iloc[0]
+    text = ("reviewer: r\ncorrections: [{file: cam1/b.mp4, action: remove_track, "
+            f"class: {region.class_name}, track_id: {int(region.track_id)}}}]")
+    fixed = apply_corrections(out, parse_corrections(text))
+    assert fixed.corrected == 1
+    after = _latest(out, "cam1/b.mp4")
+    assert after.output_run_id == fixed.run_id and after.review_status == "approved"  # the approval stands

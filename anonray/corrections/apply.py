@@ -26,6 +26,7 @@ from anonray.corrections.spec import CorrectionsError, CorrectionSet
 from anonray.corrections.table import correction_id, correction_row, write_corrections
 from anonray.errors import Failure
 from anonray.layout import STATE_DIR_NAME, TMP_DIR_NAME
+from anonray.records.regions import output_run
 from anonray.records.rows import (
     RunContext,
     failed_video_row,
@@ -127,7 +128,8 @@ def _render_corrected(target: FileToCorrect, source: Path, output_dir: Path, sta
 
 def _review_row(target: FileToCorrect, run_id: str) -> dict[str, Any]:
     now = utc_now()
-    return {**target.row, "run_id": run_id, "started_utc": now, "finished_utc": now, "latency_seconds": None}
+    return {**target.row, "run_id": run_id, "output_run_id": output_run(target.row), "started_utc": now,
+            "finished_utc": now, "latency_seconds": None}
 
 
 def _run_row(run_id: str, config: Config, model_ids: str, summary: ApplySummary, started, files: int) -> dict:

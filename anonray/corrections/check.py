@@ -19,7 +19,7 @@ import pyarrow as pa
 from anonray.config import Config, ConfigError, validate_config
 from anonray.corrections.plan_edit import track_frames
 from anonray.corrections.spec import Correction, CorrectionsError, CorrectionSet
-from anonray.records.regions import read_regions
+from anonray.records.regions import output_run, read_regions
 from anonray.types import MaskPlan
 
 
@@ -92,9 +92,9 @@ def _file_target(position: int, correction: Correction, row: dict[str, Any] | No
                  state_dir: Path, needs_plan: bool) -> FileToCorrect:
     if row is None:
         raise _refuse(position, correction, "no ok output of this file in this output folder (videos.path)")
-    config = configs.get(row["run_id"])
+    config = configs.get(output_run(row))
     if config is None:
-        raise _refuse(position, correction, f"the run that wrote its output ({row['run_id']}) has no readable "
+        raise _refuse(position, correction, f"the run that wrote its output ({output_run(row)}) has no readable "
                       "configuration in the runs table")
     plan = None
     if needs_plan:
@@ -102,9 +102,9 @@ def _file_target(position: int, correction: Correction, row: dict[str, Any] | No
             raise _refuse(position, correction, "its output's run did not keep its mask regions "
                           "(review.keep_regions: false), so it cannot be corrected; run it again with "
                           "review.keep_regions: true")
-        plan = read_regions(state_dir, row["run_id"], row["video_id"], int(row["frames_in"]))
+        plan = read_regions(state_dir, output_run(row), row["video_id"], int(row["frames_in"]))
         if plan is None:
-            raise _refuse(position, correction, f"the regions of its output (run {row['run_id']}) are missing "
+            raise _refuse(position, correction, f"the regions of its output (run {output_run(row)}) are missing "
                           "from _anonray/regions")
     return FileToCorrect(row, config, plan)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anonray.corrections.spec import Correction, correction_json
+from anonray.records.regions import output_run
 from anonray.records.tables import read_table, table_dir, write_part
 from anonray.store.private_dirs import ensure_private_dir
 
@@ -29,7 +30,7 @@ def correction_row(run_id: str, position: int, correction: Correction, reviewer:
     """One entry's row; ``output_row`` is the videos row of the output it corrects."""
     return {
         "correction_id": correction_id(run_id, position), "run_id": run_id,
-        "corrects_run_id": output_row["run_id"], "reviewer": reviewer, "time_utc": time_utc,
+        "corrects_run_id": output_run(output_row), "reviewer": reviewer, "time_utc": time_utc,
         "action": correction.action, "path": correction.file, "video_id": output_row["video_id"],
         "sha256_in": output_row.get("sha256_in"), "fields_json": correction_json(correction),
         "reason": correction.reason, "comment": correction.comment,

@@ -10,7 +10,9 @@ No Ray here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +54,12 @@ def write_regions(state_dir: Path, run_id: str, video_id: str, plan: MaskPlan) -
     The folder, when created here, is private to the user (0700)."""
     ensure_private_dir(table_dir(state_dir, REGIONS_TABLE))
     return write_part(state_dir, REGIONS_TABLE, part_name(run_id, video_id), regions_table(run_id, video_id, plan))
+
+
+def output_run(row: Mapping[str, Any]) -> str:
+    """The run (or apply) that wrote a videos row's output file and its regions: ``output_run_id``, which a row
+    that only changed the review status carries over (rows written before that column: ``run_id``)."""
+    return str(row.get("output_run_id") or row["run_id"])
 
 
 def regions_file(state_dir: Path, run_id: str, video_id: str) -> Path:

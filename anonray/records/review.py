@@ -328,7 +328,8 @@ def build_review_sheet(run_id: str, video_rows: Iterable[Mapping[str, Any]], out
     sampled = sample_outputs(rows, cfg)
     sections, frames_shown, unreadable = [], 0, 0
     for number, row in enumerate(sampled, 1):
-        plan = read_regions(state_dir, run_id, row["video_id"], int(row.get("frames_out") or 0))
+        regions_run = row.get("output_run_id") or run_id  # a review-status row points at its output's run
+        plan = read_regions(state_dir, regions_run, row["video_id"], int(row.get("frames_out") or 0))
         error, frames = None, []
         try:
             got = _read_output(output_dir, row["output_path"], cfg.frames_per_file, int(row.get("frames_out") or 0))

@@ -86,6 +86,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("started_utc", pa.timestamp("us", tz="UTC")),
     pa.field("finished_utc", pa.timestamp("us", tz="UTC")),
     pa.field("retries", pa.int32()),
+    pa.field("output_run_id", pa.string()),
     pa.field("corrections", pa.list_(pa.string())),
     pa.field("review_status", pa.string()),
 ])

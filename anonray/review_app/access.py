@@ -1,0 +1,80 @@
+"""Who may use the review app: the token, the Host header, and requests made from other sites.
+
+Every request needs the access token: as the query parameter ``token`` (answered with a SameSite=Strict,
+HttpOnly cookie, so the page's own links and scripts work without it), the cookie, or ``Authorization:
+Bearer T``. Without a token the answer is 401; with a wrong one 403. Tokens are compared in constant time
+and never logged. The Host header must name the address the app listens on (a page on another site that
+resolves its name to 127.0.0.1 is turned away), and a request that changes anything (POST) must carry the
+token in a header and come from the app's own origin: a form or script on another site cannot.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+COOKIE_NAME = "anonray_review"
+TOKEN_HEADER = "X-Anonray-Token"
+
+
+def new_token() -> str:
+    """A fresh access token (256 random bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def same_token(given: str | None, token: str) -> bool:
+    """Constant-time comparison of a presented token with the app's."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: int
+    """200 when the request may go on, else the HTTP status to answer with."""
+    reason: str = ""
+    set_cookie: bool = False
+    """The token came as a query parameter: answer with the cookie."""
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """The Host header values the app answers: its listening address, and the loopback names when it is one."""
+    names = {host}
+    if is_loopback(host):
+        names |= {"localhost", "127.0.0.1", "[::1]"}
+    return {f"{name}:{port}" for name in names} | ({host} if port == 80 else set())
+
+
+def check_request(*, method: str, host_header: str | None, query_token: str | None, cookie_token: str | None,
+                  headers: Mapping[str, str], token: str, hosts: set[str]) -> Verdict:
+    """Whether a request may be served (see the module docstring for the rules)."""
+    if (host_header or "").lower() not in {h.lower() for h in hosts}:
+        return Verdict(403, "unknown Host header")
+    bearer = headers.get("Authorization", "")
+    bearer = bearer[7:].strip() if bearer.lower().startswith("bearer ") else None
+    header_token = headers.get(TOKEN_HEADER) or bearer
+    presented = header_token or query_token or cookie_token
+    if not presented:
+        return Verdict(401, "the access token is required")
+    if not same_token(presented, token):
+        return Verdict(403, "wrong access token")
+    if method not in ("GET", "HEAD"):
+        if not same_token(header_token, token):
+            return Verdict(403, f"a change needs the token in the {TOKEN_HEADER} or Authorization header")
+        origin = headers.get("Origin")
+        if origin and urlsplit(origin).netloc.lower() not in {h.lower() for h in hosts}:
+            return Verdict(403, "cross-site request")
+    return Verdict(200, set_cookie=bool(query_token) and same_token(query_token, token))
