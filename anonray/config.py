@@ -358,6 +358,37 @@ class QAConfig(_Strict):
         "low_fidelity (still published).")
 
 
+ZONE_LABELS = ("document", "screen", "badge", "tattoo", "poster", "other")
+
+
+class ZoneConfig(_Strict):
+    """A fixed area of one camera's frames (an input folder): masked on every frame, or where nothing is masked
+    that stays still inside it. As fractions of the stored frame, so that frame sizes may differ."""
+
+    folder: str = Field(description="Input folder (relative to its root, '/'-separated; '.' = the root) whose "
+                        "files, and those of its subfolders, the zone applies to.")
+    action: Literal["always_mask", "never_mask"]
+    box: tuple[float, float, float, float] = Field(description="[x0, y0, x1, y1] as fractions (0-1) of the "
+                                                   "stored frame's width and height.")
+    label: Literal[ZONE_LABELS] = "other"  # type: ignore[valid-type]
+
+    @field_validator("box")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = v
+        if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+            raise ValueError("box must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return v
+
+    @field_validator("folder")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        parts = [p for p in v.strip().strip("/").split("/") if p not in ("", ".")]
+        if ".." in parts or v.startswith("/"):
+            raise ValueError("folder must be relative to the input root, without '..'")
+        return "/".join(parts) or "."
+
+
 class Config(_Strict):
     classes: list[Literal["face", "plate"]] = Field(default_factory=lambda: ["face", "plate"])
     audio: Literal["keep", "drop"] = "keep"
@@ -370,6 +401,10 @@ class Config(_Strict):
     resources: ResourceConfig = ResourceConfig()
     review: ReviewConfig = ReviewConfig()
     qa: QAConfig = QAConfig()
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, description="Per input folder (a camera): areas always masked (recorded in "
+        "regions as class zone) or where tracks that stay still are not masked (counted in "
+        "videos.tracks_dropped_by_zone).")
 
     @field_validator("classes")
     @classmethod
@@ -392,7 +427,8 @@ class Config(_Strict):
 
     def config_sha256(self) -> str:
         """The full sha256 behind ``config_hash``."""
-        shaping = self.model_dump(mode="json", exclude={"review", "resources", "qa"})
+        left_out = {"review", "resources", "qa"} | (set() if self.zones else {"zones"})  # no zones: hashes as before
+        shaping = self.model_dump(mode="json", exclude=left_out)
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def with_overrides(self, **dotted: object) -> Config:

@@ -133,3 +133,5 @@ class RenderResult:
     """The output's video bitrate (bit/s): video packet bytes x 8 / the input's duration."""
     psnr_outside_masks: float | None = None
     """Luma PSNR (dB) against the source outside the masks on qa.psnr_frames frames (qa/fidelity.py)."""
+    tracks_dropped_by_zone: int = 0
+    """Tracks left unmasked because they stayed still inside a never_mask zone (track/zones.py)."""

@@ -383,7 +383,9 @@ def anomaly_flags(plan: MaskPlan, cuts: np.ndarray, fps: float, segment_detectio
     """The anomaly flags of one video (sorted names; [] when none)."""
     flags = []
     min_frames = max(2, round(VANISH_MIN_SECONDS * fps)) if fps > 0 else 25
-    if tracks_vanish(regions_per_frame(plan), cuts, min_frames):
+    # the detector classes' regions only: zones and regions drawn by a reviewer never vanish
+    per_frame = sum((regions_per_frame(plan, c) for c in range(len(CLASS_NAMES))), np.zeros(plan.frame_count, int))
+    if tracks_vanish(per_frame, cuts, min_frames):
         flags.append(FLAG_TRACKS_VANISH)
     if detections_dropout(segment_detections, segment_frames):
         flags.append(FLAG_DETECTIONS_DROPOUT)

@@ -60,6 +60,7 @@ VIDEOS_SCHEMA = pa.schema([
     pa.field("detections_plate", pa.int64()),
     pa.field("tracks_face", pa.int64()),
     pa.field("tracks_plate", pa.int64()),
+    pa.field("tracks_dropped_by_zone", pa.int64()),
     pa.field("frames_masked", pa.int64()),
     pa.field("frames_masked_whole", pa.int64()),
     pa.field("frames_lost", pa.int64()),

@@ -50,6 +50,7 @@ from anonray.store.checksums import sha256_file
 from anonray.store.remote_output import UriTarget
 from anonray.track.scenes import find_cuts
 from anonray.track.tracker import TrackingSummary, plan_masks, summary_of
+from anonray.track.zones import zones_for
 from anonray.types import MaskPlan, VideoInfo, video_bitrate
 
 log = logging.getLogger("anonray")
@@ -182,7 +183,8 @@ def mask_plan(video: VideoDetections, config: Config) -> tuple[MaskPlan, Trackin
     """The video's mask plan from its detections (scene cuts bound the tracks), its tracking summary and cuts."""
     info = video.info
     cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
-    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts)
+    plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts,
+                               zones_for(config.zones, info.relative_path))
     return plan, summary, cuts
 
 
@@ -302,6 +304,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         video_codec_out=FAMILY_OF_ENCODER[config.encoder.codec],
         container_out=suffix.lstrip("."),
         tracks=summary.tracks,
+        tracks_dropped_by_zone=summary.dropped_by_zone,
         frames_masked=summary.frames_masked,
         seconds_track=seconds_track,
         seconds_encode=seconds_encode,

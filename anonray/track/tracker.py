@@ -7,14 +7,16 @@ masked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import lap
 import numpy as np
 
-from anonray.config import ClassTracking, Config
+from anonray.config import ClassTracking, Config, ZoneConfig
 from anonray.height_ramp import ramp_by_height
 from anonray.render.mask import enlarge_boxes
+from anonray.track.zones import dropped_by_zones, with_always_mask
 from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
 
 
@@ -203,17 +205,21 @@ class TrackingSummary:
     tracks: dict[str, int]
     regions: int
     frames_masked: int
+    dropped_by_zone: int = 0
+    """Tracks not masked because they stayed still inside a never_mask zone (zones.py)."""
 
 
 def plan_masks(dets: Detections, frame_count: int, width: int, height: int, config: Config,
-               cuts: np.ndarray | None = None) -> tuple[MaskPlan, TrackingSummary]:
+               cuts: np.ndarray | None = None,
+               zones: Sequence[ZoneConfig] = ()) -> tuple[MaskPlan, TrackingSummary]:
     """Track every enabled class and turn the tracks into a MaskPlan with margins and shapes.
 
-    ``cuts``: first frame indices of new scenes (tracks, gap filling and roll never cross them).
+    ``cuts``: first frame indices of new scenes (tracks, gap filling and roll never cross them). ``zones``: the
+    file's zones (zones.py): tracks still inside a never_mask zone are left out, always_mask zones added.
     """
     parts: list[tuple[np.ndarray, np.ndarray, int, int, int]] = []
     track_counts: dict[str, int] = {}
-    next_track = 0
+    next_track = dropped = 0
     for cls, name in enumerate(CLASS_NAMES):
         if name not in config.classes:
             continue
@@ -222,11 +228,15 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
         shape_name = config.mask.face_shape if name == "face" else config.mask.plate_shape
         shape = SHAPE_ELLIPSE if shape_name == "ellipse" else SHAPE_BOX
         tracks = track_class(dets, cls, params, cuts)
-        track_counts[name] = len(tracks)
+        track_counts[name] = 0
         for track in tracks:
             frames, boxes = dense_track_boxes(track, params, frame_count, cuts)
+            if zones and dropped_by_zones(boxes, zones, width, height):
+                dropped += 1
+                continue
             parts.append((frames, enlarge_boxes(boxes, margin, width, height), cls, shape, next_track))
             next_track += 1
+            track_counts[name] += 1
     if not parts:
         plan = MaskPlan(frame_count=frame_count)
     else:
@@ -241,7 +251,8 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
         valid = (plan.xyxy[:, 2] > plan.xyxy[:, 0]) & (plan.xyxy[:, 3] > plan.xyxy[:, 1])
         plan = MaskPlan(frame_count, plan.frame_index[valid], plan.xyxy[valid], plan.cls[valid],
                         plan.shape[valid], plan.track_id[valid])
-    return plan, TrackingSummary(track_counts, len(plan), plan.frames_masked())
+    plan = with_always_mask(plan, zones, width, height)
+    return plan, TrackingSummary(track_counts, len(plan), plan.frames_masked(), dropped)
 
 
 def summary_of(plan: MaskPlan) -> TrackingSummary:
