@@ -243,3 +243,29 @@ def test_a_review_status_row_keeps_pointing_at_the_output_and_its_regions(correc
     assert fixed.corrected == 1
     after = _latest(out, "cam1/b.mp4")
     assert after.output_run_id == fixed.run_id and after.review_status == "approved"  # the approval stands
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_a_followed_region_moves_with_what_it_covers(corrected_run, tmp_path):
+    """add_region with follow: true, drawn on the first frame around the moving plate, stays on it."""
+    _, template, truth = corrected_run
+    out = _copy(template, tmp_path)
+    plate = truth["a.mp4"].plate_boxes
+    assert abs(plate[29][0] - plate[0][0]) >= 10  # the plate moves
+    box = [float(v) for v in plate[0]]
+    text = ("reviewer: r\ncorrections:\n"
+            f"  - {{file: cam1/a.mp4, action: add_region, box: {box}, frames: [0, 29], follow: true, label: other}}\n")
+    summary = apply_corrections(out, parse_corrections(text))
+    assert summary.corrected == 1
+    added = _regions(out, summary.run_id).query("track_id < 0").sort_values("frame_index")
+    assert added.frame_index.tolist() == list(range(30))
+    last = added.iloc[-1][["x0", "y0", "x1", "y1"]].astype(float).tolist()
+    assert _iou(last, plate[29]) > 0.7 and _iou(last, plate[29]) > _iou(box, plate[29]) + 0.1
+    fields = pq.read_table(out / "_anonray" / "corrections").to_pandas().fields_json.iloc[0]
+    assert '"follow": true' in fields

@@ -20,6 +20,7 @@ from typing import Any
 
 from anonray.config import Config
 from anonray.corrections.check import FileToCorrect, check_corrections
+from anonray.corrections.follow import followed_boxes
 from anonray.corrections.plan_edit import edit_plan
 from anonray.corrections.source_video import undetected_video
 from anonray.corrections.spec import CorrectionsError, CorrectionSet
@@ -111,7 +112,10 @@ def _render_corrected(target: FileToCorrect, source: Path, output_dir: Path, sta
             raise CorrectionsError(f"{row['path']}: the source now reads as {video.info.frame_count} frames, "
                                    f"its output was made from {row['frames_in']}")
         seconds_ingest = time.perf_counter() - t0
-        plan = edit_plan(target.plan, [c for _, c in target.corrections], video.info.width, video.info.height)
+        corrections = [c for _, c in target.corrections]
+        followed = {k: followed_boxes(source, video, c.box, c.frames) for k, c in enumerate(corrections)
+                    if c.action == "add_region" and c.follow and c.box and c.frames}
+        plan = edit_plan(target.plan, corrections, video.info.width, video.info.height, followed)
         result = render_video(video, config, output_dir, state_dir, run_id, plan=plan)
     except Exception as err:  # noqa: BLE001 - one file's failure is its row; the others still apply
         failure = Failure.of(err, "render_error")

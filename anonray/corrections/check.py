@@ -77,9 +77,6 @@ def _check_entry(position: int, correction: Correction, target: FileToCorrect) -
         if not frames.size:
             raise _refuse(position, correction, f"the output has no {correction.class_name} track "
                           f"{correction.track_id}")
-    if correction.follow:
-        raise _refuse(position, correction, "follow: true (a region carried across its range by a tracker) is not "
-                      "supported yet; give the region for shorter frame ranges instead")
     if correction.action == "add_region" and correction.box is not None:
         x0, y0, x1, y1 = correction.box
         width, height = int(row["width"]), int(row["height"])
