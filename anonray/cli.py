@@ -134,7 +134,10 @@ def verify_command(target: Path, run_id: str | None) -> None:
         path = find_manifest(target, run_id)
         manifest = read_manifest(path)
         root = output_root_of(path)
-        replaced = later_outputs(read_table(root / STATE_DIR_NAME, "videos").to_pylist(), str(manifest.get("run_id")))
+        state = root / STATE_DIR_NAME
+        runs = read_table(state, "runs").select(["run_id", "started_utc"]).to_pylist()
+        started = {r["run_id"]: r["started_utc"] for r in runs}
+        replaced = later_outputs(read_table(state, "videos").to_pylist(), str(manifest.get("run_id")), started)
         report = verify_manifest(manifest, root, replaced)
     except AuditError as err:
         click.echo(f"error: {err}", err=True)

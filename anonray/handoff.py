@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from anonray.corrections.carry import CarrySource
 from anonray.errors import Failure
 from anonray.types import CLASS_NAMES, Detections, Segment, VideoInfo
 
@@ -50,6 +51,8 @@ class VideoDetections:
     """pts of every analysed frame, indexed by presentation frame index (-1 where none arrived)."""
     signatures: np.ndarray
     """(frames, SIGNATURE_BYTES) uint8 scene signatures (zeros where none arrived)."""
+    carry: CarrySource | None = None
+    """A reviewer's corrections of the file's current output, to carry into this render (corrections/carry.py)."""
 
     @property
     def damaged(self) -> bool:
@@ -133,5 +136,7 @@ class RenderResult:
     """The output's video bitrate (bit/s): video packet bytes x 8 / the input's duration."""
     psnr_outside_masks: float | None = None
     """Luma PSNR (dB) against the source outside the masks on qa.psnr_frames frames (qa/fidelity.py)."""
+    corrections: tuple[str, ...] = ()
+    """Ids of the reviewers' corrections carried into this output (corrections/carry.py)."""
     tracks_dropped_by_zone: int = 0
     """Tracks left unmasked because they stayed still inside a never_mask zone (track/zones.py)."""

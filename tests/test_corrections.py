@@ -269,3 +269,33 @@ def test_a_followed_region_moves_with_what_it_covers(corrected_run, tmp_path):
     assert _iou(last, plate[29]) > 0.7 and _iou(last, plate[29]) > _iou(box, plate[29]) + 0.1
     fields = pq.read_table(out / "_anonray" / "corrections").to_pandas().fields_json.iloc[0]
     assert '"follow": true' in fields
+
+
+def test_a_forced_rerun_carries_the_corrections_to_the_new_tracks(corrected_run, tmp_path):
+    inputs, template, truth = corrected_run
+    out = _copy(template, tmp_path)
+    first = _latest(out, "cam1/a.mp4")
+    regions = _regions(out, first.run_id)
+    track = int(regions[(regions.video_id == first.video_id) & (regions.class_name == "plate")].track_id.iloc[0])
+    text = ("reviewer: dpo\ncorrections:\n"
+            f"  - {{file: cam1/a.mp4, action: remove_track, class: plate, track_id: {track}, frames: [0, 14]}}\n"
+            "  - {file: cam1/a.mp4, action: add_region, box: [0, 0, 40, 30], frames: [5, 9], label: screen}\n")
+    applied = apply_corrections(out, parse_corrections(text))
+
+    forced = run(RunRequest([str(inputs)], out, solid_config(), force=True))
+    assert forced.ok == 2
+    row = _latest(out, "cam1/a.mp4")
+    assert row.run_id == forced.run_id and list(row.qa_flags) == []
+    assert row.corrections.tolist() == [f"{applied.run_id}-0001", f"{applied.run_id}-0002"]
+    _, after, _, _ = decode_frames(out / "cam1" / "a.mp4")
+    for k in range(30):
+        assert (mask_pixels(after[k])[:30, :40].mean() > 0.97) == (5 <= k <= 9), k
+        x0, y0, x1, y1 = (int(v) for v in truth["a.mp4"].plate_boxes[k])
+        assert (mask_pixels(after[k])[y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean() > 0.9) == (k >= 15), k
+    assert _latest(out, "cam1/b.mp4").corrections is None  # b had none
+
+    # the regions the corrections are read from are gone: the file is masked as detected, and flagged
+    for part in (out / "_anonray" / "regions").glob(f"part-{first.run_id}-*"):
+        part.unlink()
+    again = run(RunRequest([str(inputs)], out, solid_config(), force=True))
+    assert list(_latest(out, "cam1/a.mp4").qa_flags) == ["corrections_unmapped"] and again.ok == 2

@@ -21,6 +21,7 @@ from typing import Any
 from anonray.config import Config
 from anonray.corrections.check import FileToCorrect, check_corrections
 from anonray.corrections.follow import followed_boxes
+from anonray.corrections.lineage import APPLY_RAY_MODE
 from anonray.corrections.plan_edit import edit_plan
 from anonray.corrections.source_video import undetected_video
 from anonray.corrections.spec import CorrectionsError, CorrectionSet
@@ -140,7 +141,7 @@ def _run_row(run_id: str, config: Config, model_ids: str, summary: ApplySummary,
     return {
         "run_id": run_id, "started_utc": started, "finished_utc": utc_now(), **software_versions(),
         "model_ids": model_ids, "config_json": config.canonical_json(), "config_hash": config.config_hash(),
-        "ray_mode": "apply (no Ray)", "hosts": [local_host()], "files_matched": files, "files_ignored": 0,
+        "ray_mode": APPLY_RAY_MODE, "hosts": [local_host()], "files_matched": files, "files_ignored": 0,
         "videos_ok": summary.corrected + summary.reviewed, "videos_failed": summary.failed, "videos_skipped": 0,
         "frames_total": summary.frames, "footage_seconds": summary.footage_seconds,
         "wall_seconds": summary.wall_seconds, "exit_code": summary.exit_code, "render_retries": 0,

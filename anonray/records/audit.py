@@ -286,11 +286,16 @@ def _inside(root: Path, relative: str | None) -> Path | None:
     return path
 
 
-def later_outputs(video_rows: Iterable[Mapping[str, Any]], run_id: str) -> dict[str, set[str]]:
-    """Per output path, the sha256 of every ok output that runs after ``run_id`` wrote (run ids sort by time)."""
+def later_outputs(video_rows: Iterable[Mapping[str, Any]], run_id: str,
+                  run_started: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Per output path, the sha256 of every ok output that runs started after ``run_id`` wrote (``run_started``:
+    each run's start time, from the runs table; run ids of one second do not sort in time)."""
     later: dict[str, set[str]] = {}
+    this = run_started.get(run_id)
     for row in video_rows:
-        if row.get("status") == "ok" and str(row.get("run_id")) > run_id and row.get("output_path"):
+        started = run_started.get(str(row.get("run_id")))
+        after = this is not None and started is not None and started > this
+        if row.get("status") == "ok" and after and row.get("output_path"):
             later.setdefault(str(row["output_path"]), set()).add(str(row.get("sha256_out")))
     return later
 

@@ -21,12 +21,13 @@ import av
 import numpy as np
 
 from anonray.config import Config
+from anonray.corrections.carry import FLAG_CORRECTIONS_UNMAPPED, carry
 from anonray.errors import Failure, FileFailure
 from anonray.handoff import RenderResult, VideoDetections
 from anonray.layout import TMP_DIR_NAME
 from anonray.qa.checks import OutputRead, QAError, anomaly_flags, check_output, mask_statistics
 from anonray.qa.fidelity import FLAG_LOW_FIDELITY, psnr_outside_masks, sampled_indices, source_luma
-from anonray.records.regions import write_regions
+from anonray.records.regions import read_regions, write_regions
 from anonray.render.codec.bitstream import FAMILY_OF_ENCODER
 from anonray.render.codec.chunked import (
     ChunkError,
@@ -188,6 +189,40 @@ def mask_plan(video: VideoDetections, config: Config) -> tuple[MaskPlan, Trackin
     return plan, summary, cuts
 
 
+@dataclass(frozen=True)
+class CarryOutcome:
+    correction_ids: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+
+def carry_corrections(video: VideoDetections, plan: MaskPlan, state_dir: Path) -> tuple[MaskPlan, CarryOutcome]:
+    """The new plan with the reviewers' corrections of the file's current output carried over (carry.py);
+    flagged ``corrections_unmapped`` where they cannot be (a changed input, regions gone, a removal that a new
+    track overlaps only in part)."""
+    source, info = video.carry, video.info
+    if source is None:
+        return plan, CarryOutcome()
+    before = read_regions(state_dir, source.before_run_id, info.video_id, info.frame_count)
+    corrected = read_regions(state_dir, source.corrected_run_id, info.video_id, info.frame_count)
+    if before is None or corrected is None or info.sha256 != source.sha256_in:
+        return plan, CarryOutcome(flags=(FLAG_CORRECTIONS_UNMAPPED,))
+    carried, unmapped = carry(plan, before, corrected)
+    return carried, CarryOutcome(source.correction_ids, (FLAG_CORRECTIONS_UNMAPPED,) if unmapped else ())
+
+
+def _planned(video: VideoDetections, config: Config, plan: MaskPlan | None,
+             state_dir: Path) -> tuple[MaskPlan, TrackingSummary, np.ndarray, CarryOutcome]:
+    """The plan to render (tracked here with the reviewers' corrections carried, or the one given), its counts,
+    the scene cuts and what was carried."""
+    if plan is not None:
+        return plan, summary_of(plan), np.zeros(0, np.int64), CarryOutcome()
+    plan, summary, cuts = mask_plan(video, config)
+    plan, carried = carry_corrections(video, plan, state_dir)
+    if video.carry is not None:
+        summary = summary_of(plan, summary.dropped_by_zone)
+    return plan, summary, cuts, carried
+
+
 def render_chunk(job: ChunkJob, config: Config, source: Path | None = None) -> EncodedChunk:
     """Decode, mask and encode one chunk of a long video (chunked.py): the chunk task's work, on any node.
 
@@ -257,10 +292,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     info = video.info
     config = for_source(config, info)  # encoder.codec auto -> the source's family
     started = time.perf_counter()
-    if plan is None:
-        plan, summary, cuts = mask_plan(video, config)
-    else:
-        summary, cuts = summary_of(plan), np.zeros(0, np.int64)
+    plan, summary, cuts, carried = _planned(video, config, plan, state_dir)
     seconds_track = time.perf_counter() - started
 
     relative_out = output_relative_path(info.relative_path, info, config.audio)
@@ -310,7 +342,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         seconds_encode=seconds_encode,
         audio_packets_copied=written.stats.audio_packets_copied,
         mask_statistics=mask_statistics(plan),
-        qa_flags=_qa_flags(video, plan, cuts, config, hook, written),
+        qa_flags=tuple(sorted((*_qa_flags(video, plan, cuts, config, hook, written), *carried.flags))),
+        corrections=carried.correction_ids,
         seconds_qa=written.seconds_qa,
         frames_masked_whole=hook.masked_whole,
         frames_lost=written.frames_lost,

@@ -17,6 +17,7 @@ from pathlib import Path
 import ray
 
 from anonray.config import Config
+from anonray.corrections.lineage import carry_sources
 from anonray.detect import models
 from anonray.detect.frame_detector import detection_precision
 from anonray.detect.selection import models_in_use
@@ -178,8 +179,10 @@ def _process(setting: RunSetting, files: list[InputFile]) -> None:
     ledger.progress.start(len(files), sum(f.size_bytes for f in files))
     todo = _skip_done(setting, files)
     spread = render_spread(setting.cluster_cpus, plan.render_cpus, len(todo))
+    corrected = {} if ledger.remote is not None else carry_sources(
+        *(read_table(ledger.state_dir, name) for name in ("videos", "runs", "corrections")))
     renders = RenderQueue(RenderTarget(config, setting.output_dir, ledger.state_dir, ledger.run_id,
-                                       plan.render_cpus, spread), ledger, setting.actor_retries)
+                                       plan.render_cpus, spread), ledger, setting.actor_retries, corrected)
     ingested: dict[str, Ingested] = {}
     waves = plan_waves(todo, config.resources.wave_videos, config.resources.wave_bytes)
     ingest = ingest_task.options(num_cpus=plan.ingest_cpus)

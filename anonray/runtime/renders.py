@@ -10,6 +10,7 @@ from pathlib import Path
 import ray
 
 from anonray.config import Config
+from anonray.corrections.carry import CarrySource
 from anonray.errors import Failure
 from anonray.handoff import VideoDetections
 from anonray.layout import TMP_DIR_NAME
@@ -46,9 +47,12 @@ class RenderJob:
 class RenderQueue:
     """The run's render tasks, keyed by their result reference."""
 
-    def __init__(self, target: RenderTarget, ledger: RunLedger, actor_retries) -> None:
-        """``actor_retries``: () -> (restarts per stage, restarts per video) of the run's actors."""
+    def __init__(self, target: RenderTarget, ledger: RunLedger, actor_retries,
+                 corrected: dict[str, CarrySource] | None = None) -> None:
+        """``actor_retries``: () -> (restarts per stage, restarts per video) of the run's actors; ``corrected``:
+        per input path, the reviewers' corrections of its current output to carry (corrections/lineage.py)."""
         self.target, self.ledger, self.actor_retries = target, ledger, actor_retries
+        self.corrected = corrected or {}
         self.config_json = target.config.canonical_json()
         self.in_flight: dict[ray.ObjectRef, RenderJob] = {}
 
@@ -57,6 +61,7 @@ class RenderQueue:
 
     def submit(self, video: VideoDetections, ingested: Ingested) -> None:
         """Render a video whose detection is complete, or record why it will not be rendered."""
+        video.carry = self.corrected.get(video.info.relative_path)
         failure = video.failure(self.target.config.input.on_damage)  # damage may render (mask_whole_frame)
         self.ledger.add_segments(video)
         if failure is not None:

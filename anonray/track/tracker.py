@@ -255,7 +255,7 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
     return plan, TrackingSummary(track_counts, len(plan), plan.frames_masked(), dropped)
 
 
-def summary_of(plan: MaskPlan) -> TrackingSummary:
-    """The counts of a plan made elsewhere (a reviewed one): tracks per detector class, regions, frames."""
+def summary_of(plan: MaskPlan, dropped_by_zone: int = 0) -> TrackingSummary:
+    """The counts of a plan made or edited elsewhere (a reviewed one): tracks per detector class, regions, frames."""
     tracks = {name: len(np.unique(plan.track_id[plan.cls == cls])) for cls, name in enumerate(CLASS_NAMES)}
-    return TrackingSummary(tracks, len(plan), plan.frames_masked())
+    return TrackingSummary(tracks, len(plan), plan.frames_masked(), dropped_by_zone)

@@ -1,0 +1,78 @@
+"""Corrections carried into a new detection pass (``anonray run --force`` over corrected outputs).
+
+What the reviewers changed is read as the difference between two regions parts of the file: those of the
+last detection run before the corrections (``before``) and those of the corrected output (``corrected``).
+Regions drawn by hand (negative track ids) are carried as they are. A detector track the reviewers removed
+on some frames removes, on those frames, every new track that overlaps it there (IoU >= CARRY_IOU on at
+least half of them). A removal that a new track overlaps on only some of those frames cannot be carried
+for sure: the file is flagged ``corrections_unmapped`` (and masked as detected there). No Ray here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from anonray.types import CLASS_NAMES, MaskPlan
+
+CARRY_IOU = 0.3
+FLAG_CORRECTIONS_UNMAPPED = "corrections_unmapped"
+
+
+@dataclass(frozen=True)
+class CarrySource:
+    """Where a file's corrections are read from (the driver finds them; render carries them)."""
+
+    before_run_id: str
+    """The last detection run whose output the reviewers corrected."""
+    corrected_run_id: str
+    """The run (an apply) that wrote the corrected output."""
+    sha256_in: str
+    """The input the corrections were made on: a changed input cannot take them."""
+    correction_ids: tuple[str, ...]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` (n, 4) with each of ``b`` (m, 4): (n, m)."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def removed_regions(before: MaskPlan, corrected: MaskPlan) -> dict[tuple[int, int], dict[int, np.ndarray]]:
+    """Detector regions of ``before`` missing from ``corrected``: (class, track) -> {frame: box}."""
+    kept = {(int(f), int(c), int(t)) for f, c, t in zip(corrected.frame_index, corrected.cls, corrected.track_id,
+                                                         strict=True)}
+    removed: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+    for i in range(len(before)):
+        cls, track, frame = int(before.cls[i]), int(before.track_id[i]), int(before.frame_index[i])
+        if cls < len(CLASS_NAMES) and track >= 0 and (frame, cls, track) not in kept:
+            removed.setdefault((cls, track), {})[frame] = before.xyxy[i]
+    return removed
+
+
+def carry(new: MaskPlan, before: MaskPlan, corrected: MaskPlan) -> tuple[MaskPlan, bool]:
+    """The new plan with the corrections applied; whether some removal could not be carried for sure."""
+    drop = np.zeros(len(new), bool)
+    unmapped = False
+    for (cls, _), frames in removed_regions(before, corrected).items():
+        on = np.isin(new.frame_index, list(frames)) & (new.cls == cls)
+        for track in np.unique(new.track_id[on]):
+            rows = np.flatnonzero(on & (new.track_id == track))
+            old = np.stack([frames[int(new.frame_index[r])] for r in rows])
+            overlaps = np.diag(_iou(new.xyxy[rows].astype(np.float64), old.astype(np.float64))) >= CARRY_IOU
+            if overlaps.mean() >= 0.5:
+                drop[rows] = True
+            elif overlaps.any():
+                unmapped = True
+    manual = corrected.track_id < 0
+    plan = MaskPlan(new.frame_count,
+                    np.concatenate([new.frame_index[~drop], corrected.frame_index[manual]]),
+                    np.concatenate([new.xyxy[~drop].reshape(-1, 4), corrected.xyxy[manual].reshape(-1, 4)]),
+                    np.concatenate([new.cls[~drop], corrected.cls[manual]]),
+                    np.concatenate([new.shape[~drop], corrected.shape[manual]]),
+                    np.concatenate([new.track_id[~drop], corrected.track_id[manual]]))
+    return plan, unmapped

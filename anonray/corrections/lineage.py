@@ -1,0 +1,55 @@
+"""Which files' current outputs carry reviewers' corrections, and the regions parts that tell what they were.
+
+A file's output is corrected when the run that wrote it (``output_run_id``) was an ``anonray apply``. The
+corrections are read later (carry.py) as the difference between the regions of the last detection run that
+rendered the file and those of the corrected output. No Ray here.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from anonray.corrections.carry import CarrySource
+from anonray.corrections.check import current_outputs
+from anonray.records.regions import output_run
+
+APPLY_RAY_MODE = "apply (no Ray)"
+"""runs.ray_mode of an ``anonray apply``."""
+
+
+def _run_of(correction_id: str) -> str:
+    """The apply run that recorded a correction (its id is ``<run_id>-<entry number>``)."""
+    return correction_id.rsplit("-", 1)[0]
+
+
+def carry_sources(videos: pa.Table, runs: pa.Table, corrections: pa.Table) -> dict[str, CarrySource]:
+    """Per input path whose current output holds reviewers' corrections (written by an apply, or carried into
+    a later run): the apply whose regions hold them, the detection run before it, the input they were made on.
+    Runs are ordered by their start time (run ids of one second do not sort in time)."""
+    run_rows = runs.select(["run_id", "ray_mode", "started_utc"]).to_pylist()
+    applies = {r["run_id"] for r in run_rows if r["ray_mode"] == APPLY_RAY_MODE}
+    order = {r["run_id"]: (r["started_utc"], r["run_id"]) for r in run_rows}
+    rendered: dict[str, dict[str, dict]] = {}
+    for row in videos.to_pylist():
+        if row["status"] == "ok" and output_run(row) == row["run_id"] and row["run_id"] in order:
+            rendered.setdefault(row["path"], {})[row["run_id"]] = row
+    ids_by_path: dict[str, list[str]] = {}
+    for row in corrections.select(["path", "correction_id"]).to_pylist():
+        ids_by_path.setdefault(row["path"], []).append(row["correction_id"])
+    found = {}
+    for path, row in current_outputs(videos).items():
+        if output_run(row) in applies:
+            corrected = output_run(row)
+        elif row.get("corrections") and all(_run_of(c) in order for c in row["corrections"]):
+            corrected = max((_run_of(c) for c in row["corrections"]), key=order.__getitem__)
+        else:
+            continue
+        runs_of_path = rendered.get(path, {})
+        before = sorted((r for r in runs_of_path if r not in applies and order[r] < order.get(corrected, order[r])),
+                        key=order.__getitem__)
+        if corrected not in runs_of_path or not before:
+            continue
+        ids = tuple(sorted(c for c in ids_by_path.get(path, [])
+                           if _run_of(c) in order and order[before[-1]] < order[_run_of(c)] <= order[corrected]))
+        found[path] = CarrySource(before[-1], corrected, str(runs_of_path[corrected]["sha256_in"]), ids)
+    return found
