@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 
 import click
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _refuse_uri(output: str, command: str) -> None:
+    """``apply`` and ``review`` work on local or mounted output folders only."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", output):  # click's Path turns s3://b into s3:/b
+        click.echo(f"error: anonray {command} takes a local or mounted output folder, not an object-store URI "
+                   "(mount the bucket, or copy its outputs and _anonray/ to a folder)", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -165,6 +174,7 @@ def apply_command(output: Path, corrections_file: Path, inputs: tuple[Path, ...]
     rendered again from their sources; approve and reject set the review status. Exit 1 when a file failed.
     """
     _setup_logging(verbose)
+    _refuse_uri(str(output), "apply")
     from anonray.corrections.apply import apply_corrections
     from anonray.corrections.spec import CorrectionsError, parse_corrections
     from anonray.store.output_lock import OutputLocked
@@ -188,7 +198,7 @@ def apply_command(output: Path, corrections_file: Path, inputs: tuple[Path, ...]
 
 
 @main.command("review")
-@click.argument("output", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
 @click.option("--token", help="Access token (default: a new random one, printed in the URL).")
@@ -197,6 +207,7 @@ def review_command(output: Path, host: str, port: int, token: str | None, review
     """Review the outputs of OUTPUT in a local web app: look at frames with their masks, remove false masks,
     draw missed regions, approve or reject, and apply (re-render) from the page."""
     _setup_logging(False)
+    _refuse_uri(str(output), "review")
     from anonray.review_app.server import serve
 
     try:

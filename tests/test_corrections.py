@@ -299,3 +299,11 @@ def test_a_forced_rerun_carries_the_corrections_to_the_new_tracks(corrected_run,
         part.unlink()
     again = run(RunRequest([str(inputs)], out, solid_config(), force=True))
     assert list(_latest(out, "cam1/a.mp4").qa_flags) == ["corrections_unmapped"] and again.ok == 2
+
+
+def test_apply_and_review_refuse_an_object_store_output(tmp_path):
+    corrections = tmp_path / "c.yaml"
+    corrections.write_text("reviewer: r\ncorrections: [{file: a.mp4, action: approve}]")
+    for command in (["apply", "s3://bucket/out", "--corrections", str(corrections)], ["review", "gs://bucket/out"]):
+        done = subprocess.run([sys.executable, "-m", "anonray", *command], capture_output=True, text=True)
+        assert done.returncode == 2 and "not an object-store URI" in done.stderr
