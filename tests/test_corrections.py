@@ -307,3 +307,20 @@ def test_apply_and_review_refuse_an_object_store_output(tmp_path):
     for command in (["apply", "s3://bucket/out", "--corrections", str(corrections)], ["review", "gs://bucket/out"]):
         done = subprocess.run([sys.executable, "-m", "anonray", *command], capture_output=True, text=True)
         assert done.returncode == 2 and "not an object-store URI" in done.stderr
+
+
+def test_the_apply_command_names_the_bad_entry_of_a_malformed_file(corrected_run, tmp_path):
+    _, template, _ = corrected_run
+    out = _copy(template, tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reviewer: r\ncorrections:\n  - {file: cam1/a.mp4, action: approve}\n  - {file: cam1/a.mp4, "
+                   "action: add_region, box: [0, 0, 10, 10]}\n")
+    done = subprocess.run([sys.executable, "-m", "anonray", "apply", str(out), "--corrections", str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "corrections entry 2 (cam1/a.mp4): add_region needs frames" in done.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("reviewer: r\ncorrections: [{file: a.mp4\n")
+    done = subprocess.run([sys.executable, "-m", "anonray", "apply", str(out), "--corrections", str(broken)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not valid YAML or JSON" in done.stderr
+    assert not (out / "_anonray" / "corrections").exists()

@@ -22,7 +22,7 @@ from anonray.config import Config
 from anonray.corrections.check import FileToCorrect, check_corrections
 from anonray.corrections.follow import followed_boxes
 from anonray.corrections.lineage import APPLY_RAY_MODE
-from anonray.corrections.plan_edit import edit_plan
+from anonray.corrections.plan_edit import changed_frames, edit_plan
 from anonray.corrections.source_video import undetected_video
 from anonray.corrections.spec import CorrectionsError, CorrectionSet
 from anonray.corrections.table import correction_id, correction_row, write_corrections
@@ -42,6 +42,7 @@ from anonray.records.rows import (
 from anonray.records.run_manifest import write_run_records
 from anonray.records.sources import recorded_sources, write_sources
 from anonray.records.tables import read_table, table_dir, write_part
+from anonray.render.codec.splice import SpliceSource
 from anonray.render.video import render_video
 from anonray.store import storage
 from anonray.store.checksums import sha256_file
@@ -117,7 +118,9 @@ def _render_corrected(target: FileToCorrect, source: Path, output_dir: Path, sta
         followed = {k: followed_boxes(source, video, c.box, c.frames) for k, c in enumerate(corrections)
                     if c.action == "add_region" and c.follow and c.box and c.frames}
         plan = edit_plan(target.plan, corrections, video.info.width, video.info.height, followed)
-        result = render_video(video, config, output_dir, state_dir, run_id, plan=plan)
+        current = output_dir / str(row["output_path"])  # with encoder.passthrough, only changed GOPs re-render
+        splice = SpliceSource(current, changed_frames(target.plan, plan)) if current.is_file() else None
+        result = render_video(video, config, output_dir, state_dir, run_id, plan=plan, splice=splice)
     except Exception as err:  # noqa: BLE001 - one file's failure is its row; the others still apply
         failure = Failure.of(err, "render_error")
         log.warning("video %s: corrections not applied (%s); its output is unchanged", row["video_id"],

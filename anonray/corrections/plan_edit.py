@@ -74,3 +74,18 @@ def edit_plan(plan: MaskPlan, corrections: Iterable[Correction], width: int, hei
         elif correction.action == "add_region":
             plan = add_region(plan, correction, width, height, followed.get(position))
     return plan
+
+
+def _regions_by_frame(plan: MaskPlan) -> dict[int, set[tuple]]:
+    regions: dict[int, set[tuple]] = {}
+    for i in range(len(plan)):
+        box = tuple(round(float(v), 2) for v in plan.xyxy[i])
+        regions.setdefault(int(plan.frame_index[i]), set()).add(
+            (int(plan.cls[i]), int(plan.shape[i]), int(plan.track_id[i]), box))
+    return regions
+
+
+def changed_frames(before: MaskPlan, after: MaskPlan) -> np.ndarray:
+    """The frame indices whose regions differ between two plans of one video (sorted)."""
+    old, new = _regions_by_frame(before), _regions_by_frame(after)
+    return np.array(sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f)), np.int64)

@@ -41,8 +41,9 @@ from anonray.render.codec.chunked import (
     plan_chunks,
 )
 from anonray.render.codec.encode_stage import encode_video
-from anonray.render.codec.passthrough import PassthroughOutcome
+from anonray.render.codec.passthrough import PassthroughOutcome, PassthroughUnsupported
 from anonray.render.codec.settings import for_source
+from anonray.render.codec.splice import SpliceSource, splice_transcode
 from anonray.render.codec.transcoder import EncodeError, TranscodeStats, output_format, working_name
 from anonray.render.mask import fill_whole_frame, luma_samples, mask_frame, sample_depth_of
 from anonray.render.outputs import output_relative_path
@@ -259,11 +260,19 @@ def encode_chunks_here(source: Path, jobs: list[ChunkJob], config: Config) -> En
 
 
 def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config, hook: MaskHook,
-            whole: bool, chunk_runner: ChunkRunner | None,
-            spread: int = 1) -> tuple[TranscodeStats, PassthroughOutcome | None, int]:
+            whole: bool, chunk_runner: ChunkRunner | None, spread: int = 1,
+            splice: SpliceSource | None = None) -> tuple[TranscodeStats, PassthroughOutcome | None, int]:
     """Write tmp: in one pass (encode_video), or for a long video (or a small run's, ``spread``) in chunks
-    joined into one file (chunked.py). Returns (stats, passthrough outcome, chunks)."""
+    joined into one file (chunked.py); with ``splice`` (apply, encoder.passthrough) only the current output's
+    GOPs whose masks change are rendered again (splice.py). Returns (stats, passthrough outcome, chunks)."""
     info = video.info
+    if splice is not None and not whole and config.encoder.passthrough:
+        try:
+            stats, outcome = splice_transcode(splice.current, source, tmp, info, config, hook,
+                                              [s.segment for s in video.segments], splice.changed_frames)
+            return stats, outcome, 1
+        except PassthroughUnsupported as why:
+            log.info("video %s: rendering the whole file again (%s)", info.video_id, why.reason)
     jobs = [] if whole else plan_chunks(video, plan, config, output_format(tmp), spread, sorted(hook.sample_at))
     if not jobs:
         stats, passthrough = encode_video(source, tmp, info, config, hook, plan, video.frame_pts,
@@ -277,7 +286,7 @@ def _encode(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, con
 
 def render_video(video: VideoDetections, config: Config, output_dir: Path | str, state_dir: Path,
                  run_id: str | None = None, chunk_runner: ChunkRunner | None = None,
-                 spread: int = 1, plan: MaskPlan | None = None) -> RenderResult:
+                 spread: int = 1, plan: MaskPlan | None = None, splice: SpliceSource | None = None) -> RenderResult:
     """Track, mask and encode one video into ``output_dir`` (a folder or a URI); raise RenderError on a
     per-file failure (``upload_failed`` when a URI output could not be uploaded and checked).
 
@@ -287,7 +296,8 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     A long video is encoded in chunks (``encoder.chunk_seconds``) by ``chunk_runner`` (the driver's runs
     them as Ray tasks; None: one after another here), then joined here; QA and publishing are the same.
     ``spread``, the render slots per video of a small run (resources.render_spread), cuts shorter videos too
-    (``encoder.min_chunk_seconds``). ``plan``: masks made elsewhere (``anonray apply``), else tracked here.
+    (``encoder.min_chunk_seconds``). ``plan``: masks made elsewhere (``anonray apply``), else tracked here;
+    ``splice``: apply's current output, of which only the GOPs whose masks change are rendered again.
     """
     info = video.info
     config = for_source(config, info)  # encoder.codec auto -> the source's family
@@ -317,7 +327,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
     sampled = [] if whole else sampled_indices(info.frame_count, config.qa.psnr_frames)
     hook = MaskHook(plan, video.frame_pts, config, whole_frame=whole, sample_at=sampled)
     try:
-        written = _write_checked(source, tmp, video, plan, config, hook, whole, chunk_runner, spread)
+        written = _write_checked(source, tmp, video, plan, config, hook, whole, chunk_runner, spread, splice)
         try:
             if run_id is not None:
                 target.write_regions(run_id, info.video_id, plan)
@@ -384,11 +394,13 @@ class WrittenOutput:
 
 
 def _write_checked(source: Path, tmp: Path, video: VideoDetections, plan: MaskPlan, config: Config,
-                   hook: MaskHook, whole: bool, chunk_runner: ChunkRunner | None, spread: int) -> WrittenOutput:
+                   hook: MaskHook, whole: bool, chunk_runner: ChunkRunner | None, spread: int,
+                   splice: SpliceSource | None = None) -> WrittenOutput:
     """Encode tmp, check its frame count and QA it, check the input did not change meanwhile, hash it."""
     info = video.info
     try:
-        stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner, spread)
+        stats, passthrough, chunks = _encode(source, tmp, video, plan, config, hook, whole, chunk_runner, spread,
+                                             splice)
     except (EncodeError, ChunkError):
         _check_input_unchanged(source, info, full=False)  # a vanished input explains the failure
         raise

@@ -185,7 +185,7 @@ def reencode_options(enc: EncoderConfig, info: VideoInfo) -> dict[str, str]:
 
 
 @dataclass
-class _Run:
+class ReencodedRun:
     """Consecutive re-encoded GOPs: a fresh decoder and encoder, and the decode timestamps they replace."""
 
     decoder: av.video.codeccontext.VideoCodecContext
@@ -193,7 +193,7 @@ class _Run:
     dts: deque[int] = field(default_factory=deque)
 
 
-class _PassthroughTranscoder(Transcoder):
+class PassthroughTranscoder(Transcoder):
     """Transcoder (audio, metadata, demux loop) with the video copied or re-encoded per GOP. The output stream
     is set up with the re-encoded runs' options and a sample entry that allows in-band parameter sets."""
 
@@ -209,7 +209,7 @@ class _PassthroughTranscoder(Transcoder):
         self.packet_number = 0
         self.frames_copied = 0
         self.last_dts: int | None = None
-        self.run_state: _Run | None = None
+        self.run_state: ReencodedRun | None = None
         self.sorted_pts = np.sort(index.pts)
 
     def video_packet(self, packet: av.Packet | None) -> None:
@@ -221,12 +221,12 @@ class _PassthroughTranscoder(Transcoder):
         self.packet_number += 1
         if self.plan.copy[k]:
             self._end_run()
-            self._copy(packet, k)
+            self.copy_packet(packet, k)
             return
         if self.run_state is None:
             self.run_state = self._start_run()
         self.run_state.dts.append(int(self.index.dts[k]))
-        for frame in _decoded(self.run_state.decoder, packet):
+        for frame in decoded_frames(self.run_state.decoder, packet):
             self.handle_frame(frame)
 
     def handle_frame(self, frame: av.VideoFrame) -> None:
@@ -236,7 +236,8 @@ class _PassthroughTranscoder(Transcoder):
         index = int(np.searchsorted(self.sorted_pts, frame.pts))
         self.encode(self.apply_hook(index, frame))
 
-    def _copy(self, packet: av.Packet, k: int) -> None:
+    def copy_packet(self, packet: av.Packet, k: int) -> None:
+        """Packet ``k`` (decode order) of a copied GOP: filtered (Annex B, no SEI) and muxed with its timestamps."""
         for filtered in self.bsf.filter(packet):
             out = av.Packet(bytes(filtered))  # bytes only: no demuxer side data travels
             out.pts, out.time_base, out.is_keyframe = filtered.pts, self.src.time_base, filtered.is_keyframe
@@ -254,13 +255,13 @@ class _PassthroughTranscoder(Transcoder):
         self.last_dts = dts
         return dts
 
-    def _start_run(self) -> _Run:
+    def _start_run(self) -> ReencodedRun:
         decoder = av.CodecContext.create(self.src.codec_context.name, "r")
         decoder.extradata = self.src.codec_context.extradata
         decoder.thread_type = "AUTO"
-        return _Run(decoder, self._new_encoder())
+        return ReencodedRun(decoder, self.new_encoder())
 
-    def _new_encoder(self) -> av.video.codeccontext.VideoCodecContext:
+    def new_encoder(self) -> av.video.codeccontext.VideoCodecContext:
         """A fresh encoder with the output stream's settings: its first picture is an IDR."""
         cc = self.dst.codec_context
         enc = av.CodecContext.create(self.cfg.encoder.codec, "w")
@@ -277,7 +278,7 @@ class _PassthroughTranscoder(Transcoder):
     def _end_run(self) -> None:
         if self.run_state is None:
             return
-        for frame in _decoded(self.run_state.decoder, None):
+        for frame in decoded_frames(self.run_state.decoder, None):
             self.handle_frame(frame)
         self.encode(None)
         self.run_state = None
@@ -318,11 +319,11 @@ def passthrough_transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, fr
     if not copies.gops_copied:
         raise PassthroughUnsupported(f"no GOP can be copied: each of the {copies.gops_reencoded} GOPs (IDR to IDR) "
                                      "holds a mask, a frame detection did not analyse, or no parameter sets")
-    jobs: list[_PassthroughTranscoder] = []
+    jobs: list[PassthroughTranscoder] = []
 
     def make_job(inp: av.container.InputContainer, out: av.container.OutputContainer,
-                 fmt_name: str) -> _PassthroughTranscoder:
-        jobs.append(_PassthroughTranscoder(inp, out, info, cfg, fmt_name, frame_hook, index, copies))
+                 fmt_name: str) -> PassthroughTranscoder:
+        jobs.append(PassthroughTranscoder(inp, out, info, cfg, fmt_name, frame_hook, index, copies))
         return jobs[-1]
 
     stats = run_job(src, dst, make_job, container_format)
@@ -330,7 +331,7 @@ def passthrough_transcode(src: Path, dst: Path, info: VideoInfo, cfg: Config, fr
     return stats, outcome
 
 
-def _decoded(decoder, packet: av.Packet | None) -> list[av.VideoFrame]:
+def decoded_frames(decoder, packet: av.Packet | None) -> list[av.VideoFrame]:
     """The frames a packet (None: the flush) gives; decoder errors as EncodeError."""
     try:
         return decoder.decode(packet)

@@ -160,8 +160,16 @@ class Viewer {
     };
     for (const r of this.regions) {
       const picked = this.selected && this.selected.track_id === r.track_id && this.selected.class === r.class;
+      const colour = picked ? "#ff3030" : (COLOURS[r.class] || "#ff00ff");
       outline(r.box, "#000", 5, r.shape === "ellipse");
-      outline(r.box, picked ? "#ff3030" : (COLOURS[r.class] || "#ff00ff"), 2, r.shape === "ellipse");
+      outline(r.box, colour, 2, r.shape === "ellipse");
+      const label = `${r.class} ${r.track_id}`;
+      ctx.font = "12px system-ui, sans-serif";
+      const [x, y] = [r.box[0] * s, Math.max(12, r.box[1] * s - 3)];
+      ctx.fillStyle = "#000";
+      ctx.fillRect(x, y - 11, ctx.measureText(label).width + 4, 14);
+      ctx.fillStyle = colour;
+      ctx.fillText(label, x + 2, y);
     }
     if (this.drawn) outline(this.drawn, "#ff3030", 2, $("add-shape").value === "ellipse");
   }
