@@ -39,8 +39,10 @@ def test_a_still_track_inside_a_never_mask_zone_is_dropped_a_walking_one_is_not(
     walking = np.array([[200 + 6 * k, 50, 240 + 6 * k, 100] for k in range(20)], float)
     walking[:, [0, 2]] += 100  # centres 320..434: inside the zone's x range only at first
     assert not is_still_inside(walking, zone, 400, 300)
-    moving_inside = np.array([[210 + 4 * k, 50, 250 + 4 * k, 100] for k in range(20)], float)
-    assert not is_still_inside(moving_inside, zone, 400, 300)  # stays inside, but walks across it
+    moving_inside = np.array([[205 + 6 * k, 50, 245 + 6 * k, 100] for k in range(20)], float)
+    assert not is_still_inside(moving_inside, zone, 400, 300)  # stays inside, but walks across most of it
+    hopping = jitter + np.tile([[30, 20, 30, 20], [-30, -10, -30, -10]], (10, 1))  # a tracker hopping on a crest
+    assert is_still_inside(hopping, zone, 400, 300)
 
     frames = np.concatenate([np.arange(20), np.arange(20)])
     dets = Detections(frames, np.concatenate([jitter, moving_inside]).astype(np.float32),
