@@ -255,3 +255,22 @@ def _assert_audit_trail(out: Path, videos, stdout: str) -> None:
     good.write_bytes(bytes(data))
     failed = anonray("verify", manifest_file)
     assert failed.returncode == 1 and "MISMATCH" in failed.stdout and "good_clip_42.mp4" in failed.stdout
+
+
+@pytest.mark.slow
+def test_a_console_that_goes_away_still_leaves_rays_log_in_the_state_folder(tmp_path):
+    """`anonray run ... 2>&1 | head -1`: the pipe closes after one line; the run still finishes, and Ray's log
+    is moved into _anonray/logs, not left in the temp folder."""
+    inputs, out, temp = tmp_path / "in", tmp_path / "out", tmp_path / "tmp"
+    inputs.mkdir()
+    temp.mkdir()
+    write_sample_video(inputs / "a.mp4", format="h264_mp4", frames=10)
+    env = {**os.environ, "TMPDIR": str(temp)}
+    with subprocess.Popen([sys.executable, "-m", "anonray", "run", str(inputs), "--output", str(out)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        proc.wait(timeout=300)
+    assert pq.read_table(out / "_anonray" / "videos").to_pandas().status.tolist() == ["ok"]
+    assert len(list((out / "_anonray" / "logs").iterdir())) == 1
+    assert not list(temp.glob("anonray-logs-*"))

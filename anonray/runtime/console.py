@@ -81,10 +81,14 @@ def ray_notices_to(ray_log: RayLog) -> Iterator[TextIO]:
     try:
         yield console
     finally:
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # a console that went away (a closed pipe) must not keep the log
+            sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
         for handler, stream in zip(handlers, previous, strict=True):
-            handler.setStream(stream)
-        console.close()
+            with contextlib.suppress(OSError):
+                handler.flush()
+            handler.stream = stream  # not setStream: it flushes the old stream again, raising on a closed pipe
+        with contextlib.suppress(OSError):
+            console.close()
         ray_log.settle()
