@@ -324,3 +324,23 @@ def test_the_apply_command_names_the_bad_entry_of_a_malformed_file(corrected_run
                           capture_output=True, text=True)
     assert done.returncode == 2 and "not valid YAML or JSON" in done.stderr
     assert not (out / "_anonray" / "corrections").exists()
+
+
+def test_renders_record_frame_timestamps_that_apply_reads_instead_of_decoding(corrected_run, tmp_path):
+    from anonray.corrections.source_video import undetected_video
+    from anonray.records.frame_times import read_frame_pts
+
+    inputs, template, _ = corrected_run
+    out = _copy(template, tmp_path)
+    row = _latest(out, "cam1/a.mp4")
+    recorded = read_frame_pts(out / "_anonray", row.run_id, row.video_id)
+    decoded = undetected_video(inputs / "cam1" / "a.mp4", "cam1/a.mp4")
+    assert recorded is not None and recorded.tolist() == decoded.frame_pts.tolist()
+    given = undetected_video(inputs / "cam1" / "a.mp4", "cam1/a.mp4", frame_pts=recorded)
+    assert given.frame_pts.tolist() == recorded.tolist()
+    short = undetected_video(inputs / "cam1" / "a.mp4", "cam1/a.mp4", frame_pts=recorded[:-1])
+    assert short.frame_pts.tolist() == recorded.tolist()  # does not fit: decoded instead
+    assert os.stat(out / "_anonray" / "frame_pts").st_mode & 0o777 == 0o700
+    applied = apply_corrections(out, parse_corrections(
+        "reviewer: r\ncorrections: [{file: cam1/a.mp4, action: add_region, box: [0, 0, 9, 9], frames: [0, 0]}]"))
+    assert read_frame_pts(out / "_anonray", applied.run_id, row.video_id).tolist() == recorded.tolist()

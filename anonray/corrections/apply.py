@@ -28,6 +28,7 @@ from anonray.corrections.spec import CorrectionsError, CorrectionSet
 from anonray.corrections.table import correction_id, correction_row, write_corrections
 from anonray.errors import Failure
 from anonray.layout import STATE_DIR_NAME, TMP_DIR_NAME
+from anonray.records.frame_times import read_frame_pts
 from anonray.records.regions import output_run
 from anonray.records.rows import (
     RunContext,
@@ -109,7 +110,8 @@ def _render_corrected(target: FileToCorrect, source: Path, output_dir: Path, sta
     ctx = RunContext(run_id, config, json.loads(row["model_ids"] or "{}"))
     t0 = time.perf_counter()
     try:
-        video = undetected_video(source, row["path"], config.segment.target_seconds)
+        recorded = read_frame_pts(state_dir, output_run(row), row["video_id"])
+        video = undetected_video(source, row["path"], config.segment.target_seconds, recorded)
         if video.info.frame_count != row["frames_in"]:
             raise CorrectionsError(f"{row['path']}: the source now reads as {video.info.frame_count} frames, "
                                    f"its output was made from {row['frames_in']}")

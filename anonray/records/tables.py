@@ -184,12 +184,19 @@ CORRECTIONS_SCHEMA = pa.schema([
     pa.field("comment", pa.string()),
 ])
 
+FRAME_PTS_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("pts", pa.list_(pa.int64()), nullable=False),
+])
+
 RESTRICTED_TABLES: dict[str, pa.Schema] = {"regions": REGIONS_SCHEMA, "sources": SOURCES_SCHEMA,
-                                           "corrections": CORRECTIONS_SCHEMA}
+                                           "corrections": CORRECTIONS_SCHEMA, "frame_pts": FRAME_PTS_SCHEMA}
 """Tables that hold personal data, kept apart from TABLES in folders of their own (0700): ``regions``
 (coordinates; one part per video and run, ``part-<run_id>-<video_id>.parquet``, see regions.py), ``sources``
 (where each run read its inputs: absolute paths, which may name people or places; see sources.py) and
-``corrections`` (what reviewers did, with their names and comments; see corrections/table.py)."""
+``corrections`` (what reviewers did, with their names and comments; see corrections/table.py); ``frame_pts``
+(each rendered video's frame timestamps, kept with its regions; frame_times.py)."""
 
 
 def schema_for(name: str) -> pa.Schema:

@@ -27,6 +27,7 @@ from anonray.handoff import RenderResult, VideoDetections
 from anonray.layout import TMP_DIR_NAME
 from anonray.qa.checks import OutputRead, QAError, anomaly_flags, check_output, mask_statistics
 from anonray.qa.fidelity import FLAG_LOW_FIDELITY, psnr_outside_masks, sampled_indices, source_luma
+from anonray.records.frame_times import write_frame_pts
 from anonray.records.regions import read_regions, write_regions
 from anonray.render.codec.bitstream import FAMILY_OF_ENCODER
 from anonray.render.codec.chunked import (
@@ -163,8 +164,10 @@ class _LocalTarget:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def write_regions(self, run_id: str, video_id: str, plan: MaskPlan) -> None:
+    def write_regions(self, run_id: str, video_id: str, plan: MaskPlan, frame_pts: np.ndarray) -> None:
+        """The regions and the frames' timestamps (what ``anonray apply`` renders from again)."""
         write_regions(self.state_dir, run_id, video_id, plan)
+        write_frame_pts(self.state_dir, run_id, video_id, frame_pts)
 
     def publish(self, tmp: Path, relative: str) -> None:
         final = self.output_dir / relative
@@ -330,7 +333,7 @@ def render_video(video: VideoDetections, config: Config, output_dir: Path | str,
         written = _write_checked(source, tmp, video, plan, config, hook, whole, chunk_runner, spread, splice)
         try:
             if run_id is not None:
-                target.write_regions(run_id, info.video_id, plan)
+                target.write_regions(run_id, info.video_id, plan, video.frame_pts)
             target.publish(tmp, relative_out)
         except storage.UploadError as err:
             raise RenderError("upload_failed", f"{relative_out}: {err}") from None

@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from anonray.layout import (
     MANIFEST_DIR_NAME,
     PRIVATE_DIR_MODE,
@@ -65,7 +67,8 @@ class UriTarget:
             self._local = self._folders.enter_context(storage.private_folder())
         return self._local
 
-    def write_regions(self, run_id: str, video_id: str, plan: MaskPlan) -> None:
+    def write_regions(self, run_id: str, video_id: str, plan: MaskPlan, frame_pts: np.ndarray | None = None) -> None:
+        """The regions (``frame_pts`` is kept for local outputs only: ``anonray apply`` takes no URI output)."""
         part = write_regions(self.tmp_dir() / STATE_DIR_NAME, run_id, video_id, plan)
         self._regions_uri = state_uri(self.output_uri, f"{REGIONS_TABLE}/{part.name}")
         self._upload(part, self._regions_uri)
