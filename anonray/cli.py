@@ -208,11 +208,11 @@ def review_command(output: Path, host: str, port: int, token: str | None, review
     draw missed regions, approve or reject, and apply (re-render) from the page."""
     _setup_logging(False)
     _refuse_uri(str(output), "review")
-    from anonray.review_app.server import serve
+    from anonray.review_app.server import ReviewRefused, serve
 
     try:
         serve(output, host, port, token, reviewer, say=click.echo)
-    except (FileNotFoundError, OSError) as err:
+    except (FileNotFoundError, OSError, ReviewRefused) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(EXIT_USAGE)
 

@@ -76,7 +76,8 @@ def add_pages(app: Flask, folder: ReviewFolder, cfg: ReviewConfig, context: dict
     @app.get("/file/<video_id>")
     def file_page(video_id: str) -> str:
         row = folder.current(video_id) or abort(404)
-        return render_template("file.html", row=row, pending=folder.pending(), **context)
+        return render_template("file.html", row=row, pending=folder.pending(),
+                               regions_kept=folder.regions_kept(row), **context)
 
 
 def add_api(app: Flask, folder: ReviewFolder, reviewer: str | None) -> None:

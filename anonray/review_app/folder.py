@@ -25,7 +25,7 @@ from anonray.corrections.check import check_corrections, current_outputs
 from anonray.corrections.spec import parse_corrections
 from anonray.layout import STATE_DIR_NAME
 from anonray.records.audit import write_bytes_atomic
-from anonray.records.regions import SHAPE_NAMES, output_run, read_regions
+from anonray.records.regions import SHAPE_NAMES, output_run, read_regions, regions_file
 from anonray.records.review import read_output_frames
 from anonray.records.tables import read_table
 from anonray.types import REGION_CLASS_NAMES
@@ -102,6 +102,15 @@ class ReviewFolder:
         path = (self.output_dir / str(relative)).resolve()
         inside = path.is_relative_to(self.output_dir) and STATE_DIR_NAME not in path.relative_to(self.output_dir).parts
         return path if inside and path.is_file() else None
+
+    def regions_kept(self, row: Mapping[str, Any]) -> bool:
+        """Whether the row's output has its regions (its run kept them: ``review.keep_regions``)."""
+        return regions_file(self.state_dir, output_run(row), row["video_id"]).is_file()
+
+    def uncorrectable(self) -> list[str]:
+        """The current outputs whose regions were not kept (``review.keep_regions: false``)."""
+        return [path for path, row in current_outputs(read_table(self.state_dir, "videos")).items()
+                if not self.regions_kept(row)]
 
     # ------------------------------------------------------------ frames and regions
     def frame_jpeg(self, row: Mapping[str, Any], index: int, max_side: int) -> bytes | None:

@@ -227,7 +227,7 @@ class Viewer {
     if (!this.drawn) return say("drag on the frame to draw a region first", true);
     queue({ file: this.file, action: "add_region", box: this.drawn,
       frames: [Number($("add-first").value), Number($("add-last").value)],
-      shape: $("add-shape").value, label: $("add-label").value });
+      shape: $("add-shape").value, label: $("add-label").value, follow: $("add-follow").checked });
   }
 }
 
