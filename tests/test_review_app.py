@@ -141,16 +141,21 @@ def test_the_queue_puts_flagged_files_first_and_covers_every_folder():
     assert review_queue(rows, ReviewConfig(sample_share=0.0, min_files=1, seed=3)) == queue  # seeded
 
 
-def test_a_non_loopback_address_is_warned_about(output, monkeypatch):
-    said = []
+@pytest.fixture
+def no_serving(monkeypatch):
+    """``serve`` sets up its server, then stops at once, as on Ctrl-C."""
     made = review_server_module.review_server
 
-    def no_serving(*args, **kwargs):
+    def stopping(*args, **kwargs):
         server, token = made(*args, **kwargs)
         server.run = lambda: (_ for _ in ()).throw(KeyboardInterrupt)
         return server, token
 
-    monkeypatch.setattr(review_server_module, "review_server", no_serving)
+    monkeypatch.setattr(review_server_module, "review_server", stopping)
+
+
+def test_a_non_loopback_address_is_warned_about(output, no_serving):
+    said = []
     review_server_module.serve(output, "0.0.0.0", 0, None, None, say=said.append)
     assert said[0].startswith("warning: the review app listens on 0.0.0.0")
     assert "/?token=" in said[1]
@@ -262,31 +267,20 @@ def test_a_whole_review_in_a_real_browser(reviewed_run, output):
     assert {r["path"]: r["review_status"] for r in ReviewFolder(output).files()}["cam1/a.mp4"] == "approved"
 
 
-def test_outputs_without_their_regions_are_named_and_a_folder_of_only_those_is_refused(output):
+def test_outputs_without_their_regions_are_named_and_a_folder_of_only_those_is_refused(output, no_serving):
     regions = output / "_anonray" / "regions"
     a_id = _video_id(output, "cam1/a.mp4")
     (part_a,) = regions.glob(f"part-*-{a_id}.parquet")
     part_a.unlink()  # what review.keep_regions: false leaves
     said = []
-    made = review_server_module.review_server
-
-    def no_serving(*args, **kwargs):
-        server, token = made(*args, **kwargs)
-        server.run = lambda: (_ for _ in ()).throw(KeyboardInterrupt)
-        return server, token
-
-    review_server_module.review_server = no_serving
-    try:
+    review_server_module.serve(output, "127.0.0.1", 0, "t", None, say=said.append)
+    assert said[0].startswith("warning: 1 output(s) cannot be corrected") and "keep_regions" in said[0]
+    page = _client(output).get(f"/file/{a_id}?token={TOKEN}")
+    assert b"regions-not-kept" in page.data and b"keep_regions" in page.data
+    for part in regions.glob("part-*.parquet"):
+        part.unlink()
+    with pytest.raises(review_server_module.ReviewRefused, match="review.keep_regions: false"):
         review_server_module.serve(output, "127.0.0.1", 0, "t", None, say=said.append)
-        assert said[0].startswith("warning: 1 output(s) cannot be corrected") and "keep_regions" in said[0]
-        page = _client(output).get(f"/file/{a_id}?token={TOKEN}")
-        assert b"regions-not-kept" in page.data and b"keep_regions" in page.data
-        for part in regions.glob("part-*.parquet"):
-            part.unlink()
-        with pytest.raises(review_server_module.ReviewRefused, match="review.keep_regions: false"):
-            review_server_module.serve(output, "127.0.0.1", 0, "t", None, say=said.append)
-    finally:
-        review_server_module.review_server = made
     done = subprocess.run([sys.executable, "-m", "anonray", "review", str(output)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "review.keep_regions: false" in done.stderr
