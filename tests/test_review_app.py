@@ -107,6 +107,7 @@ def test_page_actions_are_checked_queued_and_applied(output):
     bad = client.post("/api/pending", json={"reviewer": "dpo", "entry": {"file": "cam1/a.mp4",
                       "action": "add_region", "box": [0, 0, 9999, 10], "frames": [0, 1]}}, headers=headers)
     assert bad.status_code == 400 and "lies outside" in bad.get_json()["error"]
+    assert "9999" not in bad.get_json()["error"]  # coordinates are not echoed
     nameless = client.post("/api/pending", json={"entry": {"file": "cam1/a.mp4", "action": "approve"}},
                            headers=headers)
     assert nameless.status_code == 400 and "reviewer" in nameless.get_json()["error"]

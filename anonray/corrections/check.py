@@ -81,7 +81,7 @@ def _check_entry(position: int, correction: Correction, target: FileToCorrect) -
         x0, y0, x1, y1 = correction.box
         width, height = int(row["width"]), int(row["height"])
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise _refuse(position, correction, f"box {list(correction.box)} lies outside the {width}x{height} "
+            raise _refuse(position, correction, f"its box lies outside the {width}x{height} "  # no coordinates
                           "frame (stored-frame pixels)")
 
 
