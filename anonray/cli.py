@@ -201,7 +201,9 @@ def apply_command(output: Path, corrections_file: Path, inputs: tuple[Path, ...]
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
-@click.option("--token", help="Access token (default: a new random one, printed in the URL).")
+@click.option("--token", envvar="ANONRAY_REVIEW_TOKEN", show_envvar=True,
+              help="Access token (default: a new random one, printed in the URL); the environment variable keeps "
+                   "it out of the process list.")
 @click.option("--reviewer", help="Your name, recorded with each correction (else asked once in the page).")
 def review_command(output: Path, host: str, port: int, token: str | None, reviewer: str | None) -> None:
     """Review the outputs of OUTPUT in a local web app: look at frames with their masks, remove false masks,

@@ -16,7 +16,7 @@ import pytest
 from _video_checks import decode_frames, mask_pixels, solid_config
 
 from anonray.review_app import server as review_server_module
-from anonray.review_app.access import COOKIE_NAME, TOKEN_HEADER, allowed_hosts, check_request, is_loopback
+from anonray.review_app.access import TOKEN_HEADER, allowed_hosts, check_request, cookie_name, is_loopback
 from anonray.review_app.app import create_app
 from anonray.review_app.folder import ReviewFolder, review_queue
 from anonray.runtime.driver import RunRequest, run
@@ -83,7 +83,8 @@ def test_every_request_needs_the_token_and_nothing_outside_the_folder_is_served(
     first = client.get(f"/?token={TOKEN}")
     assert first.status_code == 200 and b"cam1/a.mp4" in first.data and b"cam2/b.mp4" in first.data
     cookie = first.headers["Set-Cookie"]
-    assert f"{COOKIE_NAME}=" in cookie and "SameSite=Strict" in cookie and "HttpOnly" in cookie
+    assert cookie.startswith("anonray_review_8765=") and "SameSite=Strict" in cookie and "HttpOnly" in cookie
+    assert cookie_name(allowed_hosts("127.0.0.1", 8766)) == "anonray_review_8766"  # one cookie per app
     assert client.get("/static/review.js").status_code == 200  # the cookie now
     assert client.get("/", headers={"Host": "evil.example"}).status_code == 403
     for probe in ("/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
@@ -285,3 +286,16 @@ def test_outputs_without_their_regions_are_named_and_a_folder_of_only_those_is_r
     done = subprocess.run([sys.executable, "-m", "anonray", "review", str(output)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "review.keep_regions: false" in done.stderr
+
+
+def test_every_interface_answers_by_this_machines_names_and_errors_log_no_path(output, caplog):
+    import socket
+
+    wildcard = allowed_hosts("0.0.0.0", 8765)
+    assert f"{socket.gethostname()}:8765" in wildcard and "127.0.0.1:8765" in wildcard
+    assert "evil.example:8765" not in wildcard
+    video = _video_id(output, "cam1/a.mp4")
+    (output / "cam1" / "a.mp4").write_bytes(b"\0" * 4096)  # a damaged output: reading a frame fails
+    answer = _client(output).get(f"/api/file/{video}/frame/3.jpg?token={TOKEN}")
+    assert answer.status_code in (404, 500)
+    assert str(output) not in caplog.text and "a.mp4" not in caplog.text

@@ -10,15 +10,24 @@ token in a header and come from the app's own origin: a form or script on anothe
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import secrets
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-COOKIE_NAME = "anonray_review"
+COOKIE_PREFIX = "anonray_review_"
 TOKEN_HEADER = "X-Anonray-Token"
+
+
+def cookie_name(hosts: set[str]) -> str:
+    """The cookie of the app listening on the port of ``hosts``: browsers keep cookies per host name, not per
+    port, so two apps on one machine (or another local service) must not share or see one cookie."""
+    ports = sorted({h.rsplit(":", 1)[-1] for h in hosts if ":" in h})
+    return COOKIE_PREFIX + (ports[0] if ports else "80")
 
 
 def new_token() -> str:
@@ -50,11 +59,26 @@ class Verdict:
     """The token came as a query parameter: answer with the cookie."""
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def machine_names() -> set[str]:
+    """This machine's host names and addresses (what other machines may call it by)."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    for name in list(names):
+        with contextlib.suppress(OSError):
+            names |= set(socket.gethostbyname_ex(name)[2])
+    return {n for n in names if n}
+
+
 def allowed_hosts(host: str, port: int) -> set[str]:
-    """The Host header values the app answers: its listening address, and the loopback names when it is one."""
-    names = {host}
-    if is_loopback(host):
+    """The Host header values the app answers: its listening address, the loopback names when it is one, and
+    this machine's names and addresses when it listens on every interface."""
+    names = {f"[{host}]" if ":" in host else host}
+    if is_loopback(host) or host in WILDCARD_HOSTS:
         names |= {"localhost", "127.0.0.1", "[::1]"}
+    if host in WILDCARD_HOSTS:
+        names |= {f"[{n}]" if ":" in n else n for n in machine_names()}
     return {f"{name}:{port}" for name in names} | ({host} if port == 80 else set())
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from anonray.config import ReviewConfig
 from anonray.corrections.spec import LABELS, CorrectionsError
-from anonray.review_app.access import COOKIE_NAME, TOKEN_HEADER, check_request
+from anonray.review_app.access import TOKEN_HEADER, check_request, cookie_name
 from anonray.review_app.folder import ReviewFolder, review_queue
 from anonray.store.output_lock import OutputLocked
 
@@ -40,12 +41,21 @@ def create_app(output_dir: Path, token: str, hosts: set[str], reviewer: str | No
 
 
 def install_access(app: Flask, token: str, hosts: set[str]) -> None:
-    """Every request checked (access.py) before any route; the cookie and the safety headers on every answer."""
+    """Every request checked (access.py) before any route; the cookie and the safety headers on every answer;
+    an unexpected error logged by its class and route only (its message may hold a path), answered 500."""
+    cookie = cookie_name(hosts)
+
+    @app.errorhandler(Exception)
+    def _error(err: Exception) -> Response | HTTPException:
+        if isinstance(err, HTTPException):
+            return err
+        log.error("review app: %s on %s", type(err).__name__, request.url_rule.rule if request.url_rule else "?")
+        return Response("internal error (see the log)\n", status=500, mimetype="text/plain")
 
     @app.before_request
     def _guard() -> Response | None:
         verdict = check_request(method=request.method, host_header=request.headers.get("Host"),
-                                query_token=request.args.get("token"), cookie_token=request.cookies.get(COOKIE_NAME),
+                                query_token=request.args.get("token"), cookie_token=request.cookies.get(cookie),
                                 headers=request.headers, token=token, hosts=hosts)
         if verdict.status != 200:
             return Response(verdict.reason + "\n", status=verdict.status, mimetype="text/plain")
@@ -55,7 +65,7 @@ def install_access(app: Flask, token: str, hosts: set[str]) -> None:
     @app.after_request
     def _headers(response: Response) -> Response:
         if request.environ.get("anonray.set_cookie"):
-            response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict")
+            response.set_cookie(cookie, token, httponly=True, samesite="Strict")
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
