@@ -50,6 +50,9 @@ def test_a_corrections_file_parses_with_its_defaults():
     ("reviewer: r\ncorrections: [{file: a.mp4, action: approve}, {file: b.mp4, action: add_region, "
      "box: [5, 5, 1, 1], frames: [0, 1]}]", "entry 2 (b.mp4): box must have x1 > x0"),
     ("reviewer: r\ncorrections: [{file: a.mp4, action: add_region, box: [0, 0, 5, 5]}]", "needs frames"),
+    ("reviewer: r\ncorrections: [{file: a.mp4, action: add_region, box: [0, 0, 5, 5], frames: null}]", "needs frames"),
+    ("reviewer: r\ncorrections: [{file: a.mp4, action: remove_track, class: zone, track_id: 1000000}]",
+     "class must be one of"),
     ("reviewer: r\ncorrections: [{file: a.mp4, action: remove_track, class: face, track_id: 1, frames: [9, 2]}]",
      "is not a range"),
     ("reviewer: r\ncorrections: [{file: a.mp4, action: remove_track, class: car, track_id: 1}]", "class must be"),
@@ -271,6 +274,16 @@ def test_a_followed_region_moves_with_what_it_covers(corrected_run, tmp_path):
     assert '"follow": true' in fields
 
 
+def _assert_corrected(out, truth, drawn):
+    """a.mp4's plate unmasked on frames 0-14 only; each drawn (rows, cols, frames) region masked on its frames only."""
+    _, after, _, _ = decode_frames(out / "cam1" / "a.mp4")
+    for k in range(30):
+        for rows, cols, frames in drawn:
+            assert (mask_pixels(after[k])[rows, cols].mean() > 0.97) == (k in frames), k
+        x0, y0, x1, y1 = (int(v) for v in truth["a.mp4"].plate_boxes[k])
+        assert (mask_pixels(after[k])[y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean() > 0.9) == (k >= 15), k
+
+
 def test_a_forced_rerun_carries_the_corrections_to_the_new_tracks(corrected_run, tmp_path):
     inputs, template, truth = corrected_run
     out = _copy(template, tmp_path)
@@ -281,18 +294,31 @@ def test_a_forced_rerun_carries_the_corrections_to_the_new_tracks(corrected_run,
             f"  - {{file: cam1/a.mp4, action: remove_track, class: plate, track_id: {track}, frames: [0, 14]}}\n"
             "  - {file: cam1/a.mp4, action: add_region, box: [0, 0, 40, 30], frames: [5, 9], label: screen}\n")
     applied = apply_corrections(out, parse_corrections(text))
+    screen = (slice(0, 30), slice(0, 40), range(5, 10))
 
     forced = run(RunRequest([str(inputs)], out, solid_config(), force=True))
     assert forced.ok == 2
     row = _latest(out, "cam1/a.mp4")
     assert row.run_id == forced.run_id and list(row.qa_flags) == []
     assert row.corrections.tolist() == [f"{applied.run_id}-0001", f"{applied.run_id}-0002"]
-    _, after, _, _ = decode_frames(out / "cam1" / "a.mp4")
-    for k in range(30):
-        assert (mask_pixels(after[k])[:30, :40].mean() > 0.97) == (5 <= k <= 9), k
-        x0, y0, x1, y1 = (int(v) for v in truth["a.mp4"].plate_boxes[k])
-        assert (mask_pixels(after[k])[y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean() > 0.9) == (k >= 15), k
+    _assert_corrected(out, truth, [screen])
     assert _latest(out, "cam1/b.mp4").corrections is None  # b had none
+
+    # approved, then forced again: the corrections still come along (the approval row points at the output)
+    approve = "reviewer: dpo\ncorrections: [{file: cam1/a.mp4, action: approve}]"
+    approved = apply_corrections(out, parse_corrections(approve))
+    assert run(RunRequest([str(inputs)], out, solid_config(), force=True)).ok == 2
+    _assert_corrected(out, truth, [screen])
+
+    # corrected again on the rerun's output, then forced: both applies' corrections come along
+    second = apply_corrections(out, parse_corrections(
+        "reviewer: dpo\ncorrections: [{file: cam1/a.mp4, action: add_region, box: [340, 0, 384, 30], "
+        "frames: [20, 24], label: badge}]"))
+    badge = (slice(0, 30), slice(342, 384), range(20, 25))
+    assert run(RunRequest([str(inputs)], out, solid_config(), force=True)).ok == 2
+    _assert_corrected(out, truth, [screen, badge])
+    row = _latest(out, "cam1/a.mp4")
+    assert {c.rsplit("-", 1)[0] for c in row.corrections} == {applied.run_id, approved.run_id, second.run_id}
 
     # the regions the corrections are read from are gone: the file is masked as detected, and flagged
     for part in (out / "_anonray" / "regions").glob(f"part-{first.run_id}-*"):

@@ -87,7 +87,11 @@ def resolve_sources(targets: dict[str, FileToCorrect], state_dir: Path, inputs: 
             where = "under the --input folder(s)" if inputs else "where its run read it (sources table)"
             raise CorrectionsError(f"{path}: its source is missing {where}; give its root with --input")
         source = Path(existing[0])
-        if sha256_file(source) != target.row["sha256_in"]:
+        try:
+            digest = sha256_file(source)
+        except OSError as err:  # by class only: the message would name the path
+            raise CorrectionsError(f"{path}: its source cannot be read ({type(err).__name__})") from None
+        if digest != target.row["sha256_in"]:
             raise CorrectionsError(f"{path}: its source has changed since its output was made (sha256 differs "
                                    "from videos.sha256_in); nothing was applied")
         found[path] = source

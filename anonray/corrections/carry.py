@@ -1,7 +1,8 @@
 """Corrections carried into a new detection pass (``anonray run --force`` over corrected outputs).
 
 What the reviewers changed is read as the difference between two regions parts of the file: those of the
-last detection run before the corrections (``before``) and those of the corrected output (``corrected``).
+last detection run before an apply (``before``) and those of the apply's output (``corrected``); a file corrected,
+rerun and corrected again has one such link per apply, all carried.
 Regions drawn by hand (negative track ids) are carried as they are. A detector track the reviewers removed
 on some frames removes, on those frames, every new track that overlaps it there (IoU >= CARRY_IOU on at
 least half of them). A removal that a new track overlaps on only some of those frames cannot be carried
@@ -24,10 +25,9 @@ FLAG_CORRECTIONS_UNMAPPED = "corrections_unmapped"
 class CarrySource:
     """Where a file's corrections are read from (the driver finds them; render carries them)."""
 
-    before_run_id: str
-    """The last detection run whose output the reviewers corrected."""
-    corrected_run_id: str
-    """The run (an apply) that wrote the corrected output."""
+    links: tuple[tuple[str, str], ...]
+    """(detection run, the apply that corrected its output), oldest first: each later detection run carried the
+    corrections before it, and each link holds the removals of its apply (and the applies chained after it)."""
     sha256_in: str
     """The input the corrections were made on: a changed input cannot take them."""
     correction_ids: tuple[str, ...]
@@ -54,25 +54,29 @@ def removed_regions(before: MaskPlan, corrected: MaskPlan) -> dict[tuple[int, in
     return removed
 
 
-def carry(new: MaskPlan, before: MaskPlan, corrected: MaskPlan) -> tuple[MaskPlan, bool]:
-    """The new plan with the corrections applied; whether some removal could not be carried for sure."""
+def carry(new: MaskPlan, links: list[tuple[MaskPlan, MaskPlan]]) -> tuple[MaskPlan, bool]:
+    """The new plan with the corrections of every (before, corrected) link applied: each link's removed detector
+    regions remove the new tracks overlapping them; the regions drawn by hand are the last corrected plan's.
+    Returns the plan and whether some removal could not be carried for sure."""
     drop = np.zeros(len(new), bool)
     unmapped = False
-    for (cls, _), frames in removed_regions(before, corrected).items():
-        on = np.isin(new.frame_index, list(frames)) & (new.cls == cls)
-        for track in np.unique(new.track_id[on]):
-            rows = np.flatnonzero(on & (new.track_id == track))
-            old = np.stack([frames[int(new.frame_index[r])] for r in rows])
-            overlaps = np.diag(_iou(new.xyxy[rows].astype(np.float64), old.astype(np.float64))) >= CARRY_IOU
-            if overlaps.mean() >= 0.5:
-                drop[rows] = True
-            elif overlaps.any():
-                unmapped = True
-    manual = corrected.track_id < 0
+    for before, corrected in links:
+        for (cls, _), frames in removed_regions(before, corrected).items():
+            on = np.isin(new.frame_index, list(frames)) & (new.cls == cls)
+            for track in np.unique(new.track_id[on]):
+                rows = np.flatnonzero(on & (new.track_id == track))
+                old = np.stack([frames[int(new.frame_index[r])] for r in rows])
+                overlaps = np.diag(_iou(new.xyxy[rows].astype(np.float64), old.astype(np.float64))) >= CARRY_IOU
+                if overlaps.mean() >= 0.5:
+                    drop[rows] = True
+                elif overlaps.any():
+                    unmapped = True
+    last = links[-1][1]
+    manual = last.track_id < 0
     plan = MaskPlan(new.frame_count,
-                    np.concatenate([new.frame_index[~drop], corrected.frame_index[manual]]),
-                    np.concatenate([new.xyxy[~drop].reshape(-1, 4), corrected.xyxy[manual].reshape(-1, 4)]),
-                    np.concatenate([new.cls[~drop], corrected.cls[manual]]),
-                    np.concatenate([new.shape[~drop], corrected.shape[manual]]),
-                    np.concatenate([new.track_id[~drop], corrected.track_id[manual]]))
+                    np.concatenate([new.frame_index[~drop], last.frame_index[manual]]),
+                    np.concatenate([new.xyxy[~drop].reshape(-1, 4), last.xyxy[manual].reshape(-1, 4)]),
+                    np.concatenate([new.cls[~drop], last.cls[manual]]),
+                    np.concatenate([new.shape[~drop], last.shape[manual]]),
+                    np.concatenate([new.track_id[~drop], last.track_id[manual]]))
     return plan, unmapped

@@ -23,8 +23,8 @@ def _run_of(correction_id: str) -> str:
 
 
 def carry_sources(videos: pa.Table, runs: pa.Table, corrections: pa.Table) -> dict[str, CarrySource]:
-    """Per input path whose current output holds reviewers' corrections (written by an apply, or carried into
-    a later run): the apply whose regions hold them, the detection run before it, the input they were made on.
+    """Per input path whose current output holds reviewers' corrections (written by an apply, or carried into a
+    later run, approved or not since): the chain of (detection run, apply) links they come from, oldest first.
     Runs are ordered by their start time (run ids of one second do not sort in time)."""
     run_rows = runs.select(["run_id", "ray_mode", "started_utc"]).to_pylist()
     applies = {r["run_id"] for r in run_rows if r["ray_mode"] == APPLY_RAY_MODE}
@@ -38,18 +38,31 @@ def carry_sources(videos: pa.Table, runs: pa.Table, corrections: pa.Table) -> di
         ids_by_path.setdefault(row["path"], []).append(row["correction_id"])
     found = {}
     for path, row in current_outputs(videos).items():
-        if output_run(row) in applies:
-            corrected = output_run(row)
-        elif row.get("corrections") and all(_run_of(c) in order for c in row["corrections"]):
-            corrected = max((_run_of(c) for c in row["corrections"]), key=order.__getitem__)
-        else:
+        links = _links(output_run(row), rendered.get(path, {}), applies, order)
+        if not links:
             continue
-        runs_of_path = rendered.get(path, {})
-        before = sorted((r for r in runs_of_path if r not in applies and order[r] < order.get(corrected, order[r])),
-                        key=order.__getitem__)
-        if corrected not in runs_of_path or not before:
-            continue
-        ids = tuple(sorted(c for c in ids_by_path.get(path, [])
-                           if _run_of(c) in order and order[before[-1]] < order[_run_of(c)] <= order[corrected]))
-        found[path] = CarrySource(before[-1], corrected, str(runs_of_path[corrected]["sha256_in"]), ids)
+        first, last = order[links[0][0]], order[links[-1][1]]
+        ids = tuple(sorted(c for c in ids_by_path.get(path, []) if _run_of(c) in order
+                           and first < order[_run_of(c)] <= last))
+        found[path] = CarrySource(tuple(links), str(rendered[path][links[-1][1]]["sha256_in"]), ids)
     return found
+
+
+def _links(run: str, rendered: dict[str, dict], applies: set[str], order: dict) -> list[tuple[str, str]]:
+    """From the run that wrote the current output back to a detection run without corrections."""
+    links: list[tuple[str, str]] = []
+    while run in rendered or run in applies:
+        if run in applies:
+            corrected = run
+        else:
+            carried = [c for c in rendered[run].get("corrections") or () if _run_of(c) in applies]
+            if not carried:
+                break
+            corrected = max((_run_of(c) for c in carried), key=order.__getitem__)
+        before = sorted((r for r in rendered if r not in applies and r in order and corrected in order
+                         and order[r] < order[corrected]), key=order.__getitem__)
+        if corrected not in rendered or not before or (before[-1], corrected) in links:
+            break
+        links.insert(0, (before[-1], corrected))
+        run = before[-1]
+    return links

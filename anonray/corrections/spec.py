@@ -133,10 +133,11 @@ def _correction(entry: Mapping[str, Any]) -> Correction:
         track = entry.get("track_id")
         if not isinstance(track, int) or isinstance(track, bool):
             raise ValueError("remove_track needs a whole-number track_id")
-        return Correction(**common, class_name=_choice(entry, "class", REGION_CLASS_NAMES, ""), track_id=track,
+        # zones come from the config (zones:), not from a track: a removal of one would not survive a rerun
+        return Correction(**common, class_name=_choice(entry, "class", LABELS, ""), track_id=track,
                           frames=_frames(entry))
     if action == "add_region":
-        if "frames" not in entry:
+        if entry.get("frames") is None:
             raise ValueError("add_region needs frames [first, last]")
         follow = entry.get("follow", False)
         if not isinstance(follow, bool):

@@ -206,11 +206,13 @@ def carry_corrections(video: VideoDetections, plan: MaskPlan, state_dir: Path) -
     source, info = video.carry, video.info
     if source is None:
         return plan, CarryOutcome()
-    before = read_regions(state_dir, source.before_run_id, info.video_id, info.frame_count)
-    corrected = read_regions(state_dir, source.corrected_run_id, info.video_id, info.frame_count)
-    if before is None or corrected is None or info.sha256 != source.sha256_in:
+    def regions_of(run_id: str) -> MaskPlan | None:
+        return read_regions(state_dir, run_id, info.video_id, info.frame_count)
+
+    links = [(regions_of(before), regions_of(corrected)) for before, corrected in source.links]
+    if any(b is None or c is None for b, c in links) or info.sha256 != source.sha256_in:
         return plan, CarryOutcome(flags=(FLAG_CORRECTIONS_UNMAPPED,))
-    carried, unmapped = carry(plan, before, corrected)
+    carried, unmapped = carry(plan, links)
     return carried, CarryOutcome(source.correction_ids, (FLAG_CORRECTIONS_UNMAPPED,) if unmapped else ())
 
 
