@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from _video_checks import decode_frames, mask_pixels, solid_config
 
+from anonray.corrections.apply import apply_corrections
+from anonray.corrections.spec import parse_corrections
 from anonray.review_app import server as review_server_module
 from anonray.review_app.access import TOKEN_HEADER, allowed_hosts, check_request, cookie_name, is_loopback
 from anonray.review_app.app import create_app
@@ -299,3 +302,30 @@ def test_every_interface_answers_by_this_machines_names_and_errors_log_no_path(o
     answer = _client(output).get(f"/api/file/{video}/frame/3.jpg?token={TOKEN}")
     assert answer.status_code in (404, 500)
     assert str(output) not in caplog.text and "a.mp4" not in caplog.text
+
+
+def test_one_apply_takes_every_reviewers_actions_or_none(output):
+    client = _client(output)
+    headers = {TOKEN_HEADER: TOKEN}
+    region = ReviewFolder(output).regions(ReviewFolder(output).current(_video_id(output, "cam1/a.mp4")), 0)[0]
+    remove = {"file": "cam1/a.mp4", "action": "remove_track", "class": region["class"], "track_id": region["track_id"]}
+    for reviewer in ("alice", "bob"):  # both remove the same false mask
+        assert client.post(f"/api/pending?token={TOKEN}", json={"reviewer": reviewer, "entry": remove},
+                           headers=headers).status_code == 200
+    runs = client.post("/api/apply", headers=headers).get_json()["runs"]
+    assert [(r["corrected"], r["failed"]) for r in runs] == [(1, 0)]
+    corrections = pq.read_table(output / "_anonray" / "corrections").to_pandas()
+    assert corrections.reviewer.tolist() == ["alice", "bob"] and set(corrections.run_id) == {runs[0]["run_id"]}
+
+    # an action made stale by a correction applied elsewhere meanwhile refuses the whole queue: nothing applies
+    b_id = _video_id(output, "cam2/b.mp4")
+    other = ReviewFolder(output).regions(ReviewFolder(output).current(b_id), 0)[0]
+    stale = {"file": "cam2/b.mp4", "action": "remove_track", "class": other["class"], "track_id": other["track_id"]}
+    client.post("/api/pending", json={"reviewer": "carol", "entry": {"file": "cam1/a.mp4", "action": "approve"}},
+                headers=headers)
+    client.post("/api/pending", json={"reviewer": "dave", "entry": stale}, headers=headers)
+    apply_corrections(output, parse_corrections(json.dumps({"reviewer": "cli", "corrections": [stale]})))
+    refused = client.post("/api/apply", headers=headers)
+    assert refused.status_code == 409 and "entry 2 (cam2/b.mp4)" in refused.get_json()["error"]
+    recorded = pq.read_table(output / "_anonray" / "corrections").to_pandas()
+    assert recorded.reviewer.tolist() == ["alice", "bob", "cli"]  # carol's approval was not applied either

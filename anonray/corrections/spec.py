@@ -56,6 +56,8 @@ class Correction:
     follow: bool = False
     reason: str = ""
     comment: str = ""
+    reviewer: str = ""
+    """Who asked for it, where a set gathers several reviewers' actions (the review page); else the set's."""
 
     @property
     def changes_pixels(self) -> bool:

@@ -30,7 +30,7 @@ def correction_row(run_id: str, position: int, correction: Correction, reviewer:
     """One entry's row; ``output_row`` is the videos row of the output it corrects."""
     return {
         "correction_id": correction_id(run_id, position), "run_id": run_id,
-        "corrects_run_id": output_run(output_row), "reviewer": reviewer, "time_utc": time_utc,
+        "corrects_run_id": output_run(output_row), "reviewer": correction.reviewer or reviewer, "time_utc": time_utc,
         "action": correction.action, "path": correction.file, "video_id": output_row["video_id"],
         "sha256_in": output_row.get("sha256_in"), "fields_json": correction_json(correction),
         "reason": correction.reason, "comment": correction.comment,

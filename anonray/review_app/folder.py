@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 from anonray.config import ReviewConfig
 from anonray.corrections.apply import ApplySummary, apply_corrections
 from anonray.corrections.check import check_corrections, current_outputs
-from anonray.corrections.spec import parse_corrections
+from anonray.corrections.spec import CorrectionSet, parse_corrections
 from anonray.layout import STATE_DIR_NAME
 from anonray.records.audit import write_bytes_atomic
 from anonray.records.regions import SHAPE_NAMES, output_run, read_regions, regions_file
@@ -169,16 +170,19 @@ class ReviewFolder:
             self._save_pending([])
 
     def apply_pending(self) -> list[ApplySummary]:
-        """Apply the queued actions, one corrections set per reviewer; the queue is emptied of what applied."""
+        """Apply every queued action, of every reviewer, as one corrections set (each entry keeps its reviewer):
+        checked whole, so a stale entry refuses the set and nothing is half-applied. The queue is emptied once
+        it applied."""
         with self._lock:
             entries = self.pending()
-            by_reviewer: dict[str, list[dict[str, Any]]] = {}
+            if not entries:
+                return []
+            actions = []
             for item in entries:
-                by_reviewer.setdefault(item["reviewer"], []).append(item["entry"])
-            summaries = []
-            for reviewer, items in by_reviewer.items():
-                text = json.dumps({"reviewer": reviewer, "corrections": items})
-                summaries.append(apply_corrections(self.output_dir, parse_corrections(text, "page actions")))
-                self._save_pending([e for e in self.pending() if e["reviewer"] != reviewer])
-            return summaries
+                one = parse_corrections(json.dumps({"reviewer": item["reviewer"], "corrections": [item["entry"]]}),
+                                        "page action")
+                actions.append(replace(one.corrections[0], reviewer=one.reviewer))
+            summary = apply_corrections(self.output_dir, CorrectionSet(actions[0].reviewer, tuple(actions)))
+            self._save_pending([])
+            return [summary]
 
