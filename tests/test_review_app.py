@@ -83,12 +83,14 @@ def test_every_request_needs_the_token_and_nothing_outside_the_folder_is_served(
     assert client.get("/").status_code == 401
     assert client.get("/static/review.js").status_code == 401
     assert client.get("/?token=nope").status_code == 403
-    first = client.get(f"/?token={TOKEN}")
-    assert first.status_code == 200 and b"cam1/a.mp4" in first.data and b"cam2/b.mp4" in first.data
+    first = client.get(f"/file/nope?token={TOKEN}&x=1")
+    assert first.status_code == 303 and first.headers["Location"] == "/file/nope?x=1"  # the token leaves the URL
     cookie = first.headers["Set-Cookie"]
     assert cookie.startswith("anonray_review_8765=") and "SameSite=Strict" in cookie and "HttpOnly" in cookie
     assert cookie_name(allowed_hosts("127.0.0.1", 8766)) == "anonray_review_8766"  # one cookie per app
     assert client.get("/static/review.js").status_code == 200  # the cookie now
+    index = client.get("/")
+    assert index.status_code == 200 and b"cam1/a.mp4" in index.data and b"cam2/b.mp4" in index.data
     assert client.get("/", headers={"Host": "evil.example"}).status_code == 403
     for probe in ("/static/../../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
                   "/api/file/..%2f..%2fetc/frame/0.jpg", "/file/nope", "/api/file/nope/frame/0.jpg"):
@@ -280,7 +282,7 @@ def test_outputs_without_their_regions_are_named_and_a_folder_of_only_those_is_r
     said = []
     review_server_module.serve(output, "127.0.0.1", 0, "t", None, say=said.append)
     assert said[0].startswith("warning: 1 output(s) cannot be corrected") and "keep_regions" in said[0]
-    page = _client(output).get(f"/file/{a_id}?token={TOKEN}")
+    page = _client(output).get(f"/file/{a_id}?token={TOKEN}", follow_redirects=True)
     assert b"regions-not-kept" in page.data and b"keep_regions" in page.data
     for part in regions.glob("part-*.parquet"):
         part.unlink()
@@ -299,7 +301,7 @@ def test_every_interface_answers_by_this_machines_names_and_errors_log_no_path(o
     assert "evil.example:8765" not in wildcard
     video = _video_id(output, "cam1/a.mp4")
     (output / "cam1" / "a.mp4").write_bytes(b"\0" * 4096)  # a damaged output: reading a frame fails
-    answer = _client(output).get(f"/api/file/{video}/frame/3.jpg?token={TOKEN}")
+    answer = _client(output).get(f"/api/file/{video}/frame/3.jpg?token={TOKEN}", follow_redirects=True)
     assert answer.status_code in (404, 500)
     assert str(output) not in caplog.text and "a.mp4" not in caplog.text
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Flask, Response, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from anonray.config import ReviewConfig
@@ -59,6 +60,11 @@ def install_access(app: Flask, token: str, hosts: set[str]) -> None:
                                 headers=request.headers, token=token, hosts=hosts)
         if verdict.status != 200:
             return Response(verdict.reason + "\n", status=verdict.status, mimetype="text/plain")
+        if verdict.set_cookie and request.method in ("GET", "HEAD"):  # the cookie, and the token out of the URL
+            rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+            answer = redirect(request.path + (f"?{urlencode(rest)}" if rest else ""), code=303)
+            answer.set_cookie(cookie, token, httponly=True, samesite="Strict")
+            return answer
         request.environ["anonray.set_cookie"] = verdict.set_cookie
         return None
 
