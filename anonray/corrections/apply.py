@@ -42,7 +42,7 @@ from anonray.records.rows import (
 )
 from anonray.records.run_manifest import write_run_records
 from anonray.records.sources import recorded_sources, write_sources
-from anonray.records.tables import read_table, table_dir, write_part
+from anonray.records.tables import read_table, table_dir, write_part, write_run_part
 from anonray.render.codec.splice import SpliceSource
 from anonray.render.video import render_video
 from anonray.store import storage
@@ -224,9 +224,7 @@ def _close(summary: ApplySummary, rows: list[dict[str, Any]], targets: dict[str,
     state_dir, run_id = output_dir / STATE_DIR_NAME, summary.run_id
     first = next(iter(targets.values()))
     run_row = _run_row(run_id, first.config, first.row["model_ids"], summary, started, len(targets))
-    write_part(state_dir, "videos", run_id, rows)
-    for early in table_dir(state_dir, "videos").glob(f"part-{run_id}-*.parquet"):
-        early.unlink(missing_ok=True)
+    write_run_part(state_dir, "videos", run_id, rows)
     write_part(state_dir, "runs", run_id, [run_row])
     write_sources(state_dir, run_id, [(targets[p].row["video_id"], p, str(s), str(s)[: -len(p)].rstrip("/"))
                                       for p, s in sources.items()])

@@ -20,6 +20,7 @@ from anonray.config import Config, ConfigError, validate_config
 from anonray.corrections.plan_edit import track_frames
 from anonray.corrections.spec import Correction, CorrectionsError, CorrectionSet
 from anonray.records.regions import output_run, read_regions
+from anonray.records.resume import current_outputs
 from anonray.types import MaskPlan
 
 
@@ -37,15 +38,6 @@ class FileToCorrect:
     @property
     def changes_pixels(self) -> bool:
         return any(c.changes_pixels for _, c in self.corrections)
-
-
-def current_outputs(videos: pa.Table) -> dict[str, dict[str, Any]]:
-    """The latest ``ok`` row of each input path (what its output file holds now)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for row in sorted(videos.to_pylist(), key=lambda r: r["finished_utc"] or r["started_utc"]):
-        if row["status"] == "ok":
-            rows[row["path"]] = row
-    return rows
 
 
 def run_configs(runs: pa.Table) -> dict[str, Config]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from anonray.corrections.carry import CarrySource
-from anonray.corrections.check import current_outputs
 from anonray.records.regions import output_run
+from anonray.records.resume import current_outputs
 
 APPLY_RAY_MODE = "apply (no Ray)"
 """runs.ray_mode of an ``anonray apply``."""

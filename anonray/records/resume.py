@@ -17,16 +17,22 @@ from anonray.store import storage
 from anonray.store.checksums import sha256_file
 
 
+def current_outputs(videos: pa.Table) -> dict[str, dict[str, Any]]:
+    """The latest ``ok`` row of each input path (what its output file holds now: a run's or an apply's)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for row in sorted(videos.to_pylist(), key=lambda r: r["finished_utc"] or r["started_utc"]):
+        if row["status"] == "ok":
+            rows[row["path"]] = row
+    return rows
+
+
 class DoneIndex:
     """The latest ``ok`` row per input path, from every earlier run's ``videos`` parts."""
 
     def __init__(self, videos: pa.Table):
-        self._rows: dict[str, dict[str, Any]] = {}
+        self._rows = current_outputs(videos)
         self._objects: set[str] | None = None
         """A URI output's keys relative to it, listed once (not one request per file)."""
-        for row in sorted(videos.to_pylist(), key=lambda r: r["finished_utc"] or r["started_utc"]):
-            if row["status"] == "ok":
-                self._rows[row["path"]] = row
 
     def find(self, relative_path: str, source: Path | str, output_dir: Path | str, config_hash: str, model_ids: str,
              verify_inputs: bool = False) -> dict[str, Any] | None:

@@ -242,6 +242,15 @@ def write_part(state_dir: Path, name: str, run_id: str, rows: list[dict[str, Any
     return final
 
 
+def write_run_part(state_dir: Path, name: str, run_id: str, rows: list[dict[str, Any]]) -> Path:
+    """The run's one part of table ``name``, replacing the one-row parts it wrote early as files finished
+    (``part-<run_id>-<n>.parquet``: what tells a rerun after a killed run which files are done)."""
+    path = write_part(state_dir, name, run_id, rows)
+    for early in table_dir(state_dir, name).glob(f"part-{run_id}-*.parquet"):
+        early.unlink(missing_ok=True)
+    return path
+
+
 def read_table(state_dir: Path, name: str) -> pa.Table:
     """Every run's rows of table ``name`` (empty table with the schema when none exist yet)."""
     folder = table_dir(state_dir, name)

@@ -2,8 +2,8 @@
 
 The files and runs come from the tables; frames from the anonymized outputs only (never the sources);
 regions from the restricted regions table. Page actions wait in ``_anonray/review_pending/`` (0700)
-until the reviewer applies them, then go through ``anonray apply``'s code as one corrections set per
-reviewer. Only paths the tables name, inside the output folder and outside ``_anonray``, are ever read.
+until a reviewer applies them, then go through ``anonray apply``'s code as one corrections set, each entry
+keeping its reviewer. Only paths the tables name, inside the output folder and outside ``_anonray``, are ever read.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import numpy as np
 
 from anonray.config import ReviewConfig
 from anonray.corrections.apply import ApplySummary, apply_corrections
-from anonray.corrections.check import check_corrections, current_outputs
+from anonray.corrections.check import check_corrections
 from anonray.corrections.spec import CorrectionSet, parse_corrections
 from anonray.layout import STATE_DIR_NAME
 from anonray.records.audit import write_bytes_atomic
 from anonray.records.regions import SHAPE_NAMES, output_run, read_regions, regions_file
+from anonray.records.resume import current_outputs
 from anonray.records.review import read_output_frames
 from anonray.records.tables import read_table
 from anonray.types import REGION_CLASS_NAMES

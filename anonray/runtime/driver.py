@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import ray
 
 from anonray.config import Config
@@ -177,10 +178,11 @@ def _process(setting: RunSetting, files: list[InputFile]) -> None:
     """The wave loop: ingest wave k+1 while wave k is decoded and detected and finished videos render."""
     ledger, config, plan = setting.ledger, setting.config, setting.plan
     ledger.progress.start(len(files), sum(f.size_bytes for f in files))
-    todo = _skip_done(setting, files)
+    videos = read_table(ledger.state_dir, "videos")  # the earlier runs' rows: what is done, what was corrected
+    todo = _skip_done(setting, files, videos)
     spread = render_spread(setting.cluster_cpus, plan.render_cpus, len(todo))
     corrected = {} if ledger.remote is not None else carry_sources(
-        *(read_table(ledger.state_dir, name) for name in ("videos", "runs", "corrections")))
+        videos, read_table(ledger.state_dir, "runs"), read_table(ledger.state_dir, "corrections"))
     renders = RenderQueue(RenderTarget(config, setting.output_dir, ledger.state_dir, ledger.run_id,
                                        plan.render_cpus, spread), ledger, setting.actor_retries, corrected)
     ingested: dict[str, Ingested] = {}
@@ -243,12 +245,12 @@ def _close(setting: RunSetting, started: dt.datetime, ray_mode: str, files: list
     ledger.progress.finish(ledger.summary)
 
 
-def _skip_done(setting: RunSetting, files: list[InputFile]) -> list[InputFile]:
+def _skip_done(setting: RunSetting, files: list[InputFile], videos: pa.Table) -> list[InputFile]:
     """The files still to process; the others get a ``skipped`` row (see records/resume.py)."""
     request, ledger = setting.request, setting.ledger
     if request.force:
         return list(files)
-    done = DoneIndex(read_table(ledger.state_dir, "videos"))
+    done = DoneIndex(videos)
     config_hash = setting.config.config_hash()
     todo = []
     for file in files:

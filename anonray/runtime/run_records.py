@@ -13,7 +13,7 @@ from anonray.config import Config
 from anonray.layout import REGIONS_TABLE
 from anonray.records.rows import local_host, run_figures, software_versions, utc_now
 from anonray.records.run_manifest import write_run_records
-from anonray.records.tables import table_dir, write_part
+from anonray.records.tables import write_part, write_run_part
 from anonray.runtime.ledger import RunLedger
 from anonray.store.remote_output import RemoteState
 
@@ -42,9 +42,7 @@ def write_tables(ledger: RunLedger, config: Config, started: dt.datetime, ray_mo
         "detection_precision": detection_precision,
         **run_figures(summary.footage_seconds, summary.wall_seconds, summary.ok, summary.failed, gpus_reserved),
     }
-    write_part(state_dir, "videos", run_id, ledger.video_rows)
-    for early in table_dir(state_dir, "videos").glob(f"part-{run_id}-*.parquet"):  # now in the run's part
-        early.unlink(missing_ok=True)
+    write_run_part(state_dir, "videos", run_id, ledger.video_rows)
     write_part(state_dir, "segments", run_id, ledger.segment_rows)
     write_part(state_dir, "runs", run_id, [run_row])
     return run_row

@@ -215,17 +215,21 @@ class PassthroughTranscoder(Transcoder):
     def video_packet(self, packet: av.Packet | None) -> None:
         """A packet of a copied GOP goes out filtered; one of a re-encoded GOP into the current run."""
         if packet is None:  # the end of the input
-            self._end_run()
+            self.end_run()
             return
         k = self.packet_number
         self.packet_number += 1
         if self.plan.copy[k]:
-            self._end_run()
+            self.end_run()
             self.copy_packet(packet, k)
             return
         if self.run_state is None:
-            self.run_state = self._start_run()
+            self.run_state = self.start_run()
         self.run_state.dts.append(int(self.index.dts[k]))
+        self.reencode_packet(packet)
+
+    def reencode_packet(self, packet: av.Packet) -> None:
+        """A packet of a re-encoded GOP: decoded by the run's decoder, its frames masked and encoded."""
         for frame in decoded_frames(self.run_state.decoder, packet):
             self.handle_frame(frame)
 
@@ -255,7 +259,8 @@ class PassthroughTranscoder(Transcoder):
         self.last_dts = dts
         return dts
 
-    def _start_run(self) -> ReencodedRun:
+    def start_run(self) -> ReencodedRun:
+        """A fresh decoder and encoder for the next run of re-encoded GOPs."""
         decoder = av.CodecContext.create(self.src.codec_context.name, "r")
         decoder.extradata = self.src.codec_context.extradata
         decoder.thread_type = "AUTO"
@@ -275,7 +280,8 @@ class PassthroughTranscoder(Transcoder):
         enc.options = reencode_options(self.cfg.encoder, self.info)
         return enc
 
-    def _end_run(self) -> None:
+    def end_run(self) -> None:
+        """The current run of re-encoded GOPs drained: its decoder's last frames encoded, its encoder flushed."""
         if self.run_state is None:
             return
         for frame in decoded_frames(self.run_state.decoder, None):

@@ -78,22 +78,15 @@ class SpliceTranscoder(PassthroughTranscoder):
         self.source = source
         self.run_pts: list[int] = []
 
-    def video_packet(self, packet: av.Packet | None) -> None:
-        if packet is None:
-            self.finish_run()
-            return
-        k = self.packet_number
-        self.packet_number += 1
-        if self.plan.copy[k]:
-            self.finish_run()
-            self.copy_packet(packet, k)
-            return
-        if self.run_state is None:
-            self.run_state = ReencodedRun(None, self.new_encoder())
-        self.run_state.dts.append(int(self.index.dts[k]))
+    def start_run(self) -> ReencodedRun:
+        """An encoder only: the run's frames come from the source, not from this file's packets."""
+        return ReencodedRun(None, self.new_encoder())
+
+    def reencode_packet(self, packet: av.Packet) -> None:
+        """Only noted: its frame is rendered from the source when the run ends."""
         self.run_pts.append(int(packet.pts))
 
-    def finish_run(self) -> None:
+    def end_run(self) -> None:
         """Render the run's frames from the source in presentation order, then flush its encoder."""
         if self.run_state is None:
             return
