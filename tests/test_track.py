@@ -105,7 +105,7 @@ def test_weak_tracks_count_only_once_they_last_and_then_from_their_first_frame()
     lasting = _dets([(f, 10 + f, 10, 30 + f, 34, 0) for f in range(8)])  # a small, weakly scored face
     brief = _dets([(f, 300, 300, 320, 324, 0) for f in range(4)])  # a weak blip: too short
     dets = Detections.concat([lasting, brief])
-    dets.score[:] = 0.1
+    dets.score[:] = 0.07  # below the small-face threshold (0.1)
     tracks = track_class(dets, 0, params)
     assert len(tracks) == 1 and tracks[0].frames == list(range(8))
     off = params.model_copy(update={"weak_track_hits": 0})
@@ -147,11 +147,11 @@ def test_track_threshold_zero_confirms_every_detection_whatever_the_small_settin
 
 
 def test_small_tracks_are_confirmed_at_a_lower_score_ramping_with_height():
-    params = Config().tracking.face  # 0.2 up to 24 px, 0.4 from 64 px
-    assert params.small_track_threshold == 0.2 and params.track_threshold == 0.4
-    heights = np.array([10, 24, 44, 64, 200], np.float32)
-    np.testing.assert_allclose(confirm_threshold(heights, params), [0.2, 0.2, 0.3, 0.4, 0.4], atol=1e-6)
-    for height, score, kept in ((20, 0.25, True), (20, 0.15, False), (80, 0.25, False), (80, 0.45, True)):
+    params = Config().tracking.face  # 0.1 up to 24 px, 0.4 from 40 px (where a person stands under: test_people)
+    assert params.small_track_threshold == 0.1 and params.track_threshold == 0.4
+    heights = np.array([10, 24, 32, 40, 200], np.float32)
+    np.testing.assert_allclose(confirm_threshold(heights, params), [0.1, 0.1, 0.25, 0.4, 0.4], atol=1e-6)
+    for height, score, kept in ((20, 0.15, True), (20, 0.08, False), (80, 0.25, False), (80, 0.45, True)):
         dets = _dets([(f, 10, 10, 10 + height, 10 + height, 0) for f in range(5)])
         dets.score[:] = score
         assert (len(track_class(dets, 0, params)) == 1) == kept, (height, score)

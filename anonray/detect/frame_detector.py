@@ -20,7 +20,7 @@ from anonray.detect.openvino_cpu import float_precision, resolve_precision
 from anonray.detect.plates import PlateDetector
 from anonray.detect.selection import low_light_model_name, model_name_for, model_spec_for
 from anonray.height_ramp import ramp_by_height
-from anonray.types import CLASS_NAMES, Detections
+from anonray.types import CLASS_NAMES, PERSON_CLASS, Detections
 
 
 def default_device() -> str:
@@ -118,12 +118,26 @@ class FrameDetector:
                                        cfg.nms_iou) if cfg.low_light_stack else None
                     self.low_light[CLASS_NAMES.index(name)] = (PlateDetector(dark_path, **common), stacked)
             self.detectors[CLASS_NAMES.index(name)] = det
+        self.persons: PlateDetector | None = None
+        """People (``detection.person``, class PERSON_CLASS): context for the face tracker, never masked."""
+        if config.detects_people:
+            person = config.detection.person
+            settings = dict(input_size=person.input_size, threshold=person.threshold, nms_iou=person.nms_iou,
+                            device=self.device, half=half, batch_size=config.detection.batch_size, class_count=1)
+            if on_cpu:  # in float (bf16 where native, else fp32): not quantized
+                settings.update(runtime, backend="openvino" if config.detection.cpu_runtime == "openvino" else "torch",
+                                cpu_precision=float_precision(config.detection.cpu_precision))
+                if settings["backend"] != "openvino":
+                    settings.pop("cpu_streams")
+            self.persons = PlateDetector(model_path(model_spec_for(config, "person").name), **settings)
 
     def model_ids(self) -> dict[str, str]:
         """The ids of the models in use, for the result record."""
         names = [model_name_for(self.config, CLASS_NAMES[c]) for c in self.detectors]
         if self.low_light:
             names.append(self.config.detection.plate.low_light_model)
+        if self.persons is not None:
+            names.append(self.config.detection.person.model)
         return model_ids(names)
 
     def detect(
@@ -170,4 +184,22 @@ class FrameDetector:
                     score=score[keep].astype(np.float32),
                     cls=np.full(n, cls_id, np.int64),
                 ))
+        if self.persons is not None:
+            parts.append(self._people(images, frames, (sx, sy), source_size))
         return Detections.concat(parts)
+
+    def _people(self, images: Sequence[np.ndarray], frames: np.ndarray, scale: tuple[float, float],
+                source_size: tuple[int, int]) -> Detections:
+        """Person boxes (class PERSON_CLASS, source pixels) on the frames ``detection.person.stride`` picks."""
+        due_at = np.flatnonzero(frames % self.config.detection.person.stride == 0)
+        if not len(due_at):
+            return Detections()
+        found = self.persons.detect([images[i] for i in due_at])  # type: ignore[union-attr]
+        sx, sy = scale
+        xyxy = np.concatenate([b for b, _ in found]).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
+        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, source_size[0])
+        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, source_size[1])
+        return Detections(frame_index=np.repeat(frames[due_at], [len(s) for _, s in found]).astype(np.int64),
+                          xyxy=xyxy.astype(np.float32),
+                          score=np.concatenate([s for _, s in found]).astype(np.float32),
+                          cls=np.full(len(xyxy), PERSON_CLASS, np.int64))

@@ -1,4 +1,5 @@
-"""Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline.
+"""Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline (the person network of
+``detection.person``, a YOLO pose checkpoint, runs through it too: its person boxes, ``class_count``).
 
 ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too (``upscale``, the
 default through ``detection.plate.upscale``), here at most ``max_upscale`` times (a 480x270 frame: 960, not
@@ -73,10 +74,13 @@ class PlateDetector:
         cpu_streams: int = 1,
         upscale: bool = True,
         max_upscale: float | None = None,
+        class_count: int | None = None,
     ) -> None:
         """backend 'auto' = OpenVINO on the CPU, torch (through ultralytics) elsewhere; upscale: letterbox
         images smaller than ``input_size`` up to it (ultralytics' own behaviour) rather than to their size,
-        at most ``max_upscale`` times their size (None: up to ``input_size`` whatever the factor)."""
+        at most ``max_upscale`` times their size (None: up to ``input_size`` whatever the factor); class_count:
+        the network's class channels, where more channels follow them (a pose network's keypoints)."""
+        self.class_count = class_count
         self.model = None
         self.input_size = input_size
         self.upscale = upscale
@@ -146,6 +150,8 @@ class PlateDetector:
         size = max(self.network_size(img) for img in images)
         padded = np.stack([yolo.letterbox(img, size, self.stride, same_shape) for img in images])
         preds = self._openvino(padded)[0]  # uint8 NHWC in (RGB already: the network's order); /255 in the graph
+        if self.class_count is not None:  # boxes and class scores only (a pose network's keypoints follow them)
+            preds = preds[:, :4 + self.class_count]
         kept = yolo.non_max_suppression(preds, self.threshold, self.nms_iou)
         return [(yolo.scale_boxes(padded.shape[1:3], xyxy, img.shape), score)
                 for img, (xyxy, score) in zip(images, kept, strict=True)]

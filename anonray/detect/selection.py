@@ -9,7 +9,7 @@ from anonray.detect.models import ModelError, ModelSpec, load_manifest, model_pa
 from anonray.detect.openvino_cpu import resolve_precision
 from anonray.detect.plates import PlateDetector, openvino_ir
 
-MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",)}
+MODEL_KINDS = {"face": ("centerface-onnx",), "plate": ("ultralytics-yolo",), "person": ("ultralytics-yolo-pose",)}
 """The manifest model kinds each class's detector can run."""
 
 
@@ -37,7 +37,8 @@ def models_in_use(config: Config) -> list[str]:
     """The manifest names of every model a run with ``config`` loads (the record's model ids)."""
     names = [model_name_for(config, c) for c in config.classes]
     low_light = low_light_model_name(config)
-    return names + ([low_light] if low_light and low_light not in names else [])
+    names += [low_light] if low_light and low_light not in names else []
+    return names + ([config.detection.person.model] if config.detects_people else [])
 
 
 def low_light_model_name(config: Config) -> str | None:
@@ -48,15 +49,18 @@ def low_light_model_name(config: Config) -> str | None:
 
 def prepare_cpu_runtime(config: Config) -> list:
     """Make now what the CPU runtime would otherwise make on its first use, so that a run's first batch (and
-    every detection actor at once) does not pay for it: the plate networks' OpenVINO IR (about 10 s each) and,
+    every detection actor at once) does not pay for it: the YOLO networks' OpenVINO IR (about 10 s each) and,
     where ``detection.cpu_precision`` resolves to int8, the int8 networks of the classes' models (about 10 s
-    each, verified against their pins; the low-light look runs in float). Returns the files made or found."""
+    each, verified against their pins; the low-light look and the person network run in float). Returns the
+    files made or found."""
     if config.detection.cpu_runtime != "openvino":
         return []
     classes = [c for c in config.classes if getattr(config.detection, c).enabled]
     plate_settings = ["model"] + (["low_light_model"] if low_light_model_name(config) else [])
     made = [openvino_ir(model_path(model_spec_for(config, "plate", s).name))
             for s in (plate_settings if "plate" in classes else [])]
+    if config.detects_people:  # runs in float (bf16 or fp32): not quantized
+        made.append(openvino_ir(model_path(model_spec_for(config, "person").name)))
     if resolve_precision(config.detection.cpu_precision) == "int8":
         for cls in classes:
             path = model_path(model_spec_for(config, cls).name)

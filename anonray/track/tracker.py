@@ -16,6 +16,7 @@ import numpy as np
 from anonray.config import ClassTracking, Config, ZoneConfig
 from anonray.height_ramp import ramp_by_height
 from anonray.render.mask import enlarge_boxes
+from anonray.track.people import PeopleSeen
 from anonray.track.zones import dropped_by_zones, with_always_mask
 from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
 
@@ -85,7 +86,7 @@ def _extend(track: Track, frame: int, box: np.ndarray, score: float, strong: boo
 
 
 def track_class(dets: Detections, cls: int, params: ClassTracking,
-                cuts: np.ndarray | None = None) -> list[Track]:
+                cuts: np.ndarray | None = None, people: PeopleSeen | None = None) -> list[Track]:
     """Link one class's detections into tracks, frame by frame (ByteTrack-style, two stages).
 
     Strong detections (reaching ``confirm_threshold`` for their height) are matched first, weaker ones
@@ -93,7 +94,8 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
     far first, so a tentative track born beside a confirmed one never takes its weak detections away.
     Every unmatched detection starts a tentative track. A track is masked only once
     confirmed (``_confirmed``), and then over its whole life: a face first seen small and weak is masked
-    from its first frame once it is seen strong. No track crosses a scene cut.
+    from its first frame once it is seen strong. No track crosses a scene cut. With ``people`` (faces), a track
+    no person supports must also reach ``alone_track_threshold`` (``_confirmed``).
     """
     mine = dets.select(dets.cls == cls)
     mine = mine.select(np.argsort(mine.frame_index, kind="stable"))
@@ -136,21 +138,25 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
                 active.append(track)
                 next_id += 1
     finished.extend(active)
-    return [t for t in finished if _confirmed(t, params)]
+    return [t for t in finished if _confirmed(t, params, people)]
 
 
-def _confirmed(track: Track, params: ClassTracking) -> bool:
+def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None) -> bool:
     """Masked tracks: ``min_hits`` detections, and one detection reaching the confirming score for its size
-    (``confirm_threshold``) or ``weak_track_hits`` weak ones.
+    (``confirm_threshold``) or ``weak_track_hits`` weak ones; where people were looked for (``people``), a track
+    whose best score stays below ``alone_track_threshold`` also needs a person under it (people.py).
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
     """
     if len(track.frames) < params.min_hits:
         return False
-    if track.strong_hits:
+    if not track.strong_hits and not (params.weak_track_hits and len(track.frames) >= params.weak_track_hits):
+        return False
+    alone = params.alone_track_threshold
+    if people is None or alone is None or max(track.scores) >= alone:
         return True
-    return bool(params.weak_track_hits) and len(track.frames) >= params.weak_track_hits
+    return people.supports_track(track.frames, track.boxes)
 
 
 def confirm_threshold(heights: np.ndarray, params: ClassTracking) -> np.ndarray:
@@ -227,7 +233,9 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
         margin = config.mask.face_margin if name == "face" else config.mask.plate_margin
         shape_name = config.mask.face_shape if name == "face" else config.mask.plate_shape
         shape = SHAPE_ELLIPSE if shape_name == "ellipse" else SHAPE_BOX
-        tracks = track_class(dets, cls, params, cuts)
+        people = PeopleSeen.from_detections(dets, config.detection.person.stride) if (
+            name == "face" and config.detects_people) else None
+        tracks = track_class(dets, cls, params, cuts, people)
         track_counts[name] = 0
         for track in tracks:
             frames, boxes = dense_track_boxes(track, params, frame_count, cuts)

@@ -29,7 +29,7 @@ from anonray.detect.low_light import LUMA_WEIGHTS
 from anonray.render.mask import rasterize_regions
 from anonray.track.scenes import find_cuts, frame_signature
 from anonray.track.tracker import plan_masks
-from anonray.types import CLASS_NAMES, Detections, MaskPlan
+from anonray.types import CLASS_NAMES, PERSON_CLASS, Detections, MaskPlan
 from benchmarks.accuracy.score import ClassScore, score_frame
 
 FLOOR = 0.05
@@ -40,9 +40,12 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
     d = getattr(config.detection, cls)
     runtime = config.detection.cpu_runtime
     if runtime == "openvino":
-        from anonray.detect.openvino_cpu import resolve_precision
+        from anonray.detect.openvino_cpu import float_precision, resolve_precision
 
-        runtime += "-" + resolve_precision(config.detection.cpu_precision)
+        precision = float_precision if cls == "person" else resolve_precision  # people run in float
+        runtime += "-" + precision(config.detection.cpu_precision)
+    if cls == "person":  # the person threshold is not replayed
+        runtime += f"-t{d.threshold:g}-iou{d.nms_iou:g}"
     low_light = ""
     if getattr(d, "low_light_model", None):  # stacks never reach past one detector call
         stack = min(d.low_light_stack, config.detection.batch_size)
@@ -79,21 +82,27 @@ def detect_clip(clip: Path, config: Config, cache: Path) -> tuple[Detections, np
     image_size = detection_image_size(width, height, config)
     signature_file = cache / f"{clip.stem}__signatures-{image_size[0]}x{image_size[1]}.npy"
     parts = []
-    for cls in config.classes:
+    for cls in [*config.classes, *(["person"] if config.detects_people else [])]:
         target = cache / f"{clip.stem}__{_class_key(config, cls, image_size)}.npz"
         if not target.exists():
             if images is None:
                 images, signatures, _ = _decode_for_detection(clip, lambda w, h: image_size)
                 np.save(signature_file, signatures)
             # thresholds and strides are replayed (plan_setting), so the cache holds every box
-            single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR,
-                                              f"detection.{cls}.small_threshold": None,
-                                              f"detection.{cls}.stride": 1})
+            if cls == "person":  # people on every frame; faces only where a 25-frame stride falls, then dropped
+                single = config.with_overrides(**{"classes": ["face"], "detection.face.stride": 25,
+                                                  "detection.person.stride": 1})
+            else:
+                single = config.with_overrides(**{"classes": [cls], f"detection.{cls}.threshold": FLOOR,
+                                                  f"detection.{cls}.small_threshold": None,
+                                                  f"detection.{cls}.stride": 1})
             detector = FrameDetector(single)
             batch = config.detection.batch_size
             found = Detections.concat([
                 detector.detect(images[i:i + batch], list(range(i, min(i + batch, len(images)))), (width, height))
                 for i in range(0, len(images), batch)])
+            if cls == "person":
+                found = found.select(found.cls == PERSON_CLASS)
             np.savez(target, frame_index=found.frame_index, xyxy=found.xyxy, score=found.score, cls=found.cls)
         z = np.load(target)
         parts.append(Detections(z["frame_index"], z["xyxy"], z["score"], z["cls"]))
@@ -129,6 +138,8 @@ def plan_setting(config: Config, dets: Detections, signatures: np.ndarray, size:
             keep &= (dets.cls != cls_id) | (passes_threshold(dets.xyxy, dets.score, cfg) & due)
         else:
             keep &= dets.cls != cls_id
+    person_due = dets.frame_index % config.detection.person.stride == 0
+    keep &= (dets.cls != PERSON_CLASS) | (person_due & config.detects_people)
     width, height = size
     cuts = find_cuts(signatures, config.tracking.scene_cut_threshold)
     plan, _ = plan_masks(dets.select(keep), frame_count, width, height, config, cuts)

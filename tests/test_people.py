@@ -1,0 +1,90 @@
+"""Person context for the face tracker: people.py's geometry, the tracker's gate and the person detector."""
+
+import numpy as np
+from skimage import data as skimage_data
+
+from anonray.config import Config
+from anonray.detect.frame_detector import FrameDetector
+from anonray.track.people import PeopleSeen
+from anonray.track.tracker import plan_masks
+from anonray.types import PERSON_CLASS, Detections
+
+PERSON = (300.0, 100.0, 400.0, 400.0)
+"""A standing person 300 px tall: the head end is y 55..166 (15% above the top to 22% down)."""
+
+
+def _rows(rows: list[tuple[int, tuple[float, ...], float, int]]) -> Detections:
+    return Detections(
+        frame_index=np.array([r[0] for r in rows], np.int64),
+        xyxy=np.array([r[1] for r in rows], np.float32).reshape(-1, 4),
+        score=np.array([r[2] for r in rows], np.float32),
+        cls=np.array([r[3] for r in rows], np.int64),
+    )
+
+
+def _face_track(box: tuple[float, ...], score: float, frames: range = range(10)) -> list:
+    return [(f, box, score, 0) for f in frames]
+
+
+def _people(frames: range = range(0, 10, 5)) -> list:
+    return [(f, PERSON, 0.8, PERSON_CLASS) for f in frames]
+
+
+def _masked_tracks(rows: list, config: Config | None = None) -> int:
+    plan, summary = plan_masks(_rows(rows), 10, 640, 480, config or Config())
+    return summary.tracks["face"]
+
+
+def test_head_end_of_a_person_supports_a_face_and_the_rest_does_not():
+    seen = PeopleSeen.from_detections(_rows(_people()), stride=5)
+    head = np.array([340, 110, 360, 130], np.float32)
+    assert seen.supports(0, head) and seen.supports(3, head)  # frame 3: the people of frames 0 and 5
+    assert not seen.supports(3, np.array([340, 250, 360, 270], np.float32))  # a hand or a shirt: mid-body
+    assert not seen.supports(3, np.array([100, 110, 120, 130], np.float32))  # beside the person
+    assert not seen.supports(12, head)  # frames 10 and 15 saw nobody
+    assert not PeopleSeen.from_detections(_rows(_face_track(tuple(head), 0.9)), 5).supports(0, head)
+
+
+def test_a_weak_small_face_is_masked_under_a_person_and_not_alone():
+    weak_head = (340, 110, 360, 130)  # 20 px, scored 0.25: above the small-face threshold (0.1), below 0.4
+    assert _masked_tracks(_face_track(weak_head, 0.25) + _people()) == 1
+    assert _masked_tracks(_face_track(weak_head, 0.25)) == 0  # nobody under it: a crest, a sign
+    assert _masked_tracks(_face_track((340, 250, 360, 270), 0.25) + _people()) == 0  # mid-body
+    assert _masked_tracks(_face_track(weak_head, 0.45)) == 1  # alone but strong: always masked
+    assert _masked_tracks(_face_track(weak_head, 0.12) + _people()) == 1
+    assert _masked_tracks(_face_track(weak_head, 0.08) + _people()) == 0  # below the small-face threshold
+
+
+def test_the_person_check_can_be_switched_off():
+    weak_alone = _face_track((340, 110, 360, 130), 0.25)
+    for setting in ({"detection.person.enabled": False}, {"tracking.face.alone_track_threshold": None}):
+        config = Config().with_overrides(**setting)
+        assert not config.detects_people
+        assert _masked_tracks(weak_alone, config) == 1
+
+
+def test_a_track_needs_support_on_a_share_of_its_frames():
+    head = (340, 110, 360, 130)
+    rows = _face_track(head, 0.25, range(10))
+    assert _masked_tracks(rows + _people(range(0, 10, 5))) == 1
+    assert _masked_tracks(rows + [(0, PERSON, 0.8, PERSON_CLASS)]) == 1  # frames 0-4 near frame 0: half
+    far = [(f, (340, 110 + 8 * f, 360, 130 + 8 * f), 0.25, 0) for f in range(10)]  # drifts down the body
+    assert _masked_tracks(far + [(f, PERSON, 0.8, PERSON_CLASS) for f in (0, 5, 10)]) == 1
+    late = [(f, head, 0.25, 0) for f in range(10)]
+    assert _masked_tracks(late + [(5, (0, 0, 50, 400), 0.8, PERSON_CLASS)]) == 0
+
+
+def test_frame_detector_finds_the_astronaut_on_the_person_stride_only():
+    """The person network (float) finds the astronaut (upper body, 512x512) on frames 0, 5, 10 of 3..12 and
+    reports it in source pixels, as class PERSON_CLASS; the model is recorded."""
+    image = skimage_data.astronaut()
+    det = FrameDetector(Config().with_overrides(classes=["face"]), device="cpu")
+    out = det.detect([image] * 10, np.arange(3, 13), (1024, 1024))
+    people = out.select(out.cls == PERSON_CLASS)
+    assert sorted(set(people.frame_index.tolist())) == [5, 10]
+    assert len(people) == 2 and people.score.min() > 0.5
+    x1, y1, x2, y2 = people.xyxy[0]
+    assert x1 < 150 and y1 < 150 and x2 > 600 and y2 > 900  # the whole upper body, doubled to source pixels
+    assert out.count_by_class()["face"] == 10  # people are not counted among faces or plates
+    assert "person-yolo11n-pose" in det.model_ids()
+    assert FrameDetector(Config().with_overrides(classes=["plate"]), device="cpu").persons is None
