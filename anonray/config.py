@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
+from anonray.config_base import StrictModel
+from anonray.config_tracking import TrackingConfig
 
 DEFAULT_INCLUDE = [
     "*.mp4", "*.m4v", "*.mov", "*.mkv", "*.avi", "*.webm", "*.ts", "*.mts", "*.m2ts", "*.mpg",
@@ -26,10 +29,6 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message says where and why."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _multiple_of_32(v: int) -> int:
     if v % 32:
         raise ValueError("must be a multiple of 32")
@@ -39,7 +38,7 @@ def _multiple_of_32(v: int) -> int:
 InputSize = Annotated[int, Field(ge=64, le=4096), AfterValidator(_multiple_of_32)]
 
 
-class ClassDetection(_Strict):
+class ClassDetection(StrictModel):
     """Detection settings for one class (the per-class defaults are in the subclasses below)."""
 
     enabled: bool = True
@@ -133,7 +132,7 @@ class PlateDetection(ClassDetection):
 # Measured on the labelled real footage (models/README.md, "Precision on real footage"): false faces on crests,
 # mirrors, signs and windows are far from any person, while small real faces sit at the head end of one; a
 # 640 input finds the people the tracker asks about as well as 1280 did, and people move little in 5 frames.
-class PersonDetection(_Strict):
+class PersonDetection(StrictModel):
     """A person detector that is never masked: it tells the face tracker where people are (``tracking.face
     .alone_track_threshold``)."""
 
@@ -145,7 +144,7 @@ class PersonDetection(_Strict):
     stride: int = Field(5, ge=1, le=25, description="Detect people on every stride-th frame of a video.")
 
 
-class DetectionConfig(_Strict):
+class DetectionConfig(StrictModel):
     face: FaceDetection = FaceDetection()
     plate: PlateDetection = PlateDetection()
     person: PersonDetection = PersonDetection()
@@ -162,101 +161,7 @@ class DetectionConfig(_Strict):
         "the CPU has native bf16 (AMX, AVX512-BF16), else fp32. Each can be forced to measure it.")
 
 
-class ClassTracking(_Strict):
-    """Tracking and gap filling for one class (counts are frames)."""
-
-    match_iou: float = Field(0.2, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
-    track_threshold: float = Field(
-        0.0, ge=0.0, lt=1.0,
-        description="Score that confirms a track (masked over its whole life once one detection reaches it); "
-        "weaker detections (down to the detection threshold) continue tracks and start tentative ones. "
-        "0 = every detection confirms.")
-    small_track_threshold: float | None = Field(
-        None, ge=0.0, lt=1.0,
-        description="Score that confirms a track for detections up to small_track_height px tall, ramping "
-        "linearly to track_threshold at large_track_height (small targets score lower). None = "
-        "track_threshold at every size.")
-    small_track_height: int = Field(24, ge=1, description="Height (px) up to which small_track_threshold applies.")
-    large_track_height: int = Field(64, ge=1, description="Height (px) from which track_threshold applies.")
-    weak_match_iou: float = Field(0.3, ge=0.0, lt=1.0, description="Minimum IoU for a weak detection.")
-    max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
-    pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
-    post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")
-    min_hits: int = Field(1, ge=1, description="Detections before a track is masked.")
-    weak_track_hits: int = Field(
-        0, ge=0,
-        description="A track whose detections all stay below track_threshold is masked (over its whole life) "
-        "once it has at least this many detections; 0 = only a strong detection confirms a track.")
-    smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
-    alone_track_threshold: float | None = Field(
-        None, ge=0.0, lt=1.0,
-        description="Score that confirms a track no person supports (faces only; detection.person): where "
-        "people were looked for and none has the track at its head end, one detection must reach this score, "
-        "whatever the track's size. None = no person check.")
-
-    @model_validator(mode="after")
-    def _track_heights_ordered(self) -> ClassTracking:
-        if self.large_track_height < self.small_track_height:
-            raise ValueError("large_track_height must be at least small_track_height")
-        return self
-
-
-class PlateTracking(ClassTracking):
-    # Measured on the labelled real footage (models/README.md): plates of signs, grilles and windscreens score
-    # up to 0.5 on a few frames; a plate scored 0.5 once, or weakly on 3 detections, is masked over its whole
-    # track (a strong one is never dropped).
-    track_threshold: float = Field(
-        0.5, ge=0.0, lt=1.0,
-        description="Score that confirms a track (see ClassTracking).")
-    weak_track_hits: int = Field(
-        3, ge=0,
-        description="A track whose detections all stay below track_threshold is masked (over its whole life) "
-        "once it has at least this many detections; 0 = only a strong detection confirms a track.")
-    # A class default, so that a partial tracking.plate section keeps it.
-    match_iou: float = Field(0.15, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
-    # Plates are found on fewer frames than faces (every 3rd, and in the dark only now and then): tracks that
-    # bridge 25 frames and mask 8 frames past the last sighting (chosen on five clip sets, models/README.md).
-    max_gap: int = Field(25, ge=0, description="Frames a track survives without detections (gaps filled).")
-    post_roll: int = Field(8, ge=0, description="Frames masked after a track's last detection.")
-    pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")
-
-
-class FaceTracking(ClassTracking):
-    # Measured on the labelled real footage and the synthetic clip sets (models/README.md): false faces on
-    # crests, hands, shirts and chairs score up to about 0.4 over their whole track, real faces of 64 px and
-    # more reach more; small real faces score as low as the false ones. With people detected (alone_track_
-    # threshold) a small track is confirmed from 0.1 (24 px and under, ramping to 0.4 at 40 px) where a person
-    # stands under it, and needs 0.4 elsewhere.
-    # Weak detections still extend a track (fewer gaps; a face first seen small is masked from its first frame
-    # once confirmed).
-    track_threshold: float = Field(
-        0.4, ge=0.0, lt=1.0,
-        description="Score that confirms a track (see ClassTracking).")
-    small_track_threshold: float | None = Field(
-        0.1, ge=0.0, lt=1.0,
-        description="Score that confirms a track of small faces (see ClassTracking).")
-    large_track_height: int = Field(40, ge=1, description="Height (px) from which track_threshold applies.")
-    # Measured on the labelled real footage (models/README.md): the small-face thresholds above hold where a
-    # person detection has the face at its head end; a weak face nobody stands under (a crest, a mirror, a
-    # sign) needs what a large face needs.
-    alone_track_threshold: float | None = Field(
-        0.4, ge=0.0, lt=1.0,
-        description="Score that confirms a face track no person supports (see ClassTracking).")
-    # Longer gaps and roll for faces: measured on the accuracy harness (fewer misses, less flicker).
-    max_gap: int = Field(15, ge=0, description="Frames a track survives without detections (gaps filled).")
-    pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")
-    post_roll: int = Field(5, ge=0, description="Frames masked after a track's last detection.")
-
-
-class TrackingConfig(_Strict):
-    face: FaceTracking = FaceTracking()
-    plate: PlateTracking = PlateTracking()
-    scene_cut_threshold: float = Field(
-        30.0, ge=0.0, le=255.0,
-        description="Mean change of a 4x4 thumbnail (0..255) that marks a scene cut; 0 = never cut.")
-
-
-class MaskConfig(_Strict):
+class MaskConfig(StrictModel):
     style: Literal["blur", "pixelate", "solid"] = "blur"
     color: str = Field("000000", description="RRGGBB for solid masks.")
     # Measured on the accuracy harness: CenterFace's boxes and the plate model's already reach past the
@@ -281,7 +186,7 @@ class MaskConfig(_Strict):
         return (int(self.color[0:2], 16), int(self.color[2:4], 16), int(self.color[4:6], 16))
 
 
-class EncoderConfig(_Strict):
+class EncoderConfig(StrictModel):
     codec: Literal["auto", "libx264", "libx265"] = Field(
         "auto", description="The output's video encoder. auto = the source's codec family: H.264 in, libx264 out; "
         "HEVC in, libx265 out; anything else libx264 (render/codec/settings.py). Bit depth (up to 10 bits for "
@@ -321,11 +226,11 @@ class EncoderConfig(_Strict):
         "chunk_seconds 0 turns this off too.")
 
 
-class SegmentConfig(_Strict):
+class SegmentConfig(StrictModel):
     target_seconds: float = Field(2.0, gt=0.0, description="Short GOPs are merged up to this length.")
 
 
-class InputConfig(_Strict):
+class InputConfig(StrictModel):
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
     exclude: list[str] = Field(default_factory=list)
     on_damage: Literal["fail", "mask_whole_frame"] = Field(
@@ -335,7 +240,7 @@ class InputConfig(_Strict):
         "frames that cannot be decoded at all left out (videos.frames_masked_whole, videos.frames_lost).")
 
 
-class ResourceConfig(_Strict):
+class ResourceConfig(StrictModel):
     decode_actors: int = Field(0, ge=0, description="0 = derived from the cluster's CPUs.")
     detect_actors: int = Field(0, ge=0, description="0 = derived from the cluster's GPUs/CPUs.")
     gpus_per_detector: float = Field(0.25, gt=0.0, le=1.0)
@@ -362,7 +267,7 @@ class ResourceConfig(_Strict):
         "decode/detection actor (restarts) and per actor task; deterministic failures are never retried.")
 
 
-class ReviewConfig(_Strict):
+class ReviewConfig(StrictModel):
     """The per-run review sheet (frames of anonymized outputs with the mask outlines) and mask regions."""
 
     sample_share: float = Field(0.01, ge=0.0, le=1.0, description="Share of the run's ok outputs sampled.")
@@ -376,7 +281,7 @@ class ReviewConfig(_Strict):
         "the run; false deletes the run's regions once its review sheet is written.")
 
 
-class QAConfig(_Strict):
+class QAConfig(StrictModel):
     """Checks on every output before it is published (qa/checks.py) beyond the structural ones."""
 
     psnr_frames: int = Field(
@@ -391,7 +296,7 @@ class QAConfig(_Strict):
 ZONE_LABELS = ("document", "screen", "badge", "tattoo", "poster", "other")
 
 
-class ZoneConfig(_Strict):
+class ZoneConfig(StrictModel):
     """A fixed area of one camera's frames (an input folder): masked on every frame, or where nothing is masked
     that stays still inside it. As fractions of the stored frame, so that frame sizes may differ."""
 
@@ -419,7 +324,7 @@ class ZoneConfig(_Strict):
         return "/".join(parts) or "."
 
 
-class Config(_Strict):
+class Config(StrictModel):
     classes: list[Literal["face", "plate"]] = Field(default_factory=lambda: ["face", "plate"])
     audio: Literal["keep", "drop"] = "keep"
     input: InputConfig = InputConfig()

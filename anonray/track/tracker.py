@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import lap
 import numpy as np
 
-from anonray.config import ClassTracking, Config, ZoneConfig
+from anonray.config import Config, ZoneConfig
+from anonray.config_tracking import ClassTracking
 from anonray.height_ramp import ramp_by_height
 from anonray.render.mask import enlarge_boxes
 from anonray.track.people import PeopleSeen

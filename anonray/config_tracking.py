@@ -1,0 +1,104 @@
+"""The ``tracking`` section of the configuration: how detections become tracks and which tracks are masked
+(``anonray/track/tracker.py``). Re-exported by ``anonray.config``; the reasons behind each default are measured
+in models/README.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from anonray.config_base import StrictModel
+
+
+class ClassTracking(StrictModel):
+    """Tracking and gap filling for one class (counts are frames)."""
+
+    match_iou: float = Field(0.2, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
+    track_threshold: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Score that confirms a track (masked over its whole life once one detection reaches it); "
+        "weaker detections (down to the detection threshold) continue tracks and start tentative ones. "
+        "0 = every detection confirms.")
+    small_track_threshold: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Score that confirms a track for detections up to small_track_height px tall, ramping "
+        "linearly to track_threshold at large_track_height (small targets score lower). None = "
+        "track_threshold at every size.")
+    small_track_height: int = Field(24, ge=1, description="Height (px) up to which small_track_threshold applies.")
+    large_track_height: int = Field(64, ge=1, description="Height (px) from which track_threshold applies.")
+    weak_match_iou: float = Field(0.3, ge=0.0, lt=1.0, description="Minimum IoU for a weak detection.")
+    max_gap: int = Field(8, ge=0, description="Frames a track survives without detections (gaps filled).")
+    pre_roll: int = Field(3, ge=0, description="Frames masked before a track's first detection.")
+    post_roll: int = Field(3, ge=0, description="Frames masked after a track's last detection.")
+    min_hits: int = Field(1, ge=1, description="Detections before a track is masked.")
+    weak_track_hits: int = Field(
+        0, ge=0,
+        description="A track whose detections all stay below track_threshold is masked (over its whole life) "
+        "once it has at least this many detections; 0 = only a strong detection confirms a track.")
+    smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
+    alone_track_threshold: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Score that confirms a track no person supports (faces only; detection.person): where "
+        "people were looked for and none has the track at its head end, one detection must reach this score, "
+        "whatever the track's size. None = no person check.")
+
+    @model_validator(mode="after")
+    def _track_heights_ordered(self) -> ClassTracking:
+        if self.large_track_height < self.small_track_height:
+            raise ValueError("large_track_height must be at least small_track_height")
+        return self
+
+
+class PlateTracking(ClassTracking):
+    # Measured on the labelled real footage (models/README.md): plates of signs, grilles and windscreens score
+    # up to 0.5 on a few frames; a plate scored 0.5 once, or weakly on 3 detections, is masked over its whole
+    # track (a strong one is never dropped).
+    track_threshold: float = Field(
+        0.5, ge=0.0, lt=1.0,
+        description="Score that confirms a track (see ClassTracking).")
+    weak_track_hits: int = Field(
+        3, ge=0,
+        description="A track whose detections all stay below track_threshold is masked (over its whole life) "
+        "once it has at least this many detections; 0 = only a strong detection confirms a track.")
+    # A class default, so that a partial tracking.plate section keeps it.
+    match_iou: float = Field(0.15, ge=0.0, lt=1.0, description="Minimum IoU to continue a track.")
+    # Plates are found on fewer frames than faces (every 3rd, and in the dark only now and then): tracks that
+    # bridge 25 frames and mask 8 frames past the last sighting (chosen on five clip sets, models/README.md).
+    max_gap: int = Field(25, ge=0, description="Frames a track survives without detections (gaps filled).")
+    post_roll: int = Field(8, ge=0, description="Frames masked after a track's last detection.")
+    pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")
+
+
+class FaceTracking(ClassTracking):
+    # Measured on the labelled real footage and the synthetic clip sets (models/README.md): false faces on
+    # crests, hands, shirts and chairs score up to about 0.4 over their whole track, real faces of 64 px and
+    # more reach more; small real faces score as low as the false ones. With people detected (alone_track_
+    # threshold) a small track is confirmed from 0.1 (24 px and under, ramping to 0.4 at 40 px) where a person
+    # stands under it, and needs 0.4 elsewhere.
+    # Weak detections still extend a track (fewer gaps; a face first seen small is masked from its first frame
+    # once confirmed).
+    track_threshold: float = Field(
+        0.4, ge=0.0, lt=1.0,
+        description="Score that confirms a track (see ClassTracking).")
+    small_track_threshold: float | None = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="Score that confirms a track of small faces (see ClassTracking).")
+    large_track_height: int = Field(40, ge=1, description="Height (px) from which track_threshold applies.")
+    # Measured on the labelled real footage (models/README.md): the small-face thresholds above hold where a
+    # person detection has the face at its head end; a weak face nobody stands under (a crest, a mirror, a
+    # sign) needs what a large face needs.
+    alone_track_threshold: float | None = Field(
+        0.4, ge=0.0, lt=1.0,
+        description="Score that confirms a face track no person supports (see ClassTracking).")
+    # Longer gaps and roll for faces: measured on the accuracy harness (fewer misses, less flicker).
+    max_gap: int = Field(15, ge=0, description="Frames a track survives without detections (gaps filled).")
+    pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")
+    post_roll: int = Field(5, ge=0, description="Frames masked after a track's last detection.")
+
+
+class TrackingConfig(StrictModel):
+    face: FaceTracking = FaceTracking()
+    plate: PlateTracking = PlateTracking()
+    scene_cut_threshold: float = Field(
+        30.0, ge=0.0, le=255.0,
+        description="Mean change of a 4x4 thumbnail (0..255) that marks a scene cut; 0 = never cut.")
