@@ -88,3 +88,19 @@ def test_frame_detector_finds_the_astronaut_on_the_person_stride_only():
     assert out.count_by_class()["face"] == 10  # people are not counted among faces or plates
     assert "person-yolo11n-pose" in det.model_ids()
     assert FrameDetector(Config().with_overrides(classes=["plate"]), device="cpu").persons is None
+
+
+def test_person_network_gives_the_same_boxes_through_ultralytics_and_openvino():
+    """The GPU path (ultralytics, torch) and the CPU path (OpenVINO fp32, the pose channels cut off after the
+    person score) give the same person box."""
+    from anonray.detect.models import model_path
+    from anonray.detect.plates import PlateDetector
+
+    settings = dict(input_size=640, threshold=0.25, nms_iou=0.6, device="cpu", class_count=1)
+    path = model_path("person-yolo11n-pose")
+    (torch_boxes, torch_scores), = PlateDetector(path, backend="torch", **settings).detect([skimage_data.astronaut()])
+    (ov_boxes, ov_scores), = PlateDetector(path, backend="openvino", cpu_precision="fp32", **settings).detect(
+        [skimage_data.astronaut()])
+    assert len(torch_boxes) == len(ov_boxes) == 1
+    np.testing.assert_allclose(ov_boxes, torch_boxes, atol=1.0)
+    np.testing.assert_allclose(ov_scores, torch_scores, atol=0.01)
