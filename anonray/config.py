@@ -142,6 +142,9 @@ class PersonDetection(StrictModel):
     threshold: float = Field(0.25, gt=0.0, lt=1.0, description="Minimum score for a person.")
     nms_iou: float = Field(0.6, gt=0.0, le=1.0)
     stride: int = Field(5, ge=1, le=25, description="Detect people on every stride-th frame of a video.")
+    upscale: bool = Field(
+        False, description="Letterbox frames smaller than input_size up to it; false = the input is sized to the "
+        "frame (never above input_size): people are large, a small frame needs no upscaling.")
 
 
 class DetectionConfig(StrictModel):

@@ -241,7 +241,8 @@ def _assert_audit_trail(out: Path, videos, stdout: str) -> None:
     assert files["good_clip_42.mp4"]["sha256_in"] == videos.loc["good_clip_42.mp4"].sha256_in
     assert files["broken_clip_13.mp4"]["error_class"] == "not_a_video"
     assert {m["name"] for m in manifest["models"]} == {"centerface", "plate-yolov8n-pyplatex",
-                                                        "plate-yolov8n-safelicensing"}  # the low-light plate model
+                                                        "plate-yolov8n-safelicensing",  # the low-light plate model
+                                                        "person-yolo11n-pose"}  # people, to confirm weak faces
     assert manifest["hosts"]["ray_nodes"] and manifest["config_hash"] == videos.iloc[0].config_hash
     sheet = out / "_anonray" / "review" / f"{run_id}.html"
     assert manifest["review"]["sha256"] == hashlib.sha256(sheet.read_bytes()).hexdigest()

@@ -88,6 +88,8 @@ def test_frame_detector_finds_the_astronaut_on_the_person_stride_only():
     assert out.count_by_class()["face"] == 10  # people are not counted among faces or plates
     assert "person-yolo11n-pose" in det.model_ids()
     assert FrameDetector(Config().with_overrides(classes=["plate"]), device="cpu").persons is None
+    small = np.zeros((270, 480, 3), np.uint8)
+    assert det.persons.network_size(small) == 480  # a small frame is not upscaled for people (half the cost)
 
 
 def test_person_network_gives_the_same_boxes_through_ultralytics_and_openvino():

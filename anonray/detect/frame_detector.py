@@ -123,7 +123,8 @@ class FrameDetector:
         if config.detects_people:
             person = config.detection.person
             settings = dict(input_size=person.input_size, threshold=person.threshold, nms_iou=person.nms_iou,
-                            device=self.device, half=half, batch_size=config.detection.batch_size, class_count=1)
+                            device=self.device, half=half, batch_size=config.detection.batch_size, class_count=1,
+                            upscale=person.upscale, max_upscale=None)
             if on_cpu:  # in float (bf16 where native, else fp32): not quantized
                 settings.update(runtime, backend="openvino" if config.detection.cpu_runtime == "openvino" else "torch",
                                 cpu_precision=float_precision(config.detection.cpu_precision))
