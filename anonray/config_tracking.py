@@ -1,6 +1,6 @@
 """The ``tracking`` section of the configuration: how detections become tracks and which tracks are masked
-(``anonray/track/tracker.py``). Re-exported by ``anonray.config``; the reasons behind each default are measured
-in models/README.md.
+(``anonray/track/tracker.py``). ``anonray.config.Config`` holds it as ``tracking``; the reasons behind each
+default are measured in models/README.md.
 """
 
 from __future__ import annotations
@@ -36,11 +36,6 @@ class ClassTracking(StrictModel):
         description="A track whose detections all stay below track_threshold is masked (over its whole life) "
         "once it has at least this many detections; 0 = only a strong detection confirms a track.")
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
-    alone_track_threshold: float | None = Field(
-        None, ge=0.0, lt=1.0,
-        description="Score that confirms a track no person supports (faces only; detection.person): where "
-        "people were looked for and none has the track at its head end, one detection must reach this score, "
-        "whatever the track's size. None = no person check.")
 
     @model_validator(mode="after")
     def _track_heights_ordered(self) -> ClassTracking:
@@ -89,7 +84,10 @@ class FaceTracking(ClassTracking):
     # sign) needs what a large face needs.
     alone_track_threshold: float | None = Field(
         0.4, ge=0.0, lt=1.0,
-        description="Score that confirms a face track no person supports (see ClassTracking).")
+        description="Score that confirms a face track no person supports (detection.person): where people were "
+        "looked for and none has the track at its head end, one detection must reach this score, whatever the "
+        "track's size. None = no person check (then the small-face thresholds above apply alone: 0.2 and 64 px "
+        "were the defaults without it).")
     # Longer gaps and roll for faces: measured on the accuracy harness (fewer misses, less flicker).
     max_gap: int = Field(15, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")

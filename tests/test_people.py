@@ -106,3 +106,27 @@ def test_person_network_gives_the_same_boxes_through_ultralytics_and_openvino():
     assert len(torch_boxes) == len(ov_boxes) == 1
     np.testing.assert_allclose(ov_boxes, torch_boxes, atol=1.0)
     np.testing.assert_allclose(ov_scores, torch_scores, atol=0.01)
+
+
+def test_a_rotated_video_is_judged_upright():
+    """Boxes travel in stored-frame pixels; a phone clip stored sideways (rotation 90 or 270) has the head at the
+    left or right end of the stored person box. The check turns both boxes upright first."""
+    from anonray.decode.orientation import boxes_to_display, boxes_to_stored
+
+    upright_person = np.array([[100, 100, 200, 400]], np.float32)  # display pixels of a 480x640 upright frame
+    upright_head = np.array([[140, 110, 160, 130]], np.float32)
+    upright_belly = np.array([[140, 250, 160, 270]], np.float32)
+    for rotation in (0, 90, 180, 270):
+        size = (640, 480) if rotation in (90, 270) else (480, 640)  # the stored frame of an upright 480x640
+
+        def to_stored(boxes: np.ndarray, rotation: int = rotation, size: tuple[int, int] = size) -> np.ndarray:
+            return boxes_to_stored(boxes, rotation, *size)
+
+        np.testing.assert_allclose(boxes_to_display(to_stored(upright_person), rotation, *size), upright_person)
+        rows = [(0, tuple(to_stored(upright_person)[0]), 0.8, PERSON_CLASS)]
+        seen = PeopleSeen.from_detections(_rows(rows), 5, rotation, size)
+        assert seen.supports(0, to_stored(upright_head)[0]), rotation
+        assert not seen.supports(0, to_stored(upright_belly)[0]), rotation
+        plan, summary = plan_masks(_rows(rows + [(f, tuple(to_stored(upright_head)[0]), 0.25, 0) for f in range(5)]),
+                                   5, size[0], size[1], Config(), rotation=rotation)
+        assert summary.tracks["face"] == 1, rotation

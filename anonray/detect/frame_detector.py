@@ -1,8 +1,9 @@
-"""Per-frame detection of faces and plates (no Ray in here): ``FrameDetector`` takes downscaled RGB frames of
-one video (all the same size; see ``detection_image_size``) and returns ``Detections`` in source pixels.
+"""Per-frame detection of faces and plates, and of people as context (no Ray in here): ``FrameDetector`` takes
+downscaled RGB frames of one video (all the same size; see ``detection_image_size``) and returns ``Detections``
+in source pixels; people (``detection.person``) as class PERSON_CLASS, for the face tracker only.
 
 On the CPU with OpenVINO (``detection.cpu_runtime: openvino``) and ``device="cpu"`` given, nothing here
-imports torch or ultralytics (once ``prepare_cpu_runtime`` has made the plate networks' IR).
+imports torch or ultralytics (once ``prepare_cpu_runtime`` has made the YOLO networks' IR).
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class FrameDetector:
         xyxy = np.concatenate([b for b, _ in found]).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, source_size[0])
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, source_size[1])
-        return Detections(frame_index=np.repeat(frames[due_at], [len(s) for _, s in found]).astype(np.int64),
-                          xyxy=xyxy.astype(np.float32),
-                          score=np.concatenate([s for _, s in found]).astype(np.float32),
-                          cls=np.full(len(xyxy), PERSON_CLASS, np.int64))
+        people = Detections(frame_index=np.repeat(frames[due_at], [len(s) for _, s in found]).astype(np.int64),
+                            xyxy=xyxy.astype(np.float32),
+                            score=np.concatenate([s for _, s in found]).astype(np.float32),
+                            cls=np.full(len(xyxy), PERSON_CLASS, np.int64))
+        return people.select((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]))

@@ -1,15 +1,14 @@
-"""Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline (the person network of
-``detection.person``, a YOLO pose checkpoint, runs through it too: its person boxes, ``class_count``).
+"""Licence-plate detector: a YOLOv8n checkpoint run through ultralytics, fully offline. The person network of
+``detection.person`` (a YOLO pose checkpoint) runs through it too, its person boxes only (``class_count``).
 
-ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too (``upscale``, the
-default through ``detection.plate.upscale``), here at most ``max_upscale`` times (a 480x270 frame: 960, not
-1280); with it off the input is sized to the image instead (its long side rounded up to the network stride,
-at most ``input_size``), cheaper on small frames. Boxes come back
-in the coordinates of the image passed in. On the CPU the network
-runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: far faster than torch fp32) with
-ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths
-keep the same geometry and the CPU path needs neither torch nor ultralytics once the network's OpenVINO IR
-is made (``openvino_ir``, by ``prepare_cpu_runtime`` before a run).
+ultralytics letterboxes every image to ``imgsz`` itself, upscaling small images too (``upscale``, the default
+through ``detection.plate.upscale``), here at most ``max_upscale`` times (a 480x270 frame: 960, not 1280); with
+it off the input is sized to the image instead (its long side rounded up to the network stride, at most
+``input_size``), cheaper on small frames. Boxes come back in the coordinates of the image passed in. On the CPU
+the network runs in OpenVINO (openvino_cpu.py, bf16 where the CPU has it: far faster than torch fp32) with
+ultralytics' letterbox, NMS and box scaling redone in numpy and OpenCV around it (yolo.py), so both paths keep
+the same geometry and the CPU path needs neither torch nor ultralytics once the network's OpenVINO IR is made
+(``openvino_ir``, by ``prepare_cpu_runtime`` before a run).
 """
 
 from __future__ import annotations
@@ -103,7 +102,11 @@ class PlateDetector:
             self._openvino = cpu_network(model_path, float_base, cpu_precision, cpu_threads, cpu_streams, 255.0,
                                          lambda: calibration_inputs(stride), float_layers=int8_float_layers)
         else:
-            self.model = _offline_ultralytics()(str(model_path), task="detect")
+            # a .pt checkpoint names its own task (a pose network runs as one: its boxes are read, class_count
+            # checked); "detect" only where a file leaves it open
+            self.model = _offline_ultralytics()(str(model_path), task=None if class_count else "detect")
+            if class_count is not None and len(self.model.names) != class_count:
+                raise ValueError(f"{model_path.name} has {len(self.model.names)} classes, expected {class_count}")
             self.stride = int(self.model.model.stride.max())
 
     def network_size(self, image: np.ndarray) -> int:

@@ -189,7 +189,7 @@ def mask_plan(video: VideoDetections, config: Config) -> tuple[MaskPlan, Trackin
     info = video.info
     cuts = find_cuts(video.signatures, config.tracking.scene_cut_threshold)
     plan, summary = plan_masks(video.detections, info.frame_count, info.width, info.height, config, cuts,
-                               zones_for(config.zones, info.relative_path))
+                               zones_for(config.zones, info.relative_path), info.rotation)
     return plan, summary, cuts
 
 

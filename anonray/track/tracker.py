@@ -154,7 +154,7 @@ def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = 
         return False
     if not track.strong_hits and not (params.weak_track_hits and len(track.frames) >= params.weak_track_hits):
         return False
-    alone = params.alone_track_threshold
+    alone = getattr(params, "alone_track_threshold", None)  # faces only
     if people is None or alone is None or max(track.scores) >= alone:
         return True
     return people.supports_track(track.frames, track.boxes)
@@ -217,12 +217,13 @@ class TrackingSummary:
 
 
 def plan_masks(dets: Detections, frame_count: int, width: int, height: int, config: Config,
-               cuts: np.ndarray | None = None,
-               zones: Sequence[ZoneConfig] = ()) -> tuple[MaskPlan, TrackingSummary]:
+               cuts: np.ndarray | None = None, zones: Sequence[ZoneConfig] = (),
+               rotation: int = 0) -> tuple[MaskPlan, TrackingSummary]:
     """Track every enabled class and turn the tracks into a MaskPlan with margins and shapes.
 
     ``cuts``: first frame indices of new scenes (tracks, gap filling and roll never cross them). ``zones``: the
     file's zones (zones.py): tracks still inside a never_mask zone are left out, always_mask zones added.
+    ``rotation``: the video's display rotation (boxes are in stored pixels; people.py looks at them upright).
     """
     parts: list[tuple[np.ndarray, np.ndarray, int, int, int]] = []
     track_counts: dict[str, int] = {}
@@ -234,7 +235,7 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
         margin = config.mask.face_margin if name == "face" else config.mask.plate_margin
         shape_name = config.mask.face_shape if name == "face" else config.mask.plate_shape
         shape = SHAPE_ELLIPSE if shape_name == "ellipse" else SHAPE_BOX
-        people = PeopleSeen.from_detections(dets, config.detection.person.stride) if (
+        people = PeopleSeen.from_detections(dets, config.detection.person.stride, rotation, (width, height)) if (
             name == "face" and config.detects_people) else None
         tracks = track_class(dets, cls, params, cuts, people)
         track_counts[name] = 0
