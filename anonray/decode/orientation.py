@@ -45,19 +45,6 @@ def boxes_to_stored(xyxy: np.ndarray, rotation: int, stored_width: int, stored_h
 
 
 def boxes_to_display(xyxy: np.ndarray, rotation: int, stored_width: int, stored_height: int) -> np.ndarray:
-    """Map xyxy boxes from stored-frame pixels to upright (display) pixels: the inverse of ``boxes_to_stored``."""
-    k = quarter_turns(rotation)
-    if k == 0 or len(xyxy) == 0:
-        return xyxy
-    x1, y1, x2, y2 = (xyxy[:, i] for i in range(4))
-    w, h = stored_width, stored_height
-    if k == 1:
-        xs = (y1, y2)
-        ys = (w - x2, w - x1)
-    elif k == 2:
-        xs = (w - x2, w - x1)
-        ys = (h - y2, h - y1)
-    else:
-        xs = (h - y2, h - y1)
-        ys = (x1, x2)
-    return np.stack([xs[0], ys[0], xs[1], ys[1]], 1).astype(xyxy.dtype)
+    """Map xyxy boxes from stored-frame pixels to upright (display) pixels: the inverse of ``boxes_to_stored``,
+    which is the opposite turn taken on the upright frame's size."""
+    return boxes_to_stored(xyxy, -rotation, *display_size(stored_width, stored_height, rotation))
