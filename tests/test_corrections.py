@@ -269,9 +269,14 @@ def test_a_followed_region_moves_with_what_it_covers(corrected_run, tmp_path):
     added = _regions(out, summary.run_id).query("track_id < 0").sort_values("frame_index")
     assert added.frame_index.tolist() == list(range(30))
     last = added.iloc[-1][["x0", "y0", "x1", "y1"]].astype(float).tolist()
-    assert _iou(last, plate[29]) > 0.7 and _iou(last, plate[29]) > _iou(box, plate[29])  # MIL varies: 0.94-0.99 here
+    assert _iou(last, plate[29]) > 0.8 and _iou(last, plate[29]) > _iou(box, plate[29]), _iou(last, plate[29])
     fields = pq.read_table(out / "_anonray" / "corrections").to_pandas().fields_json.iloc[0]
     assert '"follow": true' in fields
+    again = _copy(template, tmp_path / "again")  # deterministic: the same region lands in the same place
+    second = apply_corrections(again, parse_corrections(text))
+    boxes = _regions(again, second.run_id).query("track_id < 0").sort_values("frame_index")
+    corners = ["x0", "y0", "x1", "y1"]
+    np.testing.assert_array_equal(boxes[corners].to_numpy(), added[corners].to_numpy())
 
 
 def _assert_corrected(out, truth, drawn):
