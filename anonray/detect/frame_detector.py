@@ -80,7 +80,7 @@ class FrameDetector:
         half = config.detection.half_precision and not on_cpu
         runtime = {}
         if on_cpu:
-            native = {"face": "onnxruntime", "plate": "torch"}
+            native = {"face": "onnxruntime", "plate": "torch", "person": "torch"}
             runtime = dict(cpu_threads=cpu_threads, cpu_precision=config.detection.cpu_precision,
                            cpu_streams=config.resources.cpu_inference_streams)
         self.detectors: dict[int, object] = {}
@@ -100,10 +100,7 @@ class FrameDetector:
                 batch_size=config.detection.batch_size,
             )
             if on_cpu:
-                backend = "openvino" if config.detection.cpu_runtime == "openvino" else native[name]
-                common.update(runtime, backend=backend)
-                if backend != "openvino":
-                    common.pop("cpu_streams")
+                common.update(_cpu_backend(config, runtime, native[name]))
             path = model_path(model_spec_for(config, name).name)
             if name == "face":
                 det: object = CenterFace(path, **common)
@@ -127,10 +124,8 @@ class FrameDetector:
                             device=self.device, half=half, batch_size=config.detection.batch_size, class_count=1,
                             upscale=person.upscale, max_upscale=None)
             if on_cpu:  # in float (bf16 where native, else fp32): not quantized
-                settings.update(runtime, backend="openvino" if config.detection.cpu_runtime == "openvino" else "torch",
+                settings.update(_cpu_backend(config, runtime, native["person"]),
                                 cpu_precision=float_precision(config.detection.cpu_precision))
-                if settings["backend"] != "openvino":
-                    settings.pop("cpu_streams")
             self.persons = PlateDetector(model_path(model_spec_for(config, "person").name), **settings)
 
     def model_ids(self) -> dict[str, str]:
@@ -174,10 +169,7 @@ class FrameDetector:
                 if boxes is None or not len(boxes[0]):
                     continue
                 xyxy, score = boxes
-                xyxy = xyxy * np.array([sx, sy, sx, sy], np.float32)
-                xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, src_w)
-                xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, src_h)
-                keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+                xyxy, keep = _in_source(xyxy, (sx, sy), source_size)
                 keep &= passes_threshold(xyxy, score, getattr(self.config.detection, CLASS_NAMES[cls_id]))
                 n = int(keep.sum())
                 parts.append(Detections(
@@ -197,12 +189,30 @@ class FrameDetector:
         if not len(due_at):
             return Detections()
         found = self.persons.detect([images[i] for i in due_at])  # type: ignore[union-attr]
-        sx, sy = scale
-        xyxy = np.concatenate([b for b, _ in found]).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
-        xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, source_size[0])
-        xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, source_size[1])
+        xyxy, keep = _in_source(np.concatenate([b for b, _ in found]).reshape(-1, 4), scale, source_size)
         people = Detections(frame_index=np.repeat(frames[due_at], [len(s) for _, s in found]).astype(np.int64),
                             xyxy=xyxy.astype(np.float32),
                             score=np.concatenate([s for _, s in found]).astype(np.float32),
                             cls=np.full(len(xyxy), PERSON_CLASS, np.int64))
-        return people.select((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1]))
+        return people.select(keep)
+
+
+def _cpu_backend(config: Config, runtime: dict, native: str) -> dict:
+    """The CPU runtime settings of one detector: OpenVINO (``detection.cpu_runtime``) or its ``native`` backend,
+    which takes no ``cpu_streams``."""
+    backend = "openvino" if config.detection.cpu_runtime == "openvino" else native
+    settings = dict(runtime, backend=backend)
+    if backend != "openvino":
+        settings.pop("cpu_streams")
+    return settings
+
+
+def _in_source(xyxy: np.ndarray, scale: tuple[float, float], source_size: tuple[int, int]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes on the detection image scaled to source pixels and clipped to the frame, and which of them still
+    have an area."""
+    sx, sy = scale
+    xyxy = xyxy * np.array([sx, sy, sx, sy], np.float32)
+    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, source_size[0])
+    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, source_size[1])
+    return xyxy, (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
