@@ -36,6 +36,11 @@ class ClassTracking(StrictModel):
         description="A track whose detections all stay below track_threshold is masked (over its whole life) "
         "once it has at least this many detections; 0 = only a strong detection confirms a track.")
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
+    motion_buffer: float = Field(
+        0.0, ge=0.0, le=4.0,
+        description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
+        "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
+        "further than its size between two looks still continues its track. 0 = off.")
 
     @model_validator(mode="after")
     def _track_heights_ordered(self) -> ClassTracking:
@@ -62,6 +67,14 @@ class PlateTracking(ClassTracking):
     max_gap: int = Field(25, ge=0, description="Frames a track survives without detections (gaps filled).")
     post_roll: int = Field(8, ge=0, description="Frames masked after a track's last detection.")
     pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")
+    # Plates are looked at every 3rd frame: a car crossing the view moves 2-4 plate heights between two looks
+    # (car_park_topdown). Without this stage each sighting was a track of its own, masked 13 frames where the
+    # plate no longer was (models/README.md, "Moving plates").
+    motion_buffer: float = Field(
+        2.0, ge=0.0, le=4.0,
+        description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
+        "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
+        "further than its size between two looks still continues its track. 0 = off.")
 
 
 class FaceTracking(ClassTracking):

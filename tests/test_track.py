@@ -4,7 +4,7 @@ import numpy as np
 
 from anonray.config import Config
 from anonray.render.mask import enlarge_boxes
-from anonray.track.tracker import associate, confirm_threshold, iou_matrix, plan_masks, track_class
+from anonray.track.tracker import associate, confirm_threshold, grow_boxes, iou_matrix, plan_masks, track_class
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections
 
 
@@ -167,6 +167,45 @@ def test_a_weak_plate_needs_three_sightings_a_strong_one_needs_one():
         weak = _dets([(3 * k, 100, 100, 160, 120, 1) for k in range(hits)])  # plates are detected every 3rd frame
         weak.score[:] = 0.3
         assert (len(track_class(weak, 1, params)) == 1) == kept
+
+
+def test_grow_boxes_grows_each_side_by_a_share_of_the_size():
+    grown = grow_boxes(np.array([[10, 20, 50, 30]], np.float32), 0.5)
+    np.testing.assert_allclose(grown, [[-10, 15, 70, 35]])
+    np.testing.assert_allclose(grow_boxes(grown, 0.0), grown)
+
+
+def _fast_plate(step: float) -> Detections:
+    """A 30x16 plate seen every 3rd frame, moving ``step`` px down between two looks (car_park_topdown: 35-55)."""
+    return _dets([(3 * k, 300, 40 + step * k, 330, 56 + step * k, 1) for k in range(8)])
+
+
+def test_a_plate_moving_further_than_its_size_between_looks_keeps_one_track():
+    moving = _fast_plate(45.0)
+    assert len(track_class(moving, 1, Config().tracking.plate)) == 1  # motion_buffer 2.0 by default
+    off = Config().tracking.plate.model_copy(update={"motion_buffer": 0.0})
+    assert len(track_class(moving, 1, off)) == 8  # each look its own track, masked where the plate was
+    # the planned mask follows the plate between the looks instead of holding still behind it
+    plan, _ = plan_masks(moving, 22, 640, 480, Config())
+    at_four = plan.xyxy[plan.frame_index == 4]
+    assert len(at_four) == 1
+    plate_at_four = 40 + 45 * 4 / 3
+    assert at_four[0, 1] <= plate_at_four and at_four[0, 3] >= plate_at_four + 16  # the plate is under it
+    assert at_four[0, 1] > 56  # and has left the first look's place (y 40-56)
+
+
+def test_the_motion_stage_leaves_two_plates_side_by_side_two_tracks():
+    rows = [(3 * k, 100, 100, 130, 116, 1) for k in range(6)] + [(3 * k, 180, 100, 210, 116, 1) for k in range(6)]
+    tracks = track_class(_dets(rows), 1, Config().tracking.plate)
+    assert len(tracks) == 2
+    assert all(np.ptp(np.array(t.boxes)[:, 0]) == 0 for t in tracks)  # neither took the other's boxes
+
+
+def test_faces_have_no_motion_stage_by_default():
+    assert Config().tracking.face.motion_buffer == 0.0
+    moving = _fast_plate(45.0)
+    moving.cls[:] = 0
+    assert len(track_class(moving, 0, Config().tracking.face)) > 1
 
 
 def test_no_track_gap_or_roll_crosses_a_scene_cut():

@@ -65,6 +65,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
+def grow_boxes(boxes: np.ndarray, share: float) -> np.ndarray:
+    """Boxes (n,4) grown by ``share`` of their width and height on every side (buffered IoU's boxes)."""
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, 1) * share
+    return boxes + size * np.array([-1, -1, 1, 1], np.float32)
+
+
 def associate(track_boxes: np.ndarray, det_boxes: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     """Hungarian assignment (lap.lapjv) of detections to tracks on 1 - IoU, pairs below min_iou refused."""
     if len(track_boxes) == 0 or len(det_boxes) == 0:
@@ -93,6 +99,7 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
     Strong detections (reaching ``confirm_threshold`` for their height) are matched first, weaker ones
     (down to the detector's threshold) then continue the tracks left unmatched, the tracks confirmed so
     far first, so a tentative track born beside a confirmed one never takes its weak detections away.
+    With ``motion_buffer``, a last stage matches what is left on grown boxes (buffered IoU, after C-BIoU).
     Every unmatched detection starts a tentative track. A track is masked only once
     confirmed (``_confirmed``), and then over its whole life: a face first seen small and weak is masked
     from its first frame once it is seen strong. No track crosses a scene cut. With ``people`` (faces), a track
@@ -122,13 +129,18 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
         used: set[int] = set()
         # Strong detections confirm whichever track takes them: one assignment over all tracks, because in
         # crowds of small faces letting confirmed tracks pick first cost 1-5 points of face misses.
-        # Weak ones cannot: the tracks confirmed so far pick first.
-        for stage, min_iou, groups in ((strong, params.match_iou, (list(range(len(active))),)),
-                                       (weak, params.weak_match_iou, (confirmed, tentative))):
+        # Weak ones cannot: the tracks confirmed so far pick first. Last, with ``motion_buffer``, what is left
+        # is matched on grown boxes (an object that moved further than its size since the last look).
+        everyone = list(range(len(active)))
+        stages = [(strong, params.match_iou, (everyone,), 0.0),
+                  (weak, params.weak_match_iou, (confirmed, tentative), 0.0)]
+        if params.motion_buffer > 0:
+            stages.append((np.concatenate([strong, weak]), params.match_iou, (everyone,), params.motion_buffer))
+        for stage, min_iou, groups, grow in stages:
             for group in groups:
                 tracks = [i for i in group if i not in taken]
                 free = [int(d) for d in stage if d not in used]
-                for j, k in associate(predicted[tracks], boxes[free], min_iou):
+                for j, k in associate(grow_boxes(predicted[tracks], grow), grow_boxes(boxes[free], grow), min_iou):
                     _extend(active[tracks[j]], frame, boxes[free[k]], scores[free[k]], is_strong[free[k]])
                     taken.add(tracks[j])
                     used.add(free[k])

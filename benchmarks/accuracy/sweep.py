@@ -52,6 +52,8 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
         low_light = f"-dark-{d.low_light_model}-{d.low_light_luma:g}-{d.low_light_input_size}-x{stack}"
         low_light += "-raw" if d.low_light_unbrightened else ""
     sized_to_frame = "-fit" if getattr(d, "upscale", True) is False else ""  # plates not upscaled to the input
+    if getattr(d, "upscale", False) and getattr(d, "max_upscale", None) is not None:
+        sized_to_frame = f"-up{d.max_upscale:g}"  # upscaled at most this many times
     return f"{cls}-{d.model}-{d.input_size}{sized_to_frame}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
 
 
