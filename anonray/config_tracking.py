@@ -41,6 +41,10 @@ class ClassTracking(StrictModel):
         description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
         "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
         "further than its size between two looks still continues its track. 0 = off.")
+    roll_follows_motion: bool = Field(
+        False,
+        description="Pre- and post-roll frames carry the box along the track's velocity at that end (from its "
+        "first or last two detections) instead of holding it where the object was last seen.")
 
     @model_validator(mode="after")
     def _track_heights_ordered(self) -> ClassTracking:
@@ -75,6 +79,12 @@ class PlateTracking(ClassTracking):
         description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
         "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
         "further than its size between two looks still continues its track. 0 = off.")
+    # and the roll after the last look follows the car (a plate leaving the view kept being looked for where it
+    # had been: car_park_topdown, small plates covered 1 -> 2 of 3; faces measured worse, off for them)
+    roll_follows_motion: bool = Field(
+        True,
+        description="Pre- and post-roll frames carry the box along the track's velocity at that end (from its "
+        "first or last two detections) instead of holding it where the object was last seen.")
 
 
 class FaceTracking(ClassTracking):

@@ -183,7 +183,7 @@ def _fast_plate(step: float) -> Detections:
 def test_a_plate_moving_further_than_its_size_between_looks_keeps_one_track():
     moving = _fast_plate(45.0)
     assert len(track_class(moving, 1, Config().tracking.plate)) == 1  # motion_buffer 2.0 by default
-    off = Config().tracking.plate.model_copy(update={"motion_buffer": 0.0})
+    off = Config().with_overrides(**{"tracking.plate.motion_buffer": 0.0}).tracking.plate
     assert len(track_class(moving, 1, off)) == 8  # each look its own track, masked where the plate was
     # the planned mask follows the plate between the looks instead of holding still behind it
     plan, _ = plan_masks(moving, 22, 640, 480, Config())
@@ -192,6 +192,20 @@ def test_a_plate_moving_further_than_its_size_between_looks_keeps_one_track():
     plate_at_four = 40 + 45 * 4 / 3
     assert at_four[0, 1] <= plate_at_four and at_four[0, 3] >= plate_at_four + 16  # the plate is under it
     assert at_four[0, 1] > 56  # and has left the first look's place (y 40-56)
+
+
+def test_a_plate_roll_follows_its_motion_and_a_face_roll_holds_still():
+    rows = [(3 * k, 300, 40 + 30 * k, 330, 56 + 30 * k, 1) for k in range(4)]  # 10 px a frame, last seen at 9
+    plan, _ = plan_masks(_dets(rows), 30, 640, 480, Config())
+    last_seen = 40 + 30 * 3
+    for frame in (11, 14):
+        box = plan.xyxy[plan.frame_index == frame][0]
+        plate_top = last_seen + 10 * (frame - 9)
+        assert box[1] <= plate_top and box[3] >= plate_top + 16  # still under the mask, frames after
+    held = Config().with_overrides(**{"tracking.plate.roll_follows_motion": False})
+    plan, _ = plan_masks(_dets(rows), 30, 640, 480, held)
+    assert plan.xyxy[plan.frame_index == 14][0][3] < last_seen + 50 + 16  # held: the plate has left it
+    assert not Config().tracking.face.roll_follows_motion
 
 
 def test_the_motion_stage_leaves_two_plates_side_by_side_two_tracks():

@@ -214,7 +214,18 @@ def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int,
     last = min(shot_end, int(obs_frames[-1]) + params.post_roll)
     frames = np.arange(first, last + 1, dtype=np.int64)
     boxes = np.stack([np.interp(frames, obs_frames, union[:, k]) for k in range(4)], 1).astype(np.float32)
+    if params.roll_follows_motion and len(obs_frames) >= 2:
+        _carry_roll(frames, boxes, obs_frames, raw)
     return frames, boxes
+
+
+def _carry_roll(frames: np.ndarray, boxes: np.ndarray, obs_frames: np.ndarray, observed: np.ndarray) -> None:
+    """Shift the roll frames' boxes (in place) along the centre velocity of the two observations at that end."""
+    for roll, end, near in ((frames < obs_frames[0], 0, 1), (frames > obs_frames[-1], -1, -2)):
+        if roll.any():
+            step = (observed[end] - observed[near]) / (obs_frames[end] - obs_frames[near])
+            centre_step = np.tile((step[:2] + step[2:]) / 2, 2)
+            boxes[roll] += np.outer(frames[roll] - obs_frames[end], centre_step).astype(np.float32)
 
 
 @dataclass
