@@ -41,10 +41,15 @@ class ClassTracking(StrictModel):
         description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
         "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
         "further than its size between two looks still continues its track. 0 = off.")
+    motion_buffer_gap: int = Field(
+        1, ge=1, description="The motion_buffer stage continues only tracks last seen at most this many frames "
+        "before, and only with detections that confirm a track.")
     roll_follows_motion: bool = Field(
         False,
-        description="Pre- and post-roll frames carry the box along the track's velocity at that end (from its "
-        "first or last two detections) instead of holding it where the object was last seen.")
+        description="Pre- and post-roll frames carry the box along the track's velocity at that end (over its "
+        "first or last three detections) instead of holding it where the object was last seen; where that "
+        "motion takes the box to the frame's border within max_gap frames, the roll lasts until it has left "
+        "(at most max_gap frames): detectors lose an object half out of view.")
 
     @model_validator(mode="after")
     def _track_heights_ordered(self) -> ClassTracking:
@@ -79,12 +84,17 @@ class PlateTracking(ClassTracking):
         description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
         "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
         "further than its size between two looks still continues its track. 0 = off.")
-    # and the roll after the last look follows the car (a plate leaving the view kept being looked for where it
-    # had been: car_park_topdown, small plates covered 1 -> 2 of 3; faces measured worse, off for them)
+    motion_buffer_gap: int = Field(
+        3, ge=1, description="The motion_buffer stage continues only tracks last seen at most this many frames "
+        "before (one plate look: detection.plate.stride), and only with detections that confirm a track.")
+    # and the roll follows the plate, to the frame's edge where it is leaving (a plate half out of view is not
+    # found: synthetic seed 1000's night clip lost 24 frames of one); faces measured worse, off for them
     roll_follows_motion: bool = Field(
         True,
-        description="Pre- and post-roll frames carry the box along the track's velocity at that end (from its "
-        "first or last two detections) instead of holding it where the object was last seen.")
+        description="Pre- and post-roll frames carry the box along the track's velocity at that end (over its "
+        "first or last three detections) instead of holding it where the object was last seen; where that "
+        "motion takes the box to the frame's border within max_gap frames, the roll lasts until it has left "
+        "(at most max_gap frames): detectors lose an object half out of view.")
 
 
 class FaceTracking(ClassTracking):

@@ -4,7 +4,15 @@ import numpy as np
 
 from anonray.config import Config
 from anonray.render.mask import enlarge_boxes
-from anonray.track.tracker import associate, confirm_threshold, grow_boxes, iou_matrix, plan_masks, track_class
+from anonray.track.tracker import (
+    associate,
+    confirm_threshold,
+    frames_to_leave,
+    grow_boxes,
+    iou_matrix,
+    plan_masks,
+    track_class,
+)
 from anonray.types import SHAPE_BOX, SHAPE_ELLIPSE, Detections
 
 
@@ -206,6 +214,36 @@ def test_a_plate_roll_follows_its_motion_and_a_face_roll_holds_still():
     plan, _ = plan_masks(_dets(rows), 30, 640, 480, held)
     assert plan.xyxy[plan.frame_index == 14][0][3] < last_seen + 50 + 16  # held: the plate has left it
     assert not Config().tracking.face.roll_follows_motion
+
+
+def test_frames_to_leave_counts_until_the_box_is_out_and_only_when_it_reaches_the_border_soon():
+    box = np.array([1100, 350, 1250, 395], np.float32)
+    right = np.array([3.0, 0, 3.0, 0], np.float32)
+    assert frames_to_leave(box, right, (1280, 720), 25) == 25  # at the border in 10 frames, out in 60: capped
+    assert frames_to_leave(box, right, (1280, 720), 100) == 60
+    assert frames_to_leave(box, right, (1400, 720), 25) == 0  # the border is 50 frames away
+    assert frames_to_leave(box, -right, (1280, 720), 500) == 417  # leftwards: out when x1 < 0
+    assert frames_to_leave(box, np.zeros(4, np.float32), (1280, 720), 25) == 0
+    giant = np.array([672, 0, 1280, 630], np.float32)  # a false plate box over half the frame, at its top edge
+    assert frames_to_leave(giant, np.array([0, -2.3, 0, -2.3], np.float32), (1280, 720), 25) == 0  # jitter
+    assert frames_to_leave(giant, np.array([0, -20, 0, -20], np.float32), (1280, 720), 25) == 25
+
+
+def test_a_plate_leaving_the_frame_stays_masked_until_it_has_left():
+    # a plate drifting right at 3.5 px a frame, seen every 3rd frame until it is about to touch the border
+    # (detectors lose plates cut by the frame's edge: the night clip of the synthetic set lost 24 frames)
+    rows = [(3 * k, 1000 + 10.5 * k, 350, 1140 + 10.5 * k, 390, 1) for k in range(10)]  # last look: frame 27
+    plan, _ = plan_masks(_dets(rows), 80, 1280, 720, Config())
+    frames = set(plan.frame_index.tolist())
+    last_look, gap = 27, Config().tracking.plate.max_gap
+    assert set(range(last_look, last_look + gap + 1)) <= frames  # rolled on, at most max_gap frames
+    assert max(frames) == last_look + gap
+    at = plan.frame_index == last_look + 20
+    plate_x0 = 1000 + 3.5 * (last_look + 20)
+    assert plan.xyxy[at][0, 0] <= plate_x0 and plan.xyxy[at][0, 2] == 1280  # over what is left of it
+    still = Config().with_overrides(**{"tracking.plate.roll_follows_motion": False})
+    plan, _ = plan_masks(_dets(rows), 80, 1280, 720, still)
+    assert plan.frame_index.max() == last_look + Config().tracking.plate.post_roll
 
 
 def test_the_motion_stage_leaves_two_plates_side_by_side_two_tracks():

@@ -129,13 +129,16 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
         used: set[int] = set()
         # Strong detections confirm whichever track takes them: one assignment over all tracks, because in
         # crowds of small faces letting confirmed tracks pick first cost 1-5 points of face misses.
-        # Weak ones cannot: the tracks confirmed so far pick first. Last, with ``motion_buffer``, what is left
-        # is matched on grown boxes (an object that moved further than its size since the last look).
+        # Weak ones cannot: the tracks confirmed so far pick first. Last, with ``motion_buffer``, the strong
+        # detections left are matched on grown boxes to the tracks seen within ``motion_buffer_gap`` frames (an
+        # object that moved further than its size since the last look; older tracks or weak detections took
+        # other objects' looks: measured).
         everyone = list(range(len(active)))
         stages = [(strong, params.match_iou, (everyone,), 0.0),
                   (weak, params.weak_match_iou, (confirmed, tentative), 0.0)]
-        if params.motion_buffer > 0:
-            stages.append((np.concatenate([strong, weak]), params.match_iou, (everyone,), params.motion_buffer))
+        if params.motion_buffer > 0:  # strong detections only, tracks seen at the last look only
+            recent = [i for i, t in enumerate(active) if frame - t.last_frame <= params.motion_buffer_gap]
+            stages.append((strong, params.match_iou, (recent,), params.motion_buffer))
         for stage, min_iou, groups, grow in stages:
             for group in groups:
                 tracks = [i for i in group if i not in taken]
@@ -196,12 +199,15 @@ def _smooth(boxes: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int,
-                      cuts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int, cuts: np.ndarray | None = None,
+                      frame_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frames and boxes a track covers: observations, interpolated gaps, pre- and post-roll.
 
     Roll stops at the scene cuts around the track. Smoothing never shrinks coverage: at observed
-    frames the box is the union of raw and smoothed.
+    frames the box is the union of raw and smoothed. With ``roll_follows_motion`` the roll moves along the
+    track's velocity at that end and, given ``frame_size``, where that motion takes the box to the frame's
+    border within ``max_gap`` frames, lasts until it has left (at most ``max_gap`` frames): detectors lose
+    objects half out of view.
     """
     obs_frames = np.asarray(track.frames, np.int64)
     raw = np.asarray(track.boxes, np.float32)
@@ -210,22 +216,60 @@ def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int,
     cuts = np.zeros(0, np.int64) if cuts is None else np.asarray(cuts, np.int64)
     shot_start = int(cuts[track.shot - 1]) if track.shot > 0 else 0
     shot_end = int(cuts[track.shot]) - 1 if track.shot < len(cuts) else frame_count - 1
-    first = max(shot_start, int(obs_frames[0]) - params.pre_roll)
-    last = min(shot_end, int(obs_frames[-1]) + params.post_roll)
+    pre_roll, post_roll = params.pre_roll, params.post_roll
+    moving = params.roll_follows_motion and len(obs_frames) >= 2
+    if moving and frame_size is not None:
+        pre_roll = max(pre_roll, frames_to_leave(raw[0], -_centre_step(obs_frames, raw, 0), frame_size,
+                                                 params.max_gap))
+        post_roll = max(post_roll, frames_to_leave(raw[-1], _centre_step(obs_frames, raw, -1), frame_size,
+                                                   params.max_gap))
+    first = max(shot_start, int(obs_frames[0]) - pre_roll)
+    last = min(shot_end, int(obs_frames[-1]) + post_roll)
     frames = np.arange(first, last + 1, dtype=np.int64)
     boxes = np.stack([np.interp(frames, obs_frames, union[:, k]) for k in range(4)], 1).astype(np.float32)
-    if params.roll_follows_motion and len(obs_frames) >= 2:
-        _carry_roll(frames, boxes, obs_frames, raw)
+    if moving:
+        for roll, end in ((frames < obs_frames[0], 0), (frames > obs_frames[-1], -1)):
+            step = _centre_step(obs_frames, raw, end)
+            boxes[roll] += np.outer(frames[roll] - obs_frames[end], step).astype(np.float32)
     return frames, boxes
 
 
-def _carry_roll(frames: np.ndarray, boxes: np.ndarray, obs_frames: np.ndarray, observed: np.ndarray) -> None:
-    """Shift the roll frames' boxes (in place) along the centre velocity of the two observations at that end."""
-    for roll, end, near in ((frames < obs_frames[0], 0, 1), (frames > obs_frames[-1], -1, -2)):
-        if roll.any():
-            step = (observed[end] - observed[near]) / (obs_frames[end] - obs_frames[near])
-            centre_step = np.tile((step[:2] + step[2:]) / 2, 2)
-            boxes[roll] += np.outer(frames[roll] - obs_frames[end], centre_step).astype(np.float32)
+VELOCITY_SPAN = 3
+"""Observations at a track's end its roll velocity is measured over (two are too jittery)."""
+
+
+def _centre_step(frames: np.ndarray, boxes: np.ndarray, end: int) -> np.ndarray:
+    """The per-frame shift (x, y, x, y) of a track's box centre over the VELOCITY_SPAN observations at one
+    end (``end``: 0 or -1)."""
+    span = min(VELOCITY_SPAN, len(frames)) - 1
+    near = span if end == 0 else -1 - span
+    step = (boxes[end] - boxes[near]) / (frames[end] - frames[near])
+    return np.tile((step[:2] + step[2:]) / 2, 2)
+
+
+EDGE_SPEED = 0.01
+"""The least speed (a share of the box's size per frame, along one axis) that takes a roll on to the frame's
+border: slower is jitter (a false plate box half the frame tall drifting 0.4% a frame was rolled 25 frames)."""
+
+
+def frames_to_leave(box: np.ndarray, step: np.ndarray, frame_size: tuple[int, int], limit: int) -> int:
+    """For a ``box`` moving ``step`` a frame: the frames until it lies wholly outside the frame, at most
+    ``limit``; 0 when its leading edge does not reach the frame's border within ``limit`` frames at a speed of
+    at least EDGE_SPEED."""
+    width, height = frame_size
+    reach, leave = [], []
+    for lo, hi, v, size in ((box[0], box[2], step[0], width), (box[1], box[3], step[1], height)):
+        if abs(v) < EDGE_SPEED * (hi - lo):
+            continue
+        if v > 0:
+            reach.append((size - hi) / v)
+            leave.append((size - lo) / v)
+        else:
+            reach.append(lo / -v)
+            leave.append(hi / -v)
+    if not reach or min(reach) > limit:
+        return 0
+    return int(min(np.ceil(min(leave)), limit))
 
 
 @dataclass
@@ -263,7 +307,7 @@ def plan_masks(dets: Detections, frame_count: int, width: int, height: int, conf
         tracks = track_class(dets, cls, params, cuts, people)
         track_counts[name] = 0
         for track in tracks:
-            frames, boxes = dense_track_boxes(track, params, frame_count, cuts)
+            frames, boxes = dense_track_boxes(track, params, frame_count, cuts, (width, height))
             if zones and dropped_by_zones(boxes, zones, width, height):
                 dropped += 1
                 continue
