@@ -259,7 +259,7 @@ def frames_to_leave(box: np.ndarray, step: np.ndarray, frame_size: tuple[int, in
     width, height = frame_size
     reach, leave = [], []
     for lo, hi, v, size in ((box[0], box[2], step[0], width), (box[1], box[3], step[1], height)):
-        if abs(v) < EDGE_SPEED * (hi - lo):
+        if v == 0 or abs(v) < EDGE_SPEED * (hi - lo):
             continue
         if v > 0:
             reach.append((size - hi) / v)
