@@ -38,18 +38,21 @@ class ClassTracking(StrictModel):
     smoothing: float = Field(0.5, ge=0.0, lt=1.0, description="Exponential smoothing weight of old box.")
     motion_buffer: float = Field(
         0.0, ge=0.0, le=4.0,
-        description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
-        "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
-        "further than its size between two looks still continues its track. 0 = off.")
+        description="A last association stage, at match_iou, for the strong detections left unmatched and the "
+        "tracks seen within motion_buffer_gap frames: IoU of the boxes grown by this share of their width and "
+        "height on every side (buffered IoU), so an object that moved further than its size between two looks "
+        "still continues its track. 0 = off.")
     motion_buffer_gap: int = Field(
         1, ge=1, description="The motion_buffer stage continues only tracks last seen at most this many frames "
-        "before, and only with detections that confirm a track.")
+        "before (never fewer than the class's detection stride: one look), and only with detections that "
+        "confirm a track.")
     roll_follows_motion: bool = Field(
         False,
-        description="Pre- and post-roll frames carry the box along the track's velocity at that end (over its "
-        "first or last three detections) instead of holding it where the object was last seen; where that "
-        "motion takes the box to the frame's border within max_gap frames, the roll lasts until it has left "
-        "(at most max_gap frames): detectors lose an object half out of view.")
+        description="Pre- and post-roll frames carry the box along the track's velocity at that end (measured "
+        "over 6 frames or more where the track lasts that long) instead of holding it where the object was "
+        "last seen; where that motion (1% of the box and 0.5 px a frame or faster) takes the box to the "
+        "frame's border within max_gap frames, the roll lasts until it has left (at most max_gap frames): "
+        "detectors lose an object half out of view.")
 
     @model_validator(mode="after")
     def _track_heights_ordered(self) -> ClassTracking:
@@ -81,20 +84,23 @@ class PlateTracking(ClassTracking):
     # plate no longer was (models/README.md, "Moving plates").
     motion_buffer: float = Field(
         2.0, ge=0.0, le=4.0,
-        description="A last association stage for the tracks and detections left unmatched: IoU of the boxes "
-        "grown by this share of their width and height on every side (buffered IoU), so an object that moved "
-        "further than its size between two looks still continues its track. 0 = off.")
+        description="A last association stage, at match_iou, for the strong detections left unmatched and the "
+        "tracks seen within motion_buffer_gap frames: IoU of the boxes grown by this share of their width and "
+        "height on every side (buffered IoU), so an object that moved further than its size between two looks "
+        "still continues its track. 0 = off.")
     motion_buffer_gap: int = Field(
         3, ge=1, description="The motion_buffer stage continues only tracks last seen at most this many frames "
-        "before (one plate look: detection.plate.stride), and only with detections that confirm a track.")
+        "before (never fewer than the class's detection stride: one look), and only with detections that "
+        "confirm a track.")
     # and the roll follows the plate, to the frame's edge where it is leaving (a plate half out of view is not
     # found: synthetic seed 1000's night clip lost 24 frames of one); faces measured worse, off for them
     roll_follows_motion: bool = Field(
         True,
-        description="Pre- and post-roll frames carry the box along the track's velocity at that end (over its "
-        "first or last three detections) instead of holding it where the object was last seen; where that "
-        "motion takes the box to the frame's border within max_gap frames, the roll lasts until it has left "
-        "(at most max_gap frames): detectors lose an object half out of view.")
+        description="Pre- and post-roll frames carry the box along the track's velocity at that end (measured "
+        "over 6 frames or more where the track lasts that long) instead of holding it where the object was "
+        "last seen; where that motion (1% of the box and 0.5 px a frame or faster) takes the box to the "
+        "frame's border within max_gap frames, the roll lasts until it has left (at most max_gap frames): "
+        "detectors lose an object half out of view.")
 
 
 class FaceTracking(ClassTracking):

@@ -213,7 +213,10 @@ def test_a_plate_roll_follows_its_motion_and_a_face_roll_holds_still():
     held = Config().with_overrides(**{"tracking.plate.roll_follows_motion": False})
     plan, _ = plan_masks(_dets(rows), 30, 640, 480, held)
     assert plan.xyxy[plan.frame_index == 14][0][3] < last_seen + 50 + 16  # held: the plate has left it
-    assert not Config().tracking.face.roll_follows_motion
+    faces = _dets([(f, 300, 40 + 10 * f, 330, 70 + 10 * f, 0) for f in range(10)])  # a face, every frame
+    plan, _ = plan_masks(faces, 30, 640, 480, Config())
+    rolled = plan.xyxy[plan.frame_index > 9]
+    assert len(rolled) == Config().tracking.face.post_roll and np.ptp(rolled[:, 1]) == 0  # held still
 
 
 def test_frames_to_leave_counts_until_the_box_is_out_and_only_when_it_reaches_the_border_soon():
@@ -246,11 +249,31 @@ def test_a_plate_leaving_the_frame_stays_masked_until_it_has_left():
     assert plan.frame_index.max() == last_look + Config().tracking.plate.post_roll
 
 
-def test_the_motion_stage_leaves_two_plates_side_by_side_two_tracks():
-    rows = [(3 * k, 100, 100, 130, 116, 1) for k in range(6)] + [(3 * k, 180, 100, 210, 116, 1) for k in range(6)]
+def test_the_motion_stage_leaves_two_fast_plates_side_by_side_two_tracks():
+    # two plates 90 px apart, both moving 45 px down between looks: the grown boxes of each overlap the other's
+    rows = [(3 * k, 100, 40 + 45 * k, 130, 56 + 45 * k, 1) for k in range(6)]
+    rows += [(3 * k, 190, 40 + 45 * k, 220, 56 + 45 * k, 1) for k in range(6)]
     tracks = track_class(_dets(rows), 1, Config().tracking.plate)
     assert len(tracks) == 2
-    assert all(np.ptp(np.array(t.boxes)[:, 0]) == 0 for t in tracks)  # neither took the other's boxes
+    assert sorted(np.ptp(np.array(t.boxes)[:, 0]) for t in tracks) == [0, 0]  # neither took the other's looks
+
+
+def test_the_motion_stage_takes_only_strong_looks_and_tracks_of_the_last_look():
+    # the stage serves a track's second look (from there on its velocity predicts where the plate is)
+    params = Config().tracking.plate  # motion_buffer_gap 3: one plate look
+    weak_second = _fast_plate(45.0)
+    weak_second.score[1] = 0.3  # the look at frame 3, 45 px on: weak, so not taken by the first track
+    assert [t.frames for t in track_class(weak_second, 1, params)] == [[0], [3, 6, 9, 12, 15, 18, 21]]
+    missed = _fast_plate(25.0).select(np.arange(8) != 1)  # the look at frame 3 missed: 6 frames, 50 px on
+    assert [t.frames[0] for t in track_class(missed, 1, params)] == [0, 6]
+    assert len(track_class(missed, 1, params.model_copy(update={"motion_buffer_gap": 6}))) == 1
+
+
+def test_the_motion_stage_reaches_back_one_detection_stride_at_least():
+    config = Config().with_overrides(**{"detection.plate.stride": 5, "tracking.plate.motion_buffer_gap": 1})
+    rows = [(5 * k, 300, 40 + 45 * k, 330, 56 + 45 * k, 1) for k in range(5)]  # a look every 5th frame
+    plan, summary = plan_masks(_dets(rows), 30, 640, 480, config)
+    assert summary.tracks["plate"] == 1
 
 
 def test_faces_have_no_motion_stage_by_default():
