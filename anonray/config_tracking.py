@@ -92,15 +92,9 @@ class PlateTracking(ClassTracking):
         3, ge=1, description="The motion_buffer stage continues only tracks last seen at most this many frames "
         "before (never fewer than the class's detection stride: one look), and only with detections that "
         "confirm a track.")
-    # and the roll follows the plate, to the frame's edge where it is leaving (a plate half out of view is not
-    # found: synthetic seed 1000's night clip lost 24 frames of one); faces measured worse, off for them
-    roll_follows_motion: bool = Field(
-        True,
-        description="Pre- and post-roll frames carry the box along the track's velocity at that end (measured "
-        "over 6 frames or more where the track lasts that long) instead of holding it where the object was "
-        "last seen; where that motion (1% of the box and 0.5 px a frame or faster) takes the box to the "
-        "frame's border within max_gap frames, the roll lasts until it has left (at most max_gap frames): "
-        "detectors lose an object half out of view.")
+    # roll_follows_motion stays off for plates too: it took synthetic seed 1000's plate miss from 8.2% to 2.4% (a
+    # plate leaving the view at night), but on speech_face_360p it flung false plate tracks' masks across the
+    # frame (velocities of linked false looks): models/README.md, "Moving plates". Opt in per run.
 
 
 class FaceTracking(ClassTracking):

@@ -202,16 +202,20 @@ def test_a_plate_moving_further_than_its_size_between_looks_keeps_one_track():
     assert at_four[0, 1] > 56  # and has left the first look's place (y 40-56)
 
 
-def test_a_plate_roll_follows_its_motion_and_a_face_roll_holds_still():
+ROLLING = {"tracking.plate.roll_follows_motion": True}
+"""The plate roll that follows motion: off by default (models/README.md, "Moving plates"), tested opted in."""
+
+
+def test_a_plate_roll_follows_its_motion_when_asked_and_a_face_roll_holds_still():
     rows = [(3 * k, 300, 40 + 30 * k, 330, 56 + 30 * k, 1) for k in range(4)]  # 10 px a frame, last seen at 9
-    plan, _ = plan_masks(_dets(rows), 30, 640, 480, Config())
+    plan, _ = plan_masks(_dets(rows), 30, 640, 480, Config().with_overrides(**ROLLING))
     last_seen = 40 + 30 * 3
     for frame in (11, 14):
         box = plan.xyxy[plan.frame_index == frame][0]
         plate_top = last_seen + 10 * (frame - 9)
         assert box[1] <= plate_top and box[3] >= plate_top + 16  # still under the mask, frames after
-    held = Config().with_overrides(**{"tracking.plate.roll_follows_motion": False})
-    plan, _ = plan_masks(_dets(rows), 30, 640, 480, held)
+    assert not Config().tracking.plate.roll_follows_motion
+    plan, _ = plan_masks(_dets(rows), 30, 640, 480, Config())
     assert plan.xyxy[plan.frame_index == 14][0][3] < last_seen + 50 + 16  # held: the plate has left it
     faces = _dets([(f, 300, 40 + 10 * f, 330, 70 + 10 * f, 0) for f in range(10)])  # a face, every frame
     plan, _ = plan_masks(faces, 30, 640, 480, Config())
@@ -232,11 +236,11 @@ def test_frames_to_leave_counts_until_the_box_is_out_and_only_when_it_reaches_th
     assert frames_to_leave(giant, np.array([0, -20, 0, -20], np.float32), (1280, 720), 25) == 25
 
 
-def test_a_plate_leaving_the_frame_stays_masked_until_it_has_left():
+def test_a_plate_leaving_the_frame_stays_masked_until_it_has_left_when_the_roll_follows_motion():
     # a plate drifting right at 3.5 px a frame, seen every 3rd frame until it is about to touch the border
     # (detectors lose plates cut by the frame's edge: the night clip of the synthetic set lost 24 frames)
     rows = [(3 * k, 1000 + 10.5 * k, 350, 1140 + 10.5 * k, 390, 1) for k in range(10)]  # last look: frame 27
-    plan, _ = plan_masks(_dets(rows), 80, 1280, 720, Config())
+    plan, _ = plan_masks(_dets(rows), 80, 1280, 720, Config().with_overrides(**ROLLING))
     frames = set(plan.frame_index.tolist())
     last_look, gap = 27, Config().tracking.plate.max_gap
     assert set(range(last_look, last_look + gap + 1)) <= frames  # rolled on, at most max_gap frames
@@ -244,8 +248,7 @@ def test_a_plate_leaving_the_frame_stays_masked_until_it_has_left():
     at = plan.frame_index == last_look + 20
     plate_x0 = 1000 + 3.5 * (last_look + 20)
     assert plan.xyxy[at][0, 0] <= plate_x0 and plan.xyxy[at][0, 2] == 1280  # over what is left of it
-    still = Config().with_overrides(**{"tracking.plate.roll_follows_motion": False})
-    plan, _ = plan_masks(_dets(rows), 80, 1280, 720, still)
+    plan, _ = plan_masks(_dets(rows), 80, 1280, 720, Config())  # the default holds still
     assert plan.frame_index.max() == last_look + Config().tracking.plate.post_roll
 
 
