@@ -219,19 +219,17 @@ def dense_track_boxes(track: Track, params: ClassTracking, frame_count: int, cut
     shot_end = int(cuts[track.shot]) - 1 if track.shot < len(cuts) else frame_count - 1
     pre_roll, post_roll = params.pre_roll, params.post_roll
     moving = params.roll_follows_motion and len(obs_frames) >= 2
+    steps = {end: _centre_step(obs_frames, raw, end) for end in (0, -1)} if moving else {}
     if moving and frame_size is not None:
-        pre_roll = max(pre_roll, frames_to_leave(raw[0], -_centre_step(obs_frames, raw, 0), frame_size,
-                                                 params.max_gap))
-        post_roll = max(post_roll, frames_to_leave(raw[-1], _centre_step(obs_frames, raw, -1), frame_size,
-                                                   params.max_gap))
+        pre_roll = max(pre_roll, frames_to_leave(raw[0], -steps[0], frame_size, params.max_gap))
+        post_roll = max(post_roll, frames_to_leave(raw[-1], steps[-1], frame_size, params.max_gap))
     first = max(shot_start, int(obs_frames[0]) - pre_roll)
     last = min(shot_end, int(obs_frames[-1]) + post_roll)
     frames = np.arange(first, last + 1, dtype=np.int64)
     boxes = np.stack([np.interp(frames, obs_frames, union[:, k]) for k in range(4)], 1).astype(np.float32)
-    if moving:
-        for roll, end in ((frames < obs_frames[0], 0), (frames > obs_frames[-1], -1)):
-            step = _centre_step(obs_frames, raw, end)
-            boxes[roll] += np.outer(frames[roll] - obs_frames[end], step).astype(np.float32)
+    for end, step in steps.items():
+        roll = frames < obs_frames[0] if end == 0 else frames > obs_frames[-1]
+        boxes[roll] += np.outer(frames[roll] - obs_frames[end], step).astype(np.float32)
     return frames, boxes
 
 
