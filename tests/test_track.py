@@ -120,6 +120,22 @@ def test_weak_tracks_count_only_once_they_last_and_then_from_their_first_frame()
     assert track_class(dets, 0, off) == []
 
 
+def test_a_low_scored_track_needs_low_score_min_hits_detections_and_a_strong_one_does_not():
+    """Issue 14: a small face confirmed at a low score (under track_threshold) is masked only once it has
+    lasted ``low_score_min_hits`` detections; a brief track that reached track_threshold is never dropped."""
+    params = Config().tracking.face.model_copy(update={"low_score_min_hits": 5, "alone_track_threshold": None})
+    lasting = _dets([(f, 10, 10, 30, 30, 0) for f in range(6)])  # 20 px: confirmed from 0.1
+    blip = _dets([(f, 300, 300, 320, 320, 0) for f in range(3)])
+    strong_blip = _dets([(f, 600, 300, 620, 320, 0) for f in range(2)])
+    dets = Detections.concat([lasting, blip, strong_blip])
+    dets.score[:9] = 0.2  # over the small-face threshold, under track_threshold (0.4)
+    tracks = track_class(dets, 0, params)
+    assert sorted(t.frames for t in tracks) == [[0, 1], list(range(6))]
+    assert {float(t.boxes[0][0]) for t in tracks} == {10.0, 600.0}
+    every = params.model_copy(update={"low_score_min_hits": 1})
+    assert len(track_class(dets, 0, every)) == 3
+
+
 def test_a_face_first_seen_weak_is_masked_from_its_first_frame_once_it_is_seen_strong():
     """Issue 14: weak detections start tentative tracks; one strong detection later confirms the whole
     track (the plan is made before rendering), so the weak early frames are masked too."""

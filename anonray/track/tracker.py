@@ -159,14 +159,17 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
 
 
 def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None) -> bool:
-    """Masked tracks: ``min_hits`` detections, and one detection reaching the confirming score for its size
-    (``confirm_threshold``) or ``weak_track_hits`` weak ones; where people were looked for (``people``), a track
+    """Masked tracks: ``min_hits`` detections (``low_score_min_hits`` where no score reaches ``track_threshold``),
+    and one detection reaching the confirming score for its size (``confirm_threshold``) or ``weak_track_hits``
+    weak ones; where people were looked for (``people``), a track
     whose best score stays below ``alone_track_threshold`` also needs a person under it (people.py).
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
     """
     if len(track.frames) < params.min_hits:
+        return False
+    if len(track.frames) < params.low_score_min_hits and max(track.scores) < params.track_threshold:
         return False
     if not track.strong_hits and not (params.weak_track_hits and len(track.frames) >= params.weak_track_hits):
         return False
