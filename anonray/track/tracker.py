@@ -161,8 +161,8 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
 def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None) -> bool:
     """Masked tracks: ``min_hits`` detections (``low_score_min_hits`` where no score reaches ``track_threshold``),
     and one detection reaching the confirming score for its size (``confirm_threshold``) or ``weak_track_hits``
-    weak ones; where people were looked for (``people``), a track
-    whose best score stays below ``alone_track_threshold`` also needs a person under it (people.py).
+    weak ones; where people were looked for (``people``), a track whose best score stays below
+    ``alone_track_threshold`` also needs a person under it (people.py).
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
