@@ -54,7 +54,8 @@ class ClassTracking(StrictModel):
     roll_follows_motion: bool = Field(
         False,
         description="Pre- and post-roll frames carry the box along the track's velocity at that end (measured "
-        "over 6 frames or more where the track lasts that long) instead of holding it where the object was "
+        "over 6 frames or more where the track lasts that long, and only where at least 3 looks lie within a "
+        "quarter of the box's size of that straight path) instead of holding it where the object was "
         "last seen; where that motion (1% of the box and 0.5 px a frame or faster) takes the box to the "
         "frame's border within max_gap frames, the roll lasts until it has left (at most max_gap frames): "
         "detectors lose an object half out of view.")
@@ -99,7 +100,9 @@ class PlateTracking(ClassTracking):
         "confirm a track.")
     # roll_follows_motion stays off for plates too: it took synthetic seed 1000's plate miss from 8.2% to 2.4% (a
     # plate leaving the view at night), but on speech_face_360p it flung false plate tracks' masks across the
-    # frame (velocities of linked false looks): models/README.md, "Moving plates". Opt in per run.
+    # frame (velocities of linked false looks). It follows only steady motion since (tracker.STEADY_OFFSET), and
+    # then still rolls false plate tracks along the camera's pan there (about 3% more blobs a frame on that
+    # clip): models/README.md, "Moving plates". Opt in per run.
 
 
 class FaceTracking(ClassTracking):

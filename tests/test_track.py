@@ -268,6 +268,19 @@ def test_a_plate_leaving_the_frame_stays_masked_until_it_has_left_when_the_roll_
     assert plan.frame_index.max() == last_look + Config().tracking.plate.post_roll
 
 
+def test_a_roll_follows_only_steady_motion():
+    """Linked false looks jump about (a logo's boxes on speech_face_360p): their roll holds still even when it
+    follows motion; a plate moving steadily is rolled on."""
+    steady = [(3 * k, 1000 + 10.5 * k, 350, 1140 + 10.5 * k, 390, 1) for k in range(10)]
+    jumpy = [(3 * k, 1000 + (60 if k % 2 else 0) + 10.5 * k, 350, 1140 + (60 if k % 2 else 0) + 10.5 * k, 390, 1)
+             for k in range(10)]  # each other look 60 px (0.43 box widths) on, then back
+    for rows, rolled in ((steady, True), (jumpy, False)):
+        plan, _ = plan_masks(_dets(rows), 80, 1280, 720, Config().with_overrides(**ROLLING))
+        after = plan.xyxy[plan.frame_index > 27]
+        assert (np.ptp(after[:, 0]) > 0) == rolled
+        assert (plan.frame_index.max() > 27 + Config().tracking.plate.post_roll) == rolled
+
+
 def test_the_motion_stage_leaves_two_fast_plates_side_by_side_two_tracks():
     # two plates 90 px apart, both moving 45 px down between looks: the grown boxes of each overlap the other's
     rows = [(3 * k, 100, 40 + 45 * k, 130, 56 + 45 * k, 1) for k in range(6)]

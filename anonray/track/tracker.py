@@ -244,15 +244,38 @@ MAX_SPEED = 2.0
 """A roll moves at most this many box sizes a frame along each axis (a wrong link cannot fling it away)."""
 
 
+STEADY_LOOKS = 3
+"""A roll follows motion only where the velocity rests on at least this many observations..."""
+STEADY_OFFSET = 0.25
+"""...each within this share of the box's size (per axis) of the straight path between the two it is measured
+on: linked false looks (logos, a sign) jump about and must not fling a mask across the frame."""
+
+
 def _centre_step(frames: np.ndarray, boxes: np.ndarray, end: int) -> np.ndarray:
     """The per-frame shift (x, y, x, y) of a track's box centre at one end (``end``: 0 or -1), measured over
-    at least VELOCITY_FRAMES frames where the track lasts that long, at most MAX_SPEED box sizes a frame."""
+    at least VELOCITY_FRAMES frames where the track lasts that long, at most MAX_SPEED box sizes a frame; zero
+    where the motion is not steady (STEADY_LOOKS, STEADY_OFFSET)."""
     far = np.flatnonzero(np.abs(frames - frames[end]) >= VELOCITY_FRAMES)
     near = (far[0] if len(far) else len(frames) - 1) if end == 0 else (far[-1] if len(far) else 0)
     step = (boxes[end] - boxes[near]) / (frames[end] - frames[near])
     size = boxes[end, 2:] - boxes[end, :2]
     centre = np.clip((step[:2] + step[2:]) / 2, -MAX_SPEED * size, MAX_SPEED * size)
+    if not _steady(frames, boxes, end, near, (step[:2] + step[2:]) / 2, size):
+        return np.zeros(4, np.float32)
     return np.tile(centre, 2)
+
+
+def _steady(frames: np.ndarray, boxes: np.ndarray, end: int, near: int, velocity: np.ndarray,
+            size: np.ndarray) -> bool:
+    """Whether the observations from ``near`` to ``end`` lie along the straight path at ``velocity``."""
+    lo, hi = sorted((int(near), int(end) % len(frames)))
+    window = slice(lo, hi + 1)
+    if hi - lo + 1 < STEADY_LOOKS:
+        return False
+    centres = (boxes[window, :2] + boxes[window, 2:]) / 2
+    origin = (boxes[end, :2] + boxes[end, 2:]) / 2
+    path = origin + np.outer(frames[window] - frames[end], velocity)
+    return bool(np.all(np.abs(centres - path) <= STEADY_OFFSET * np.maximum(size, 1.0)))
 
 
 EDGE_SPEED = 0.01
