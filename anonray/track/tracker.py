@@ -258,11 +258,11 @@ def _centre_step(frames: np.ndarray, boxes: np.ndarray, end: int) -> np.ndarray:
     far = np.flatnonzero(np.abs(frames - frames[end]) >= VELOCITY_FRAMES)
     near = (far[0] if len(far) else len(frames) - 1) if end == 0 else (far[-1] if len(far) else 0)
     step = (boxes[end] - boxes[near]) / (frames[end] - frames[near])
+    velocity = (step[:2] + step[2:]) / 2
     size = boxes[end, 2:] - boxes[end, :2]
-    centre = np.clip((step[:2] + step[2:]) / 2, -MAX_SPEED * size, MAX_SPEED * size)
-    if not _steady(frames, boxes, end, near, (step[:2] + step[2:]) / 2, size):
+    if not _steady(frames, boxes, end, near, velocity, size):
         return np.zeros(4, np.float32)
-    return np.tile(centre, 2)
+    return np.tile(np.clip(velocity, -MAX_SPEED * size, MAX_SPEED * size), 2)
 
 
 def _steady(frames: np.ndarray, boxes: np.ndarray, end: int, near: int, velocity: np.ndarray,
