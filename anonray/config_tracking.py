@@ -129,6 +129,18 @@ class FaceTracking(ClassTracking):
         "looked for and none has the track at its head end, one detection must reach this score, whatever the "
         "track's size. None = no person check (then the small-face thresholds above apply alone: 0.2 and 64 px "
         "were the defaults without it).")
+    # Measured on the labelled real footage and the synthetic sets (models/README.md, "Alone faces seen once or
+    # twice"): a wing mirror or the street's crest is a long track that peaks at 0.4-0.45 on one or two looks out
+    # of dozens; a real face nobody stands under reaches the same score on more of its looks, or scores higher.
+    alone_repeat_share: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="Where no person supports a face track and its best score lies between alone_track_threshold "
+        "and alone_sure_threshold, at least this share of its detections must reach alone_track_threshold (one "
+        "in twenty: a track of up to 20 detections needs one, of 58 three). 0 = one detection is enough.")
+    alone_sure_threshold: float = Field(
+        0.5, ge=0.0, lt=1.0,
+        description="Score from which a face track no person supports is confirmed by one detection, however "
+        "long the track (alone_repeat_share does not apply): a face seen this strong is never unmasked.")
     # Measured on the labelled real footage and the synthetic sets (models/README.md, "Brief low-scored
     # faces"): false faces under a person (a shoulder, a hand) come and go in 1-3 detections; real small faces
     # last. 4 detections: tuning precision 0.73 -> 0.75, synthetic seeds 0 and 1000 no worse.

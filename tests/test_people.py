@@ -55,6 +55,30 @@ def test_a_weak_small_face_is_masked_under_a_person_and_not_alone():
     assert _masked_tracks(_face_track(weak_head, 0.08) + _people()) == 0  # below the small-face threshold
 
 
+def _alone_track_masked(peaks: dict[int, float], frames: int = 58, people: bool = False) -> bool:
+    """A 26 px face track of ``frames`` detections at 0.15 (a wing mirror), with ``peaks`` {frame: score}."""
+    box = (340.0, 110.0, 366.0, 136.0)
+    rows = [(f, box, peaks.get(f, 0.15), 0) for f in range(frames)]
+    rows += _people(range(0, frames, 5)) if people else []
+    plan, summary = plan_masks(_rows(rows), frames, 640, 480, Config())
+    return summary.tracks["face"] == 1
+
+
+def test_a_long_alone_face_needs_more_than_one_peak():
+    assert Config().tracking.face.alone_repeat_share == 0.05 and Config().tracking.face.alone_sure_threshold == 0.5
+    assert not _alone_track_masked({20: 0.45})  # one look of 58 reaches 0.4: a mirror, a crest
+    assert not _alone_track_masked({20: 0.45, 40: 0.42})  # 2 of 58: under one in twenty
+    assert _alone_track_masked({10: 0.45, 20: 0.41, 40: 0.42})  # 3 of 58
+    assert _alone_track_masked({20: 0.5})  # alone_sure_threshold: one look is enough
+    assert _alone_track_masked({10: 0.45}, frames=20)  # one in twenty
+    assert not _alone_track_masked({10: 0.45}, frames=21)
+    assert _alone_track_masked({20: 0.45}, people=True)  # a person under it confirms it as before
+    off = Config().with_overrides(**{"tracking.face.alone_repeat_share": 0.0})
+    box = (340.0, 110.0, 366.0, 136.0)
+    rows = [(f, box, 0.45 if f == 20 else 0.15, 0) for f in range(58)]
+    assert plan_masks(_rows(rows), 58, 640, 480, off)[1].tracks["face"] == 1
+
+
 def test_the_person_check_can_be_switched_off():
     weak_alone = _face_track((340, 110, 360, 130), 0.25)
     for setting in ({"detection.person.enabled": False}, {"tracking.face.alone_track_threshold": None}):

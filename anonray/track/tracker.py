@@ -14,7 +14,7 @@ import lap
 import numpy as np
 
 from anonray.config import Config, ZoneConfig
-from anonray.config_tracking import ClassTracking
+from anonray.config_tracking import ClassTracking, FaceTracking
 from anonray.height_ramp import ramp_by_height
 from anonray.render.mask import enlarge_boxes
 from anonray.track.people import PeopleSeen
@@ -104,7 +104,7 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
     Every unmatched detection starts a tentative track. A track is masked only once
     confirmed (``_confirmed``), and then over its whole life: a face first seen small and weak is masked
     from its first frame once it is seen strong. No track crosses a scene cut. With ``people`` (faces), a track
-    no person supports must also reach ``alone_track_threshold`` (``_confirmed``).
+    no person supports must also reach ``alone_track_threshold``, on enough of its detections (``_confirmed``).
     """
     mine = dets.select(dets.cls == cls)
     mine = mine.select(np.argsort(mine.frame_index, kind="stable"))
@@ -162,7 +162,8 @@ def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = 
     """Masked tracks: ``min_hits`` detections (``low_score_min_hits`` where no score reaches ``track_threshold``),
     and one detection reaching the confirming score for its size (``confirm_threshold``) or ``weak_track_hits``
     weak ones; where people were looked for (``people``), a track whose best score stays below
-    ``alone_track_threshold`` also needs a person under it (people.py).
+    ``alone_track_threshold`` also needs a person under it (people.py), as does a long one that reached it on
+    fewer than ``alone_repeat_share`` of its detections and never reached ``alone_sure_threshold``.
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
@@ -174,9 +175,21 @@ def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = 
     if not track.strong_hits and not (params.weak_track_hits and len(track.frames) >= params.weak_track_hits):
         return False
     alone = getattr(params, "alone_track_threshold", None)  # faces only
-    if people is None or alone is None or max(track.scores) >= alone:
+    if people is None or alone is None or _confirmed_alone(track.scores, params, alone):
         return True
     return people.supports_track(track.frames, track.boxes)
+
+
+def _confirmed_alone(scores: Sequence[float], params: FaceTracking, alone: float) -> bool:
+    """Whether a face track's own scores confirm it without a person: one detection at ``alone_sure_threshold``,
+    or ``alone_repeat_share`` of its detections at ``alone_track_threshold`` (a mirror peaks once or twice)."""
+    best = max(scores)
+    if best >= max(alone, params.alone_sure_threshold):
+        return True
+    if best < alone:
+        return False
+    reaching = sum(score >= alone for score in scores)
+    return reaching >= params.alone_repeat_share * len(scores)
 
 
 def confirm_threshold(heights: np.ndarray, params: ClassTracking) -> np.ndarray:
