@@ -14,6 +14,7 @@ import numpy as np
 
 from anonray.config import ClassDetection, Config
 from anonray.detect.centerface import CenterFace
+from anonray.detect.coarse import CoarseLook
 from anonray.detect.letterbox import is_cpu
 from anonray.detect.low_light import Ensemble, with_low_light_pass
 from anonray.detect.models import model_ids, model_path
@@ -107,6 +108,9 @@ class FrameDetector:
             else:
                 common.update(upscale=cfg.upscale, max_upscale=cfg.max_upscale)
                 det = PlateDetector(path, **common)
+                if cfg.coarse_input_size:  # close-up plates
+                    coarse = PlateDetector(path, **dict(common, input_size=cfg.coarse_input_size, upscale=False))
+                    det = CoarseLook(det, coarse, cfg.coarse_min_height, cfg.coarse_threshold, cfg.nms_iou)
                 if low_light_model_name(config):
                     dark_path = model_path(model_spec_for(config, name, "low_light_model").name)
                     if on_cpu:  # measured: in int8 the stacked look lost a dark dashcam plate it finds in bf16

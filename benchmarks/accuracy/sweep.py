@@ -54,7 +54,11 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
     sized_to_frame = "-fit" if getattr(d, "upscale", True) is False else ""  # plates not upscaled to the input
     if getattr(d, "upscale", False) and getattr(d, "max_upscale", None) is not None:
         sized_to_frame = f"-up{d.max_upscale:g}"  # upscaled at most this many times
-    return f"{cls}-{d.model}-{d.input_size}{sized_to_frame}-{image_size[0]}x{image_size[1]}-{runtime}{low_light}"
+    coarse = ""
+    if getattr(d, "coarse_input_size", None):  # the shrunk look's boxes are filtered as they are found
+        coarse = f"-coarse{d.coarse_input_size}-h{d.coarse_min_height:g}-t{d.coarse_threshold:g}-in2"
+    return (f"{cls}-{d.model}-{d.input_size}{sized_to_frame}{coarse}-{image_size[0]}x{image_size[1]}-{runtime}"
+            f"{low_light}")
 
 
 def _decode_for_detection(clip: Path, size_of) -> tuple[list[np.ndarray], np.ndarray, tuple[int, int]]:
