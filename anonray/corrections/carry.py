@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anonray.box_overlap import box_areas, intersection_areas
 from anonray.types import CLASS_NAMES, MaskPlan
 
 CARRY_IOU = 0.3
@@ -35,11 +36,8 @@ class CarrySource:
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of each box of ``a`` (n, 4) with each of ``b`` (m, 4): (n, m)."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+    inter = intersection_areas(a, b)
+    return inter / np.maximum(box_areas(a)[:, None] + box_areas(b)[None, :] - inter, 1e-9)
 
 
 def removed_regions(before: MaskPlan, corrected: MaskPlan) -> dict[tuple[int, int], dict[int, np.ndarray]]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anonray.box_overlap import box_areas, intersection_areas
 from anonray.detect.low_light import merge
 from anonray.detect.plates import Boxes, PlateDetector
 
@@ -52,10 +53,4 @@ class CoarseLook:
 
 def contained_share(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
     """(len(inner), len(outer)): the share of each ``inner`` box's area that lies inside each ``outer`` box."""
-    x0 = np.maximum(inner[:, None, 0], outer[None, :, 0])
-    y0 = np.maximum(inner[:, None, 1], outer[None, :, 1])
-    x1 = np.minimum(inner[:, None, 2], outer[None, :, 2])
-    y1 = np.minimum(inner[:, None, 3], outer[None, :, 3])
-    overlap = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (inner[:, 2] - inner[:, 0]) * (inner[:, 3] - inner[:, 1])
-    return overlap / np.maximum(area, 1e-6)[:, None]
+    return intersection_areas(inner, outer) / np.maximum(box_areas(inner), 1e-6)[:, None]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import lap
 import numpy as np
 
+from anonray.box_overlap import box_areas, intersection_areas
 from anonray.config import Config, ZoneConfig
 from anonray.config_tracking import ClassTracking, FaceTracking
 from anonray.height_ramp import ramp_by_height
@@ -54,14 +55,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of boxes a (n,4) and b (m,4), xyxy."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    inter = intersection_areas(a, b)
+    union = box_areas(a)[:, None] + box_areas(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
@@ -175,14 +170,15 @@ def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = 
     if not track.strong_hits and not (params.weak_track_hits and len(track.frames) >= params.weak_track_hits):
         return False
     alone = getattr(params, "alone_track_threshold", None)  # faces only
-    if people is None or alone is None or _confirmed_alone(track.scores, params, alone):
+    if people is None or alone is None or _confirmed_alone(track.scores, params):
         return True
     return people.supports_track(track.frames, track.boxes)
 
 
-def _confirmed_alone(scores: Sequence[float], params: FaceTracking, alone: float) -> bool:
+def _confirmed_alone(scores: Sequence[float], params: FaceTracking) -> bool:
     """Whether a face track's own scores confirm it without a person: one detection at ``alone_sure_threshold``,
     or ``alone_repeat_share`` of its detections at ``alone_track_threshold`` (a mirror peaks once or twice)."""
+    alone = params.alone_track_threshold
     best = max(scores)
     if best >= max(alone, params.alone_sure_threshold):
         return True

@@ -56,7 +56,7 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
         sized_to_frame = f"-up{d.max_upscale:g}"  # upscaled at most this many times
     coarse = ""
     if getattr(d, "coarse_input_size", None):  # the shrunk look's boxes are filtered as they are found
-        coarse = f"-coarse{d.coarse_input_size}-h{d.coarse_min_height:g}-t{d.coarse_threshold:g}-in2"
+        coarse = f"-coarse{d.coarse_input_size}-h{d.coarse_min_height:g}-t{d.coarse_threshold:g}"
     return (f"{cls}-{d.model}-{d.input_size}{sized_to_frame}{coarse}-{image_size[0]}x{image_size[1]}-{runtime}"
             f"{low_light}")
 
