@@ -1,25 +1,17 @@
 """Person context for the face tracker: people.py's geometry, the tracker's gate and the person detector."""
 
 import numpy as np
+from _detections import detections_from_rows
 from skimage import data as skimage_data
 
 from anonray.config import Config
 from anonray.detect.frame_detector import FrameDetector
 from anonray.track.people import PeopleSeen
 from anonray.track.tracker import plan_masks
-from anonray.types import PERSON_CLASS, Detections
+from anonray.types import PERSON_CLASS
 
 PERSON = (300.0, 100.0, 400.0, 400.0)
 """A standing person 300 px tall: the head end is y 55..166 (15% above the top to 22% down)."""
-
-
-def _rows(rows: list[tuple[int, tuple[float, ...], float, int]]) -> Detections:
-    return Detections(
-        frame_index=np.array([r[0] for r in rows], np.int64),
-        xyxy=np.array([r[1] for r in rows], np.float32).reshape(-1, 4),
-        score=np.array([r[2] for r in rows], np.float32),
-        cls=np.array([r[3] for r in rows], np.int64),
-    )
 
 
 def _face_track(box: tuple[float, ...], score: float, frames: range = range(10)) -> list:
@@ -31,18 +23,18 @@ def _people(frames: range = range(0, 10, 5)) -> list:
 
 
 def _masked_tracks(rows: list, config: Config | None = None) -> int:
-    plan, summary = plan_masks(_rows(rows), 10, 640, 480, config or Config())
+    plan, summary = plan_masks(detections_from_rows(rows), 10, 640, 480, config or Config())
     return summary.tracks["face"]
 
 
 def test_head_end_of_a_person_supports_a_face_and_the_rest_does_not():
-    seen = PeopleSeen.from_detections(_rows(_people()), stride=5)
+    seen = PeopleSeen.from_detections(detections_from_rows(_people()), stride=5)
     head = np.array([340, 110, 360, 130], np.float32)
     assert seen.supports(0, head) and seen.supports(3, head)  # frame 3: the people of frames 0 and 5
     assert not seen.supports(3, np.array([340, 250, 360, 270], np.float32))  # a hand or a shirt: mid-body
     assert not seen.supports(3, np.array([100, 110, 120, 130], np.float32))  # beside the person
     assert not seen.supports(12, head)  # frames 10 and 15 saw nobody
-    assert not PeopleSeen.from_detections(_rows(_face_track(tuple(head), 0.9)), 5).supports(0, head)
+    assert not PeopleSeen.from_detections(detections_from_rows(_face_track(tuple(head), 0.9)), 5).supports(0, head)
 
 
 def test_a_weak_small_face_is_masked_under_a_person_and_not_alone():
@@ -60,23 +52,23 @@ def _alone_track_masked(peaks: dict[int, float], frames: int = 58, people: bool 
     box = (340.0, 110.0, 366.0, 136.0)
     rows = [(f, box, peaks.get(f, 0.15), 0) for f in range(frames)]
     rows += _people(range(0, frames, 5)) if people else []
-    plan, summary = plan_masks(_rows(rows), frames, 640, 480, Config())
+    plan, summary = plan_masks(detections_from_rows(rows), frames, 640, 480, Config())
     return summary.tracks["face"] == 1
 
 
 def test_a_long_alone_face_needs_more_than_one_peak():
-    assert Config().tracking.face.alone_repeat_share == 0.05 and Config().tracking.face.alone_sure_threshold == 0.5
+    assert Config().tracking.face.alone_repeat_share == 0.1 and Config().tracking.face.alone_sure_threshold == 0.5
     assert not _alone_track_masked({20: 0.45})  # one look of 58 reaches 0.4: a mirror, a crest
-    assert not _alone_track_masked({20: 0.45, 40: 0.42})  # 2 of 58: under one in twenty
-    assert _alone_track_masked({10: 0.45, 20: 0.41, 40: 0.42})  # 3 of 58
+    assert not _alone_track_masked({f: 0.42 for f in (5, 15, 25, 35, 45)})  # 5 of 58: under one in ten
+    assert _alone_track_masked({f: 0.42 for f in (5, 15, 25, 35, 45, 55)})  # 6 of 58
     assert _alone_track_masked({20: 0.5})  # alone_sure_threshold: one look is enough
-    assert _alone_track_masked({10: 0.45}, frames=20)  # one in twenty
-    assert not _alone_track_masked({10: 0.45}, frames=21)
+    assert _alone_track_masked({5: 0.45}, frames=10)  # one in ten
+    assert not _alone_track_masked({5: 0.45}, frames=11)
     assert _alone_track_masked({20: 0.45}, people=True)  # a person under it confirms it as before
     off = Config().with_overrides(**{"tracking.face.alone_repeat_share": 0.0})
     box = (340.0, 110.0, 366.0, 136.0)
     rows = [(f, box, 0.45 if f == 20 else 0.15, 0) for f in range(58)]
-    assert plan_masks(_rows(rows), 58, 640, 480, off)[1].tracks["face"] == 1
+    assert plan_masks(detections_from_rows(rows), 58, 640, 480, off)[1].tracks["face"] == 1
 
 
 def test_the_person_check_can_be_switched_off():
@@ -148,9 +140,10 @@ def test_a_rotated_video_is_judged_upright():
 
         np.testing.assert_allclose(boxes_to_display(to_stored(upright_person), rotation, *size), upright_person)
         rows = [(0, tuple(to_stored(upright_person)[0]), 0.8, PERSON_CLASS)]
-        seen = PeopleSeen.from_detections(_rows(rows), 5, rotation, size)
+        seen = PeopleSeen.from_detections(detections_from_rows(rows), 5, rotation, size)
         assert seen.supports(0, to_stored(upright_head)[0]), rotation
         assert not seen.supports(0, to_stored(upright_belly)[0]), rotation
-        plan, summary = plan_masks(_rows(rows + [(f, tuple(to_stored(upright_head)[0]), 0.25, 0) for f in range(5)]),
-                                   5, size[0], size[1], Config(), rotation=rotation)
+        faces = [(f, tuple(to_stored(upright_head)[0]), 0.25, 0) for f in range(5)]
+        plan, summary = plan_masks(detections_from_rows(rows + faces), 5, size[0], size[1], Config(),
+                                   rotation=rotation)
         assert summary.tracks["face"] == 1, rotation

@@ -7,7 +7,7 @@ masked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import lap
@@ -18,6 +18,7 @@ from anonray.config import Config, ZoneConfig
 from anonray.config_tracking import ClassTracking, FaceTracking
 from anonray.height_ramp import ramp_by_height
 from anonray.render.mask import enlarge_boxes
+from anonray.track.crowd import ConfirmedFaces, CrowdRule
 from anonray.track.people import PeopleSeen
 from anonray.track.zones import dropped_by_zones, with_always_mask
 from anonray.types import CLASS_NAMES, SHAPE_BOX, SHAPE_ELLIPSE, Detections, MaskPlan
@@ -150,15 +151,32 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
                 active.append(track)
                 next_id += 1
     finished.extend(active)
-    return [t for t in finished if _confirmed(t, params, people)]
+    kept = [t for t in finished if _confirmed(t, params, people)]
+    rule = _crowd_rule(params)
+    if rule is None or people is None:
+        return kept
+    crowd = ConfirmedFaces([t.frames for t in kept], [t.boxes for t in kept])  # confirmed on their own only
+    own = {id(t) for t in kept}
+    return [t for t in finished if id(t) in own or _confirmed(t, params, people, lambda f, b: crowd.supports_track(
+        f, b, rule))]
 
 
-def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None) -> bool:
+def _crowd_rule(params: ClassTracking) -> CrowdRule | None:
+    """The crowd rule of a face tracking section (``crowd_neighbours`` set), else None."""
+    neighbours = getattr(params, "crowd_neighbours", 0)
+    if not neighbours:
+        return None
+    return CrowdRule(neighbours, params.crowd_reach, params.crowd_rise, params.crowd_share, params.crowd_min_hits)
+
+
+def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None,
+               in_crowd: Callable[[list[int], list[np.ndarray]], bool] | None = None) -> bool:
     """Masked tracks: ``min_hits`` detections (``low_score_min_hits`` where no score reaches ``track_threshold``),
     and one detection reaching the confirming score for its size (``confirm_threshold``) or ``weak_track_hits``
     weak ones; where people were looked for (``people``), a track whose best score stays below
     ``alone_track_threshold`` also needs a person under it (people.py), as does a long one that reached it on
-    fewer than ``alone_repeat_share`` of its detections and never reached ``alone_sure_threshold``.
+    fewer than ``alone_repeat_share`` of its detections and never reached ``alone_sure_threshold``; ``in_crowd``
+    (crowd.py: confirmed faces beside it) stands in for the person.
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
@@ -172,7 +190,8 @@ def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = 
     alone = getattr(params, "alone_track_threshold", None)  # faces only
     if people is None or alone is None or _confirmed_alone(track.scores, params):
         return True
-    return people.supports_track(track.frames, track.boxes)
+    return people.supports_track(track.frames, track.boxes) or bool(
+        in_crowd is not None and in_crowd(track.frames, track.boxes))
 
 
 def _confirmed_alone(scores: Sequence[float], params: FaceTracking) -> bool:
