@@ -114,11 +114,10 @@ class PlateDetection(ClassDetection):
         2.0, ge=1.0, description="With upscale: frames are letterboxed up to at most this many times their size "
         "(a 480x270 frame to 960, not 1280; a 640x360 one to 1280). None = up to input_size at any factor.")
     # Measured (models/README.md, "Close-up plates"): at 1280 px the plate network misses most plates over about
-    # 100 px tall (a 594 px wide plate: nothing); shrunk to 320 px it finds them. Opt-in for now: on the real
-    # clips the shrunk look also gave a whole-frame box scored 0.60 (a 480x270 clip) and a loose second box
-    # round a plate, report precision 0.89 -> 0.85. 320 is the size to opt in with.
+    # 100 px tall (a 594 px wide plate: nothing); shrunk to 320 px it finds them. The default since its boxes over
+    # most of the frame are dropped (coarse_max_frame_share): the real clips' figures are the same with it.
     coarse_input_size: InputSize | None = Field(
-        None, description="The plate network also looks at each due frame shrunk to this long side (never "
+        320, description="The plate network also looks at each due frame shrunk to this long side (never "
         "enlarged; detect/coarse.py): close-up plates, which the main look misses once they fill a large part of "
         "its input. None = no such look.")
     coarse_min_height: float = Field(
@@ -126,6 +125,10 @@ class PlateDetection(ClassDetection):
         "this tall (px) in the main look's input: smaller plates are the main look's.")
     coarse_threshold: float = Field(
         0.6, gt=0.0, lt=1.0, description="Minimum score for a box of the shrunk look.")
+    coarse_max_frame_share: float = Field(
+        0.8, gt=0.0, le=1.0, description="A box of the shrunk look covering at least this share of the frame's "
+        "area is dropped: it boxes the whole picture, not a plate (a plate cut by the frame's edges at the "
+        "largest probe size covers 0.56).")
     low_light_model: str | None = Field(
         "plate-yolov8n-safelicensing",
         description="Manifest name of a second plate model for dark frames (detect/low_light.py): frames darker "

@@ -63,6 +63,21 @@ def test_a_coarse_box_joins_a_large_main_box_inside_it() -> None:
     assert got == [((60.0, 60.0, 360.0, 200.0), 0.7), ((100.0, 100.0, 160.0, 140.0), 0.5)]
 
 
+def test_a_coarse_box_over_most_of_the_frame_is_dropped() -> None:
+    """The shrunk look once boxed a whole 480x270 frame at 0.605 (intel_face-demographics-walking): a box over
+    max_frame_share of the frame is the picture, not a plate; a plate cut by the frame's edges is smaller."""
+    image = np.zeros((270, 480, 3), np.uint8)
+    main = _Fixed([])
+    whole = (12, 0, 480, 270, 0.61)  # 97.5% of the frame
+    edge_cut = (0, 60, 480, 210, 0.7)  # a close-up plate cut at both sides: 56% of the frame
+    coarse = _Fixed([whole, edge_cut])
+    for share, kept in ((0.8, [edge_cut]), (1.0, [edge_cut, whole])):
+        look = CoarseLook(main, coarse, min_height=64, threshold=0.6, iou=0.5, max_frame_share=share)
+        (xyxy, score), = look.detect([image])
+        got = sorted(tuple(b) + (round(float(s), 2),) for b, s in zip(xyxy.tolist(), score, strict=True))
+        assert got == sorted(tuple(float(v) for v in b) for b in kept), share
+
+
 def _zoomed_plate(height: int) -> tuple[np.ndarray, np.ndarray]:
     """ro_003.jpg zoomed about its plate until the plate is ``height`` px tall, in a 1280x720 frame (RGB)."""
     if not (PLATES / "labels.json").is_file():
@@ -88,12 +103,12 @@ def _covered(found, box: np.ndarray) -> float:
 
 
 def test_a_close_up_plate_is_found_by_the_shrunk_look_only() -> None:
-    """A real plate 150 px tall (594 px wide) in a 1280x720 frame: the 1280 px look (the default) finds nothing
-    there; with the shrunk look at 320 px it is found and masked whole."""
+    """A real plate 150 px tall (594 px wide) in a 1280x720 frame: the 1280 px look alone finds nothing there;
+    with the shrunk look at 320 px (the default) it is found and masked whole."""
     models.pull_models()
     frame, box = _zoomed_plate(150)
-    main_only = Config().with_overrides(classes=["plate"])
-    assert main_only.detection.plate.coarse_input_size is None
+    shrunk = Config().with_overrides(classes=["plate"])
+    assert shrunk.detection.plate.coarse_input_size == 320
+    main_only = shrunk.with_overrides(**{"detection.plate.coarse_input_size": None})
     assert _covered(FrameDetector(main_only, device="cpu").detect([frame], [0], (1280, 720)), box) < 0.3
-    shrunk = main_only.with_overrides(**{"detection.plate.coarse_input_size": 320})
     assert _covered(FrameDetector(shrunk, device="cpu").detect([frame], [0], (1280, 720)), box) >= 0.95

@@ -110,7 +110,8 @@ class FrameDetector:
                 det = PlateDetector(path, **common)
                 if cfg.coarse_input_size:  # close-up plates
                     coarse = PlateDetector(path, **dict(common, input_size=cfg.coarse_input_size, upscale=False))
-                    det = CoarseLook(det, coarse, cfg.coarse_min_height, cfg.coarse_threshold, cfg.nms_iou)
+                    det = CoarseLook(det, coarse, cfg.coarse_min_height, cfg.coarse_threshold, cfg.nms_iou,
+                                     cfg.coarse_max_frame_share)
                 if low_light_model_name(config):
                     dark_path = model_path(model_spec_for(config, name, "low_light_model").name)
                     if on_cpu:  # measured: in int8 the stacked look lost a dark dashcam plate it finds in bf16

@@ -57,6 +57,7 @@ def _class_key(config: Config, cls: str, image_size: tuple[int, int]) -> str:
     coarse = ""
     if getattr(d, "coarse_input_size", None):  # the shrunk look's boxes are filtered as they are found
         coarse = f"-coarse{d.coarse_input_size}-h{d.coarse_min_height:g}-t{d.coarse_threshold:g}"
+        coarse += f"-f{d.coarse_max_frame_share:g}" if d.coarse_max_frame_share < 1 else ""
     return (f"{cls}-{d.model}-{d.input_size}{sized_to_frame}{coarse}-{image_size[0]}x{image_size[1]}-{runtime}"
             f"{low_light}")
 
