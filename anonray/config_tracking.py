@@ -162,6 +162,15 @@ class FaceTracking(ClassTracking):
     crowd_share: float = Field(0.5, gt=0.0, le=1.0,
                                description="Share of a track's detections that must have crowd_neighbours.")
     crowd_min_hits: int = Field(4, ge=1, description="Detections a track needs before a crowd confirms it.")
+    # Measured on the synthetic sets and the labelled real footage (models/README.md, "Faces in a crowd"): in noise
+    # the detector's box jumps in size and one face becomes two tracks, one of them never confirmed.
+    fragment_iou: float = Field(
+        0.3, ge=0.0, lt=1.0,
+        description="A face track of low_score_min_hits detections or more whose box overlaps a confirmed face track "
+        "at this IoU (on its frame or the next or previous one) on fragment_share of its detections is a piece of "
+        "that face and is masked too (track/crowd.py). 0 = off.")
+    fragment_share: float = Field(
+        0.3, gt=0.0, le=1.0, description="Share of a track's detections that must overlap a confirmed face.")
     # Longer gaps and roll for faces: measured on the accuracy harness (fewer misses, less flicker).
     max_gap: int = Field(15, ge=0, description="Frames a track survives without detections (gaps filled).")
     pre_roll: int = Field(5, ge=0, description="Frames masked before a track's first detection.")

@@ -67,3 +67,18 @@ def test_support_does_not_spread_from_one_crowd_confirmed_face_to_the_next():
     # 190 and 250 have the three confirmed heads (100, 130, 160) within 160 px; 280 has two of them (130, 160)
     # and the crowd-confirmed 190 and 250, which do not count
     assert _masked(_strong_row() + weak) == 3 + 2
+
+
+def test_a_fragment_lying_on_a_confirmed_face_is_masked_with_it():
+    """Noise makes the detector's box jump in size and one face becomes two tracks: the weak one, on the
+    confirmed face for at least fragment_share (0.3) of its detections, is that face."""
+    face = _head(400.0)
+    loose = (395.0, ROW_Y - 5, 425.0, ROW_Y + 25)  # 30 px about the same centre: IoU 0.44 with the face
+    fragment = [(f, loose, 0.08, 0) for f in range(FRAMES)]  # under its confirming score, nobody under it
+    assert _masked(_track(face, 0.6) + fragment) == 2
+    off = Config().with_overrides(**{"tracking.face.fragment_iou": 0.0})
+    assert _masked(_track(face, 0.6) + fragment, off) == 1
+    brief_face = [(f, face, 0.6, 0) for f in range(2)]  # the face seen on frames 0-1 only: 3 of 12 (frame 2 is
+    assert _masked(brief_face + fragment) == 1  # next to frame 1) under 0.3
+    beside = [(f, (430.0, ROW_Y, 450.0, ROW_Y + 20), 0.08, 0) for f in range(FRAMES)]  # touching, not on it
+    assert _masked(_track(face, 0.6) + beside) == 1

@@ -1,11 +1,13 @@
-"""Faces in a crowd: a weak face track among confirmed faces of its size is confirmed by them.
+"""Face tracks confirmed by the confirmed faces around them: in a crowd, and as fragments of one face.
 
 In a crowd seen from afar the faces are small and the detector scores many of them as low as it scores
 texture (0.05-0.15); no person box stands under most of them (bodies hide each other). Their neighbours are the
 evidence: a face track that was not confirmed by its own scores or by a person (tracker.py) is confirmed when,
 on enough of its detections, several confirmed face tracks of about its height sit beside it, on about its
 line (a row of heads). Only tracks confirmed on their own count as neighbours, so support never spreads from
-one crowd-confirmed track to the next. Pure numpy; measured in models/README.md, "Faces in a crowd".
+one crowd-confirmed track to the next. A track that lies on a confirmed face for a good share of its detections
+(the detector's box jumped in size and the tracker split one face in two) is that face: it is confirmed too.
+Pure numpy; measured in models/README.md, "Faces in a crowd, and fragments of a face".
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anonray.box_overlap import box_areas, intersection_areas
+
 HEIGHT_RATIO = 1.5
 """A neighbour's height lies within this factor of the track's (either way)."""
+NEAR_FRAMES = 1
+"""A fragment's box is compared with the confirmed faces of its own frame and this many frames either side."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,20 @@ class ConfirmedFaces:
         near = ((heights <= HEIGHT_RATIO * height) & (heights * HEIGHT_RATIO >= height)
                 & (dx <= rule.reach * height) & (dy <= rule.rise * height) & (dx + dy > 0.5 * height))
         return len(np.unique(self._tracks[int(frame)][near]))
+
+    def overlap_share(self, frames: Sequence[int], boxes: Sequence[np.ndarray], min_iou: float) -> float:
+        """The share of a track's detections whose box overlaps a confirmed face at ``min_iou`` or more, on its
+        frame or NEAR_FRAMES either side."""
+        hits = 0
+        for frame, box in zip(frames, boxes, strict=True):
+            near = [self._boxes[f] for f in range(int(frame) - NEAR_FRAMES, int(frame) + NEAR_FRAMES + 1)
+                    if f in self._boxes]
+            if near:
+                others = np.concatenate(near)
+                one = np.asarray(box, np.float32).reshape(1, 4)
+                inter = intersection_areas(one, others)[0]
+                hits += bool((inter >= min_iou * (box_areas(one)[0] + box_areas(others) - inter)).any())
+        return hits / max(len(frames), 1)
 
     def supports_track(self, frames: Sequence[int], boxes: Sequence[np.ndarray], rule: CrowdRule) -> bool:
         """Whether a track of ``rule.min_hits`` detections or more sits in a crowd on ``rule.share`` of them."""

@@ -152,13 +152,28 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
                 next_id += 1
     finished.extend(active)
     kept = [t for t in finished if _confirmed(t, params, people)]
-    rule = _crowd_rule(params)
-    if rule is None or people is None:
+    return _with_faces_around(finished, kept, params, people)
+
+
+def _with_faces_around(tracks: list[Track], kept: list[Track], params: ClassTracking,
+                       people: PeopleSeen | None) -> list[Track]:
+    """``kept`` (the tracks confirmed on their own) and, of the other ``tracks`` (faces), those the faces of
+    ``kept`` confirm (crowd.py): a track in a crowd (``crowd_*``, where people were looked for) and a fragment
+    of a confirmed face (``fragment_iou``)."""
+    rule = _crowd_rule(params) if people is not None else None
+    fragment_iou = getattr(params, "fragment_iou", 0.0)
+    if rule is None and not fragment_iou:
         return kept
-    crowd = ConfirmedFaces([t.frames for t in kept], [t.boxes for t in kept])  # confirmed on their own only
+    around = ConfirmedFaces([t.frames for t in kept], [t.boxes for t in kept])  # confirmed on their own only
+    in_crowd = (lambda f, b: around.supports_track(f, b, rule)) if rule is not None else None
     own = {id(t) for t in kept}
-    return [t for t in finished if id(t) in own or _confirmed(t, params, people, lambda f, b: crowd.supports_track(
-        f, b, rule))]
+
+    def fragment(t: Track) -> bool:
+        return bool(fragment_iou) and len(t.frames) >= params.low_score_min_hits and around.overlap_share(
+            t.frames, t.boxes, fragment_iou) >= params.fragment_share
+
+    return [t for t in tracks if id(t) in own or (in_crowd is not None and _confirmed(t, params, people, in_crowd))
+            or fragment(t)]
 
 
 def _crowd_rule(params: ClassTracking) -> CrowdRule | None:
