@@ -82,3 +82,17 @@ def test_a_fragment_lying_on_a_confirmed_face_is_masked_with_it():
     assert _masked(brief_face + fragment) == 1  # next to frame 1) under 0.3
     beside = [(f, (430.0, ROW_Y, 450.0, ROW_Y + 20), 0.08, 0) for f in range(FRAMES)]  # touching, not on it
     assert _masked(_track(face, 0.6) + beside) == 1
+
+
+def test_a_row_of_heads_is_found_upright_in_a_video_stored_sideways():
+    """A phone clip stored sideways (display rotation 90 or 270): the row of heads is a column of stored pixels.
+    The rule turns the boxes upright first, as people.py does."""
+    from anonray.decode.orientation import boxes_to_stored
+
+    upright = [_head(100.0 + STEP * i) for i in range(4)]  # a row in the upright 1280x720 picture
+    for rotation in (0, 90, 270):
+        size = (720, 1280) if rotation in (90, 270) else (1280, 720)
+        stored = boxes_to_stored(np.array(upright, np.float32), rotation, *size)
+        rows = [(f, tuple(stored[i]), 0.6 if i < 3 else 0.2, 0) for i in range(4) for f in range(FRAMES)]
+        plan, summary = plan_masks(detections_from_rows(rows), FRAMES, size[0], size[1], Config(), rotation=rotation)
+        assert summary.tracks["face"] == 4, rotation

@@ -16,6 +16,7 @@ import numpy as np
 from anonray.box_overlap import box_areas, intersection_areas
 from anonray.config import Config, ZoneConfig
 from anonray.config_tracking import ClassTracking, FaceTracking
+from anonray.decode.orientation import boxes_to_display
 from anonray.height_ramp import ramp_by_height
 from anonray.render.mask import enlarge_boxes
 from anonray.track.crowd import ConfirmedFaces, CrowdRule
@@ -164,16 +165,24 @@ def _with_faces_around(tracks: list[Track], kept: list[Track], params: ClassTrac
     fragment_iou = getattr(params, "fragment_iou", 0.0)
     if rule is None and not fragment_iou:
         return kept
-    around = ConfirmedFaces([t.frames for t in kept], [t.boxes for t in kept])  # confirmed on their own only
-    in_crowd = (lambda f, b: around.supports_track(f, b, rule)) if rule is not None else None
+    around = ConfirmedFaces([t.frames for t in kept], [_upright(t.boxes, people) for t in kept])  # on their own
+    in_crowd = (lambda f, b: around.supports_track(f, _upright(b, people), rule)) if rule is not None else None
     own = {id(t) for t in kept}
 
     def fragment(t: Track) -> bool:
         return bool(fragment_iou) and len(t.frames) >= params.low_score_min_hits and around.overlap_share(
-            t.frames, t.boxes, fragment_iou) >= params.fragment_share
+            t.frames, _upright(t.boxes, people), fragment_iou) >= params.fragment_share
 
     return [t for t in tracks if id(t) in own or (in_crowd is not None and _confirmed(t, params, people, in_crowd))
             or fragment(t)]
+
+
+def _upright(boxes: list[np.ndarray], people: PeopleSeen | None) -> list[np.ndarray]:
+    """A track's boxes (stored-frame pixels) turned upright by the video's display rotation, as people.py turns
+    them (a row of heads in a phone clip stored sideways is a column of stored pixels)."""
+    if people is None or not people.rotation or not len(boxes):
+        return boxes
+    return list(boxes_to_display(np.asarray(boxes, np.float32).reshape(-1, 4), people.rotation, *people.stored_size))
 
 
 def _crowd_rule(params: ClassTracking) -> CrowdRule | None:
