@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anonray.box_overlap import box_areas, intersection_areas
+from anonray.box_overlap import iou_matrix
 
 HEIGHT_RATIO = 1.5
 """A neighbour's height lies within this factor of the track's (either way)."""
@@ -71,10 +71,8 @@ class ConfirmedFaces:
             near = [self._boxes[f] for f in range(int(frame) - NEAR_FRAMES, int(frame) + NEAR_FRAMES + 1)
                     if f in self._boxes]
             if near:
-                others = np.concatenate(near)
                 one = np.asarray(box, np.float32).reshape(1, 4)
-                inter = intersection_areas(one, others)[0]
-                hits += bool((inter >= min_iou * (box_areas(one)[0] + box_areas(others) - inter)).any())
+                hits += bool((iou_matrix(one, np.concatenate(near))[0] >= min_iou).any())
         return hits / max(len(frames), 1)
 
     def supports_track(self, frames: Sequence[int], boxes: Sequence[np.ndarray], rule: CrowdRule) -> bool:

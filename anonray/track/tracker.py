@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import lap
 import numpy as np
 
-from anonray.box_overlap import box_areas, intersection_areas
+from anonray.box_overlap import iou_matrix
 from anonray.config import Config, ZoneConfig
 from anonray.config_tracking import ClassTracking, FaceTracking
 from anonray.decode.orientation import boxes_to_display
@@ -51,15 +51,6 @@ class Track:
         dt = self.frames[-1] - self.frames[-2]
         velocity = (self.boxes[-1] - self.boxes[-2]) / max(dt, 1)
         return last + velocity * (frame - self.frames[-1])
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes a (n,4) and b (m,4), xyxy."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    inter = intersection_areas(a, b)
-    union = box_areas(a)[:, None] + box_areas(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
 def grow_boxes(boxes: np.ndarray, share: float) -> np.ndarray:
