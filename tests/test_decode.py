@@ -138,3 +138,37 @@ def test_stream_cut_mid_gop(name: str, sample_clips: dict, tmp_path: Path) -> No
     assert len(reference) < len(packets) - 4
     assert frames == reference
     assert indices == list(range(len(reference)))
+
+
+def test_decode_actor_runs_without_ray(sample_clips: dict) -> None:
+    """The decode actor's work runs outside Ray (stages testable without Ray): its rows come out, the end marker's
+    node id is empty, and no local Ray instance is started on the way (asking Ray for its runtime context
+    outside Ray would start one). In a fresh interpreter, since this test session may hold a Ray instance."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = sample_clips["h264_mp4"][0]
+    code = textwrap.dedent(f"""
+        import ray
+        from anonray.config import Config
+        from anonray.ingest.probe import probe
+        from anonray.runtime.actors import SegmentDecoder
+        info, segments = probe({str(path)!r}, "clip.mp4", target_seconds=0.5)
+        decoder = SegmentDecoder(Config().canonical_json())
+        frames, markers = 0, []
+        for segment in segments:
+            for rows in decoder._decode(info, segment):
+                frames += int((rows.frame_index >= 0).sum())
+                markers += [str(n) for i, n in zip(rows.frame_index, rows.decode_node_id) if i < 0]
+        print("FRAMES", frames, info.frame_count, "MARKERS", len(markers), len(segments), repr(set(markers)),
+              "RAY", ray.is_initialized())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    words = proc.stdout.split()
+    at = words.index("FRAMES")
+    assert words[at + 1] == words[at + 2] != "0", proc.stdout
+    assert words[at + 4] == words[at + 5], proc.stdout
+    assert words[at + 6] == "{''}" and words[at + 8] == "False", proc.stdout

@@ -34,7 +34,10 @@ NO_FAILURE = Failure("", "")
 
 
 def current_node_id() -> str:
-    """The Ray node this process runs on ("" outside Ray, as in unit tests)."""
+    """The Ray node this process runs on ("" outside Ray, as in unit tests: asking Ray for its runtime context
+    there would start a local Ray instance)."""
+    if not ray.is_initialized():
+        return ""
     try:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside Ray
