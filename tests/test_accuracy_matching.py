@@ -109,3 +109,14 @@ def test_no_labels_and_no_detections():
 def test_size_bucket_by_height():
     boxes = np.array([[0, 0, 100, 15.9], [0, 0, 1, 16], [0, 0, 1, 31.9], [0, 0, 1, 32], [0, 0, 1, 64]])
     assert size_bucket(boxes).tolist() == [0, 1, 1, 2, 3]
+
+
+def test_a_looser_pool_matches_a_box_the_voc_match_misses():
+    gt = np.array([[0, 0, 10, 10]], float)
+    square_ish = np.array([[0, 0, 10, 4]], float)  # IoU 0.4: no VOC match, a match at 0.3
+    voc, loose = Accumulator(), Accumulator(iou_threshold=0.3)
+    for pool in (voc, loose):
+        pool.add(square_ish, [0.9], gt, kept=np.array([True]))
+    assert (voc.scores(None).tp, voc.scores(None).fp) == (0, 1)
+    assert (loose.scores(None).tp, loose.scores(None).fp, loose.scores(0.5).recall) == (1, 0, 1.0)
+    assert loose.scores(0.5).ap50 == pytest.approx(1.0) and voc.scores(0.5).ap50 == 0.0

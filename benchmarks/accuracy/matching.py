@@ -125,6 +125,8 @@ class Accumulator:
     (and the detectors' NMS is greedy in score order too, so their boxes above it are the same).
     """
 
+    iou_threshold: float = IOU_THRESHOLD
+    """The IoU a detection needs with a label to match it (0.5, VOC; stills.py adds a looser 0.3 pool)."""
     scores_: list[np.ndarray] = field(default_factory=list)
     outcome_: list[np.ndarray] = field(default_factory=list)
     kept_outcome_: list[np.ndarray] = field(default_factory=list)
@@ -137,14 +139,15 @@ class Accumulator:
         threshold that depends on box size); they are matched again on their own, so the operating
         point is exact, and ``scores(None)`` reads it.
         """
-        outcome, matched = match_image(det_boxes, det_scores, gt_boxes, gt_ignore)
+        outcome, matched = match_image(det_boxes, det_scores, gt_boxes, gt_ignore, self.iou_threshold)
         ignore = np.zeros(len(matched), bool) if gt_ignore is None else np.asarray(gt_ignore, bool)
         self.scores_.append(np.asarray(det_scores, np.float64).reshape(-1))
         self.outcome_.append(outcome)
         if kept is not None:
             kept = np.asarray(kept, bool)
             self.kept_outcome_.append(match_image(np.asarray(det_boxes).reshape(-1, 4)[kept],
-                                                  np.asarray(det_scores).reshape(-1)[kept], gt_boxes, gt_ignore)[0])
+                                                  np.asarray(det_scores).reshape(-1)[kept], gt_boxes, gt_ignore,
+                                                  self.iou_threshold)[0])
         self.n_labels += int((~ignore).sum())
         return matched
 
