@@ -7,7 +7,7 @@ masked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import lap
@@ -143,29 +143,32 @@ def track_class(dets: Detections, cls: int, params: ClassTracking,
                 active.append(track)
                 next_id += 1
     finished.extend(active)
-    kept = [t for t in finished if _confirmed(t, params, people)]
-    return _with_faces_around(finished, kept, params, people)
+    verdicts = [_verdict(t, params, people) for t in finished]
+    return _with_faces_around(finished, verdicts, params, people)
 
 
-def _with_faces_around(tracks: list[Track], kept: list[Track], params: ClassTracking,
+def _with_faces_around(tracks: list[Track], verdicts: list[bool | None], params: ClassTracking,
                        people: PeopleSeen | None) -> list[Track]:
-    """``kept`` (the tracks confirmed on their own) and, of the other ``tracks`` (faces), those the faces of
-    ``kept`` confirm (crowd.py): a track in a crowd (``crowd_*``, where people were looked for) and a fragment
-    of a confirmed face (``fragment_iou``)."""
+    """The tracks confirmed on their own (``verdicts``, as ``_verdict`` gives them) and, of the others (faces),
+    those the faces confirmed on their own confirm (crowd.py): a track in a crowd (``crowd_*``, where people
+    were looked for; only a track that lacks nothing but a person under it) and a fragment of a confirmed face
+    (``fragment_iou``)."""
+    kept = [t for t, verdict in zip(tracks, verdicts, strict=True) if verdict]
     rule = _crowd_rule(params) if people is not None else None
     fragment_iou = getattr(params, "fragment_iou", 0.0)
     if rule is None and not fragment_iou:
         return kept
     around = ConfirmedFaces([t.frames for t in kept], [_upright(t.boxes, people) for t in kept])  # on their own
-    in_crowd = (lambda f, b: around.supports_track(f, _upright(b, people), rule)) if rule is not None else None
-    own = {id(t) for t in kept}
+
+    def in_crowd(t: Track, verdict: bool | None) -> bool:
+        return rule is not None and verdict is None and around.supports_track(
+            t.frames, _upright(t.boxes, people), rule)
 
     def fragment(t: Track) -> bool:
         return bool(fragment_iou) and len(t.frames) >= params.low_score_min_hits and around.overlap_share(
             t.frames, _upright(t.boxes, people), fragment_iou) >= params.fragment_share
 
-    return [t for t in tracks if id(t) in own or (in_crowd is not None and _confirmed(t, params, people, in_crowd))
-            or fragment(t)]
+    return [t for t, verdict in zip(tracks, verdicts, strict=True) if verdict or in_crowd(t, verdict) or fragment(t)]
 
 
 def _upright(boxes: list[np.ndarray], people: PeopleSeen | None) -> list[np.ndarray]:
@@ -184,18 +187,22 @@ def _crowd_rule(params: ClassTracking) -> CrowdRule | None:
     return CrowdRule(neighbours, params.crowd_reach, params.crowd_rise, params.crowd_share, params.crowd_min_hits)
 
 
-def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None,
-               in_crowd: Callable[[list[int], list[np.ndarray]], bool] | None = None) -> bool:
+def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = None) -> bool:
     """Masked tracks: ``min_hits`` detections (``low_score_min_hits`` where no score reaches ``track_threshold``),
     and one detection reaching the confirming score for its size (``confirm_threshold``) or ``weak_track_hits``
     weak ones; where people were looked for (``people``), a track whose best score stays below
     ``alone_track_threshold`` also needs a person under it (people.py), as does a long one that reached it on
-    fewer than ``alone_repeat_share`` of its detections and never reached ``alone_sure_threshold``; ``in_crowd``
-    (crowd.py: confirmed faces beside it) stands in for the person.
+    fewer than ``alone_repeat_share`` of its detections and never reached ``alone_sure_threshold``.
 
     Decided on the whole track (the video is processed offline), so a confirmed weak track is masked
     from its first frame, not from the frame that confirmed it.
     """
+    return bool(_verdict(track, params, people))
+
+
+def _verdict(track: Track, params: ClassTracking, people: PeopleSeen | None) -> bool | None:
+    """``_confirmed``'s answer, with None for a track that lacks nothing but a person under it (where the faces
+    around it may stand in for the person: crowd.py)."""
     if len(track.frames) < params.min_hits:
         return False
     if len(track.frames) < params.low_score_min_hits and max(track.scores) < params.track_threshold:
@@ -205,8 +212,7 @@ def _confirmed(track: Track, params: ClassTracking, people: PeopleSeen | None = 
     alone = getattr(params, "alone_track_threshold", None)  # faces only
     if people is None or alone is None or _confirmed_alone(track.scores, params):
         return True
-    return people.supports_track(track.frames, track.boxes) or bool(
-        in_crowd is not None and in_crowd(track.frames, track.boxes))
+    return True if people.supports_track(track.frames, track.boxes) else None
 
 
 def _confirmed_alone(scores: Sequence[float], params: FaceTracking) -> bool:
