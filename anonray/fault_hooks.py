@@ -11,7 +11,8 @@ TEST_ENV_PREFIX = "ANONRAY_TEST_"
 
 
 def fault_point(point: str, subject: str | os.PathLike | None = None) -> None:
-    """Reached before ``point`` ("decode", "detect", "render", "read", "upload") acts on ``subject``."""
+    """Reached before ``point`` ("decode", "detect", "render", "read", "upload",
+    "decode_source") acts on ``subject``."""
     if not any(name.startswith(TEST_ENV_PREFIX) for name in os.environ):
         return
     from anonray.testing import faults  # test support, loaded only where a test asked for it

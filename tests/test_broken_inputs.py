@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from _video_checks import analysed_video
-from conftest import DENY_READ_MARKER
+from conftest import DENY_READ_MARKER, HANG_DECODE_MARKER
 
 import anonray.ingest.probe
 from anonray.config import Config
@@ -249,10 +249,14 @@ def test_batch_with_every_kind_of_broken_file(ray_session, tmp_path):
         write_sample_video(inputs / name, format="h264_mp4", frames=50)
     denied = f"{DENY_READ_MARKER}.mp4"  # conftest: the session's Ray workers refuse to read it
     write_sample_video(inputs / denied, format="h264_mp4", frames=25)
-    expected.update({"vanish.mp4": "input_vanished", "change.mp4": "input_changed", denied: "permission_denied"})
-    assert len(set(expected.values())) >= 12
+    hangs = f"{HANG_DECODE_MARKER}.mp4"  # conftest: its decode hangs in the session's Ray workers
+    write_sample_video(inputs / hangs, format="h264_mp4", frames=25)
+    expected.update({"vanish.mp4": "input_vanished", "change.mp4": "input_changed", denied: "permission_denied",
+                     hangs: "decode_stalled"})
+    assert len(set(expected.values())) >= 13
     out = tmp_path / "out"
-    summary = run(RunRequest([str(inputs)], out, Config()),
+    config = Config().with_overrides(**{"resources.stall_seconds": 5.0})
+    summary = run(RunRequest([str(inputs)], out, config),
                   _Saboteur(inputs / "vanish.mp4", inputs / "change.mp4"))
     assert summary.exit_code == 1 and summary.ok == 2 and summary.failed == len(expected)
     videos = pq.read_table(out / "_anonray" / "videos").to_pandas().set_index("path")
@@ -273,7 +277,7 @@ def test_batch_with_every_kind_of_broken_file(ray_session, tmp_path):
 
     # The rerun skips what is done and tries every failed file again (which fails again).
     write_sample_video(inputs / "vanish.mp4", format="h264_mp4", frames=50)
-    again = run(RunRequest([str(inputs)], out, Config()))
+    again = run(RunRequest([str(inputs)], out, config))
     assert again.exit_code == 1 and again.ok == 2 and again.skipped == 2
     assert again.failed == len(expected) - 2  # vanish.mp4 and change.mp4 are fine now
 

@@ -12,7 +12,7 @@ deinterlaced.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import av
@@ -55,10 +55,20 @@ def _to_array(frame: av.VideoFrame, out_size: tuple[int, int] | None, pix_fmt: s
     return frame.reformat(width=width, height=height, format=pix_fmt, interpolation=INTERPOLATION).to_ndarray()
 
 
-def _tolerant_decode(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+def _no_beat() -> None:
+    """The heartbeat of a decode nobody watches."""
+
+
+Heartbeat = Callable[[], None]
+"""Called once per packet read: the decoder handed control back (decode/stall_guard.py watches for it)."""
+
+
+def _tolerant_decode(container: av.container.InputContainer, stream: av.VideoStream,
+                     beat: Heartbeat) -> Iterator[av.VideoFrame]:
     """Decode packet by packet; a packet the decoder rejects as invalid data is skipped, so the frames
     after it still come out and the damaged ones are counted as missing by the caller."""
     for packet in container.demux(stream):
+        beat()
         try:
             frames = stream.decode(packet)
         except av.error.InvalidDataError:
@@ -67,12 +77,13 @@ def _tolerant_decode(container: av.container.InputContainer, stream: av.VideoStr
 
 
 def _segment_frames(
-    container: av.container.InputContainer, stream: av.VideoStream, segment: Segment, check_seek: bool
+    container: av.container.InputContainer, stream: av.VideoStream, segment: Segment, check_seek: bool,
+    beat: Heartbeat,
 ) -> Iterator[av.VideoFrame]:
     """Decoded frames of the segment in presentation order, stopping once all are out."""
     produced = 0
     first = True
-    for frame in _tolerant_decode(container, stream):
+    for frame in _tolerant_decode(container, stream, beat):
         ts = _frame_ts(frame)
         if ts is None:
             continue
@@ -97,14 +108,14 @@ def _open_stream(path: str | Path, info: VideoInfo) -> tuple[av.container.InputC
 
 
 def _decode_pass(
-    path: str | Path, info: VideoInfo, segment: Segment, target: int | None
+    path: str | Path, info: VideoInfo, segment: Segment, target: int | None, beat: Heartbeat
 ) -> Iterator[av.VideoFrame]:
     """One attempt: seek to target (None: read from the file start) and decode the segment."""
     container, stream = _open_stream(path, info)
     with container:
         if target is not None:
             container.seek(target, stream=stream, backward=True, any_frame=False)
-        yield from _segment_frames(container, stream, segment, check_seek=target is not None)
+        yield from _segment_frames(container, stream, segment, target is not None, beat)
 
 
 def _seek_targets(info: VideoInfo, segment: Segment) -> list[int | None]:
@@ -116,7 +127,8 @@ def _seek_targets(info: VideoInfo, segment: Segment) -> list[int | None]:
     return [segment.keyframe_pts, *[t for t in back if t > info.start_pts], None]
 
 
-def _frames_with_fallback(path: str | Path, info: VideoInfo, segment: Segment) -> Iterator[av.VideoFrame]:
+def _frames_with_fallback(path: str | Path, info: VideoInfo, segment: Segment,
+                          beat: Heartbeat = _no_beat) -> Iterator[av.VideoFrame]:
     """Try each seek target until one lands at or before the segment start.
 
     A seek counts as missed when the first decoded frame is past the segment start (or none comes);
@@ -125,11 +137,11 @@ def _frames_with_fallback(path: str | Path, info: VideoInfo, segment: Segment) -
     targets = _seek_targets(info, segment)
     for target in targets[:-1]:
         try:
-            yield from _decode_pass(path, info, segment, target)
+            yield from _decode_pass(path, info, segment, target, beat)
             return
         except _SeekMissed:
             continue
-    yield from _decode_pass(path, info, segment, targets[-1])
+    yield from _decode_pass(path, info, segment, targets[-1], beat)
 
 
 def segment_frames(path: str | Path, info: VideoInfo, segment: Segment) -> Iterator[av.VideoFrame]:
@@ -145,16 +157,18 @@ def decode_segment(
     segment: Segment,
     out_size: tuple[int, int] | None = None,
     pix_fmt: str = "rgb24",
+    beat: Heartbeat = _no_beat,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (frame_index, pts, array) for exactly the segment's frames, in presentation order.
 
     out_size is (width, height) to scale to (swscale, in the same step as the pixel format
-    conversion); None keeps the stored size. Raises DecodeError when frames are missing.
+    conversion); None keeps the stored size. beat is called once per packet read (decode/stall_guard.py).
+    Raises DecodeError when frames are missing.
     """
     produced = 0
     last_ts: int | None = None
     try:
-        for frame in _frames_with_fallback(path, info, segment):
+        for frame in _frames_with_fallback(path, info, segment, beat):
             ts = _frame_ts(frame)
             if last_ts is not None and ts <= last_ts:
                 raise DecodeError(

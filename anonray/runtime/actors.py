@@ -20,7 +20,8 @@ import ray
 
 from anonray.config import Config, validate_config
 from anonray.decode.orientation import boxes_to_stored, display_size, to_display
-from anonray.decode.segment import decode_segment
+from anonray.decode.segment import Heartbeat, decode_segment
+from anonray.decode.stall_guard import guarded
 from anonray.detect.frame_detector import FrameDetector, detection_image_size
 from anonray.errors import Failure, FileFailure
 from anonray.fault_hooks import fault_point
@@ -153,7 +154,13 @@ class SegmentDecoder:
         shape = (size[1], size[0], 3)
         try:
             source = self._local_source(info)
-            for frame_index, pts, image in decode_segment(source, info, segment, size):
+
+            def frames(beat: Heartbeat) -> Iterator[tuple[int, int, np.ndarray]]:
+                fault_point("decode_source", source)
+                return decode_segment(source, info, segment, size, beat=beat)
+
+            for frame_index, pts, image in guarded(frames, self.config.resources.stall_seconds,
+                                                   f"segment {segment.index}"):
                 upright = to_display(image, info.rotation)
                 shape = upright.shape
                 chunk.append((frame_index, pts, upright))

@@ -1,0 +1,131 @@
+"""The decode stall limit (decode/stall_guard.py): a hung decoder costs its segment within the limit; a slow
+decoder that still reads packets, or a consumer that is itself slow, never trips it; frames come through whole."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from anonray.config import Config
+from anonray.decode.segment import DecodeError, decode_segment
+from anonray.decode.stall_guard import STALL_CLASS, guarded
+from anonray.ingest.probe import probe
+from anonray.runtime.actors import SegmentDecoder
+from anonray.testing.faults import HANG_DECODE_ENV
+
+
+def _hangs_after(count: int, released: threading.Event) -> Callable[[Callable[[], None]], Iterator[int]]:
+    def make(beat: Callable[[], None]) -> Iterator[int]:
+        def items() -> Iterator[int]:
+            yield from range(count)
+            released.wait(60)  # the decoder stuck (released by the test at its end)
+            yield -1
+        return items()
+    return make
+
+
+def test_a_hung_decoder_fails_its_segment_within_the_limit():
+    released = threading.Event()
+    received = []
+    started = time.monotonic()
+    with pytest.raises(DecodeError) as caught:
+        for item in guarded(_hangs_after(3, released), 0.5, "segment 7"):
+            received.append(item)
+    waited = time.monotonic() - started
+    released.set()
+    assert received == [0, 1, 2]
+    assert caught.value.error_class == STALL_CLASS == "decode_stalled"
+    assert caught.value.message.startswith("segment 7: ") and "0.5 s" in caught.value.message
+    assert 0.5 <= waited < 2.0
+
+
+def test_a_slow_decoder_that_keeps_reading_is_not_stalled():
+    """Packets read without a frame of the segment (a seek fallback decoding from the file start): beats only."""
+    def make(beat: Callable[[], None]) -> Iterator[str]:
+        def items() -> Iterator[str]:
+            for _ in range(15):
+                time.sleep(0.1)
+                beat()
+            yield "late frame"
+        return items()
+    assert list(guarded(make, 0.5, "segment 0")) == ["late frame"]
+
+
+def test_a_slow_consumer_does_not_count_as_a_stall():
+    out = []
+    for item in guarded(lambda beat: iter(range(5)), 0.3, "segment 0"):
+        out.append(item)
+        time.sleep(0.6)  # detection backpressure: the guard's own consumer is busy
+    assert out == [0, 1, 2, 3, 4]
+
+
+def test_errors_pass_through_and_an_early_stop_ends_the_producer():
+    def failing(beat: Callable[[], None]) -> Iterator[int]:
+        yield 1
+        raise DecodeError("missing_frames", "segment 0: 3 of 4 frames could not be decoded")
+    with pytest.raises(DecodeError) as caught:
+        list(guarded(failing, 5.0, "segment 0"))
+    assert caught.value.error_class == "missing_frames"
+
+    closed = threading.Event()
+
+    def endless(beat: Callable[[], None]) -> Iterator[int]:
+        def items() -> Iterator[int]:
+            try:
+                n = 0
+                while True:
+                    yield n
+                    n += 1
+            finally:
+                closed.set()
+        return items()
+    stream = guarded(endless, 5.0, "segment 0")
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert closed.wait(2.0)  # the producer closed its iterator (the decoder's container) on its own thread
+
+
+def test_no_limit_runs_on_the_callers_thread():
+    names = []
+
+    def make(beat: Callable[[], None]) -> Iterator[str]:
+        names.append(threading.current_thread().name)
+        return iter(["a"])
+    assert list(guarded(make, 0, "segment 0")) == ["a"]
+    assert names == [threading.current_thread().name]
+
+
+def test_guarded_decode_gives_the_same_frames(sample_clips: dict):
+    path = sample_clips["mpeg2_ts"][0]
+    info, segments = probe(path, "clip.ts", target_seconds=0.5)
+    for segment in segments:
+        plain = list(decode_segment(path, info, segment, (64, 48)))
+        watched = list(guarded(lambda beat, s=segment: decode_segment(path, info, s, (64, 48), beat=beat),
+                               5.0, f"segment {segment.index}"))
+        assert [f[:2] for f in watched] == [f[:2] for f in plain] and len(plain) == segment.frame_count
+        assert all(np.array_equal(a[2], b[2]) for a, b in zip(watched, plain, strict=True))
+
+
+def test_decode_actor_fails_a_hung_segment_and_goes_on(sample_clips: dict, tmp_path, monkeypatch):
+    """Without Ray: the actor's end marker carries decode_stalled for the hung file; the next file decodes."""
+    source = sample_clips["h264_mp4"][0]
+    hung, fine = tmp_path / "clip-hangs-here.mp4", tmp_path / "clip.mp4"
+    hung.write_bytes(source.read_bytes())
+    fine.write_bytes(source.read_bytes())
+    monkeypatch.setenv(HANG_DECODE_ENV, "hangs-here")
+    decoder = SegmentDecoder(Config().with_overrides(**{"resources.stall_seconds": 0.5}).canonical_json())
+    for path, expected in ((hung, "decode_stalled"), (fine, "")):
+        info, segments = probe(path, path.name)
+        started = time.monotonic()
+        rows = list(decoder._decode(info, segments[0]))
+        marker = rows[-1]
+        assert int(marker.frame_index[0]) == -1 and str(marker.decode_error_class[0]) == expected
+        assert "hangs-here" not in str(marker.decode_error_message[0])
+        if expected:
+            assert time.monotonic() - started < 3.0 and int(marker.frames_decoded[0]) == 0
+        else:
+            assert int(marker.frames_decoded[0]) == segments[0].frame_count
