@@ -289,9 +289,10 @@ class ResourceConfig(StrictModel):
     keep_ray_temp: bool = Field(
         False, description="Keep that folder after the run (debugging only: it holds logs and spilled objects).")
     stall_seconds: float = Field(
-        300.0, ge=0.0, description="A decode that makes no progress (no packet read) for this long is abandoned: "
-        "its segment, and so its video, fails as decode_stalled and the run goes on (decode/stall_guard.py; "
-        "FFmpeg hung on damaged data, a read from a dead network mount). 0 = no limit.")
+        300.0, ge=0.0, description="Reading an input that makes no progress for this long (ingest: no chunk hashed "
+        "and no packet demuxed; decode: no packet read) is abandoned: the file fails as ingest_stalled or "
+        "decode_stalled and the run goes on (anonray/stall_guard.py; FFmpeg hung on damaged data, a read from a "
+        "dead network mount). 0 = no limit.")
     max_retries: int = Field(
         3, ge=0, le=100, description="Transient failures (a worker or actor process died, out of memory, a node "
         "lost, an upload to an object-store output failed) are retried this many times per render task, per "

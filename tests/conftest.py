@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 import ray
 
-from anonray.testing.faults import DENY_READ_ENV, HANG_DECODE_ENV
+from anonray.testing.faults import DENY_READ_ENV, HANG_DECODE_ENV, HANG_READ_ENV
 from anonray.testing.samples import SAMPLE_FORMATS, SampleTruth, sample_paths, write_sample_video
 
 DENY_READ_MARKER = "no-read-permission"
 """Inputs named with this marker raise PermissionError when read, in the session-wide Ray's workers."""
 HANG_DECODE_MARKER = "decoder-hangs"
-"""Decoding inputs named with this marker hangs, in the session-wide Ray's workers (decode/stall_guard.py)."""
+"""Decoding inputs named with this marker hangs, in the session-wide Ray's workers (anonray/stall_guard.py)."""
+HANG_READ_MARKER = "reader-hangs"
+"""Ingesting inputs named with this marker hangs, in the session-wide Ray's workers."""
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,7 @@ def ray_session():
         # permission case of the broken-input batch; CI runs as root, where chmod 000 does nothing).
         os.environ[DENY_READ_ENV] = DENY_READ_MARKER
         os.environ[HANG_DECODE_ENV] = HANG_DECODE_MARKER
+        os.environ[HANG_READ_ENV] = HANG_READ_MARKER
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     yield
     ray.shutdown()

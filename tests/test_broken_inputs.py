@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from _video_checks import analysed_video
-from conftest import DENY_READ_MARKER, HANG_DECODE_MARKER
+from conftest import DENY_READ_MARKER, HANG_DECODE_MARKER, HANG_READ_MARKER
 
 import anonray.ingest.probe
 from anonray.config import Config
@@ -249,11 +249,12 @@ def test_batch_with_every_kind_of_broken_file(ray_session, tmp_path):
         write_sample_video(inputs / name, format="h264_mp4", frames=50)
     denied = f"{DENY_READ_MARKER}.mp4"  # conftest: the session's Ray workers refuse to read it
     write_sample_video(inputs / denied, format="h264_mp4", frames=25)
-    hangs = f"{HANG_DECODE_MARKER}.mp4"  # conftest: its decode hangs in the session's Ray workers
-    write_sample_video(inputs / hangs, format="h264_mp4", frames=25)
+    hangs_decode, hangs_read = f"{HANG_DECODE_MARKER}.mp4", f"{HANG_READ_MARKER}.mp4"  # conftest: they hang
+    for name in (hangs_decode, hangs_read):
+        write_sample_video(inputs / name, format="h264_mp4", frames=25)
     expected.update({"vanish.mp4": "input_vanished", "change.mp4": "input_changed", denied: "permission_denied",
-                     hangs: "decode_stalled"})
-    assert len(set(expected.values())) >= 13
+                     hangs_decode: "decode_stalled", hangs_read: "ingest_stalled"})
+    assert len(set(expected.values())) >= 14
     out = tmp_path / "out"
     config = Config().with_overrides(**{"resources.stall_seconds": 5.0})
     summary = run(RunRequest([str(inputs)], out, config),

@@ -12,13 +12,14 @@ deinterlaced.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 
 from anonray.errors import FileFailure
+from anonray.stall_guard import Heartbeat, no_beat
 from anonray.store.av_open import open_input
 from anonray.types import Segment, VideoInfo
 
@@ -28,6 +29,10 @@ SEEK_BACKOFF_SECONDS = (1, 4, 16)
 
 class DecodeError(FileFailure):
     """A segment that could not be decoded completely."""
+
+
+STALL_CLASS = "decode_stalled"
+"""The error class of a segment whose decoder made no progress for resources.stall_seconds."""
 
 
 class _SeekMissed(Exception):
@@ -53,14 +58,6 @@ def _to_array(frame: av.VideoFrame, out_size: tuple[int, int] | None, pix_fmt: s
         return frame.to_ndarray(format=pix_fmt)
     width, height = out_size
     return frame.reformat(width=width, height=height, format=pix_fmt, interpolation=INTERPOLATION).to_ndarray()
-
-
-def _no_beat() -> None:
-    """The heartbeat of a decode nobody watches."""
-
-
-Heartbeat = Callable[[], None]
-"""Called once per packet read: the decoder handed control back (decode/stall_guard.py watches for it)."""
 
 
 def _tolerant_decode(container: av.container.InputContainer, stream: av.VideoStream,
@@ -128,7 +125,7 @@ def _seek_targets(info: VideoInfo, segment: Segment) -> list[int | None]:
 
 
 def _frames_with_fallback(path: str | Path, info: VideoInfo, segment: Segment,
-                          beat: Heartbeat = _no_beat) -> Iterator[av.VideoFrame]:
+                          beat: Heartbeat = no_beat) -> Iterator[av.VideoFrame]:
     """Try each seek target until one lands at or before the segment start.
 
     A seek counts as missed when the first decoded frame is past the segment start (or none comes);
@@ -157,12 +154,12 @@ def decode_segment(
     segment: Segment,
     out_size: tuple[int, int] | None = None,
     pix_fmt: str = "rgb24",
-    beat: Heartbeat = _no_beat,
+    beat: Heartbeat = no_beat,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (frame_index, pts, array) for exactly the segment's frames, in presentation order.
 
     out_size is (width, height) to scale to (swscale, in the same step as the pixel format
-    conversion); None keeps the stored size. beat is called once per packet read (decode/stall_guard.py).
+    conversion); None keeps the stored size. beat is called once per packet read (anonray/stall_guard.py).
     Raises DecodeError when frames are missing.
     """
     produced = 0

@@ -22,11 +22,16 @@ from anonray.errors import FileFailure
 from anonray.fault_hooks import fault_point
 from anonray.ingest.hdr import content_light_level, mastering_display
 from anonray.ingest.timecode import timecode_of
+from anonray.stall_guard import Heartbeat, call_guarded, no_beat, stall_message
 from anonray.store.av_open import open_input
 from anonray.store.checksums import sha256_file
 from anonray.types import AudioStreamInfo, Segment, VideoInfo, ratio_text
 
 _FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+STALL_CLASS = "ingest_stalled"
+"""The error class of a file whose reading made no progress for resources.stall_seconds."""
 
 
 class IngestError(FileFailure):
@@ -175,12 +180,13 @@ def _packet_ts(packet: av.Packet) -> int | None:
     return packet.pts if packet.pts is not None else packet.dts
 
 
-def _scan(container: av.container.InputContainer, video: av.VideoStream) -> _Scan:
+def _scan(container: av.container.InputContainer, video: av.VideoStream, beat: Heartbeat) -> _Scan:
     """Demux every packet of the video and audio streams; decode just the first video frame."""
     audio_ids = [s.index for s in container.streams.audio]
     scan = _Scan([], [], dict.fromkeys(audio_ids, 0), {}, None)
     streams = [video, *container.streams.audio]
     for packet in container.demux(streams):
+        beat()
         if packet.size == 0:
             continue
         if packet.stream.index == video.index:
@@ -327,9 +333,9 @@ def _audio_info(container: av.container.InputContainer, scan: _Scan) -> tuple[Au
 
 
 def _checked_scan(container: av.container.InputContainer, video: av.VideoStream, path: Path,
-                  relative_path: str) -> _Scan:
+                  relative_path: str, beat: Heartbeat) -> _Scan:
     try:
-        scan = _scan(container, video)
+        scan = _scan(container, video, beat)
     except av.error.FFmpegError as err:
         raise IngestError(
             "unreadable", f"{relative_path}: reading the file failed ({err.strerror})"
@@ -359,12 +365,24 @@ def _checked_scan(container: av.container.InputContainer, video: av.VideoStream,
 
 
 def probe(
-    path: str | Path, relative_path: str, target_seconds: float = 2.0
+    path: str | Path, relative_path: str, target_seconds: float = 2.0, stall_seconds: float = 0.0
 ) -> tuple[VideoInfo, list[Segment]]:
-    """Describe a video file and plan its segments (demux pass plus one decoded frame)."""
-    path = Path(path)
+    """Describe a video file and plan its segments (demux pass plus one decoded frame).
+
+    stall_seconds > 0: the reading runs under that stall limit (anonray/stall_guard.py: a beat per packet
+    demuxed and per chunk hashed) and a read that hangs raises IngestError ingest_stalled."""
+    if stall_seconds <= 0:
+        return _probe_reporting(Path(path), relative_path, target_seconds, no_beat)
+    stalled = IngestError(STALL_CLASS, stall_message(f"{relative_path}: reading the file", stall_seconds))
+    return call_guarded(lambda beat: _probe_reporting(Path(path), relative_path, target_seconds, beat),
+                        stall_seconds, lambda: stalled)
+
+
+def _probe_reporting(path: Path, relative_path: str, target_seconds: float,
+                     beat: Heartbeat) -> tuple[VideoInfo, list[Segment]]:
+    """_probe, with FFmpeg's and the OS's errors as IngestErrors."""
     try:
-        return _probe(path, relative_path, target_seconds)
+        return _probe(path, relative_path, target_seconds, beat)
     except av.error.FFmpegError as err:
         raise IngestError("unreadable", f"{relative_path}: reading the file failed ({err.strerror})") from None
     except OSError as err:  # the file vanished or lost its permissions while being read
@@ -385,11 +403,12 @@ def colour_of(ctx: av.video.codeccontext.VideoCodecContext, first: av.VideoFrame
     )
 
 
-def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[VideoInfo, list[Segment]]:
+def _probe(path: Path, relative_path: str, target_seconds: float,
+           beat: Heartbeat) -> tuple[VideoInfo, list[Segment]]:
     video_id = video_id_for(relative_path)
     with _open(path, relative_path) as container:
         video = _video_stream(container, relative_path)
-        scan = _checked_scan(container, video, path, relative_path)
+        scan = _checked_scan(container, video, path, relative_path, beat)
         first = scan.first_frame
         index = build_index(
             scan.video_pts, scan.keyframe_pts, first.pts if first.pts is not None else first.dts
@@ -405,7 +424,7 @@ def _probe(path: Path, relative_path: str, target_seconds: float) -> tuple[Video
             size_bytes=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
             inode=stat.st_ino,
-            sha256=sha256_file(path),
+            sha256=sha256_file(path, progress=beat),
             container=container.format.name,
             video_codec=ctx.name,
             pixel_format=ctx.pix_fmt or "unknown",

@@ -20,12 +20,12 @@ import ray
 
 from anonray.config import Config, validate_config
 from anonray.decode.orientation import boxes_to_stored, display_size, to_display
-from anonray.decode.segment import Heartbeat, decode_segment
-from anonray.decode.stall_guard import guarded
+from anonray.decode.segment import STALL_CLASS, DecodeError, decode_segment
 from anonray.detect.frame_detector import FrameDetector, detection_image_size
 from anonray.errors import Failure, FileFailure
 from anonray.fault_hooks import fault_point
 from anonray.frame_rows import Batch, DecodedFrames, DetectedFrames, SegmentRow, pack_boxes
+from anonray.stall_guard import Heartbeat, guarded, stall_message
 from anonray.store import storage
 from anonray.track.scenes import frame_signature
 from anonray.types import Detections, Segment, VideoInfo
@@ -159,8 +159,9 @@ class SegmentDecoder:
                 fault_point("decode_source", source)
                 return decode_segment(source, info, segment, size, beat=beat)
 
-            for frame_index, pts, image in guarded(frames, self.config.resources.stall_seconds,
-                                                   f"segment {segment.index}"):
+            stall = self.config.resources.stall_seconds
+            stalled = DecodeError(STALL_CLASS, stall_message(f"segment {segment.index}: the decoder", stall))
+            for frame_index, pts, image in guarded(frames, stall, lambda: stalled):
                 upright = to_display(image, info.rotation)
                 shape = upright.shape
                 chunk.append((frame_index, pts, upright))

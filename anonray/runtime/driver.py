@@ -188,10 +188,11 @@ def _process(setting: RunSetting, files: list[InputFile]) -> None:
     ingested: dict[str, Ingested] = {}
     waves = plan_waves(todo, config.resources.wave_videos, config.resources.wave_bytes)
     ingest = ingest_task.options(num_cpus=plan.ingest_cpus)
-    pending = [ingest.remote(f, config.segment.target_seconds) for f in waves[0]] if waves else []
+    ingest_args = (config.segment.target_seconds, config.resources.stall_seconds)
+    pending = [ingest.remote(f, *ingest_args) for f in waves[0]] if waves else []
     for k in range(len(waves)):
         outcomes: list[IngestOutcome] = ray.get(pending)
-        pending = [ingest.remote(f, config.segment.target_seconds) for f in waves[k + 1]] \
+        pending = [ingest.remote(f, *ingest_args) for f in waves[k + 1]] \
             if k + 1 < len(waves) else []
         videos = _accept_ingested(setting, outcomes, ingested)
         if videos:

@@ -49,13 +49,15 @@ class IngestOutcome:
     failure: Failure | None = None
 
 
-def probe_source(source: Path | str, relative_path: str, target_seconds: float) -> tuple[VideoInfo, list[Segment]]:
-    """probe() a local input, or a private local copy of a URI input (store/storage.py), deleted afterwards."""
+def probe_source(source: Path | str, relative_path: str, target_seconds: float,
+                 stall_seconds: float = 0.0) -> tuple[VideoInfo, list[Segment]]:
+    """probe() a local input, or a private local copy of a URI input (store/storage.py), deleted afterwards;
+    the reading of the local file under the stall limit (the download has its own retries and time-outs)."""
     if not storage.is_uri(source):
-        return probe(source, relative_path, target_seconds)
+        return probe(source, relative_path, target_seconds, stall_seconds)
     try:
         with storage.staged(str(source)) as (local, remote):
-            info, segments = probe(local, relative_path, target_seconds)
+            info, segments = probe(local, relative_path, target_seconds, stall_seconds)
     except storage.StorageError as err:
         raise IngestError("storage_error", f"{relative_path}: {err}") from None
     except FileNotFoundError as err:
@@ -65,10 +67,10 @@ def probe_source(source: Path | str, relative_path: str, target_seconds: float) 
 
 
 @ray.remote(max_retries=3)
-def ingest_task(file: InputFile, target_seconds: float) -> IngestOutcome:
+def ingest_task(file: InputFile, target_seconds: float, stall_seconds: float = 0.0) -> IngestOutcome:
     started, t0 = utc_now(), time.perf_counter()
     try:
-        info, segments = probe_source(file.source_path, file.relative_path, target_seconds)
+        info, segments = probe_source(file.source_path, file.relative_path, target_seconds, stall_seconds)
         return IngestOutcome(file, started, time.perf_counter() - t0, info, segments)
     except Exception as err:  # noqa: BLE001 - a bad file is a row, not a crash
         return IngestOutcome(file, started, time.perf_counter() - t0, failure=Failure.of(err, "ingest_error"))

@@ -1,6 +1,6 @@
 """Test hooks: hold a stage until a test has killed its process (tests/test_retries.py), refuse to
 read marked files (tests/test_broken_inputs.py; CI runs as root, where ``chmod 000`` changes nothing), hang
-the decoding of marked files (the same test) and break uploads of marked outputs (tests/test_s3.py).
+the ingest or the decoding of marked files (the same test) and break uploads of marked outputs (tests/test_s3.py).
 
 Does nothing unless ``$ANONRAY_TEST_PAUSE_DIR`` is set (only tests set it; Ray workers inherit it
 from the driver that starts a local Ray). Then a process reaching ``pause(stage)`` for a stage named
@@ -57,14 +57,16 @@ def check_upload_allowed(key: str) -> None:
         raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
 
 
+HANG_READ_ENV = "ANONRAY_TEST_HANG_READ"
+"""A marker: ingest's reading of files whose name contains it hangs (for an hour) at its start (unset: none)."""
 HANG_DECODE_ENV = "ANONRAY_TEST_HANG_DECODE"
 """A marker: decoding files whose name contains it hangs (for an hour) before the first packet (unset: none)."""
 HANG_SECONDS = 3600.0
 
 
-def hang_if_marked(path: Path) -> None:
-    """Block like a decoder stuck on damaged data, for files a test marked (decode/stall_guard.py's case)."""
-    marker = os.environ.get(HANG_DECODE_ENV)
+def hang_if_marked(path: Path, marker_env: str) -> None:
+    """Block like a reader stuck on damaged data or a dead mount, for files a test marked (stall_guard.py's case)."""
+    marker = os.environ.get(marker_env)
     if marker and marker in path.name:
         time.sleep(HANG_SECONDS)
 
@@ -78,8 +80,9 @@ def reach(point: str, subject: str | os.PathLike | None = None) -> None:
         pause(point)
     elif point == "read":
         check_read_allowed(Path(subject))
+        hang_if_marked(Path(subject), HANG_READ_ENV)
     elif point == "decode_source":
-        hang_if_marked(Path(subject))
+        hang_if_marked(Path(subject), HANG_DECODE_ENV)
     elif point == "upload":
         check_upload_allowed(str(subject))
     else:
