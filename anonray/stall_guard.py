@@ -6,7 +6,8 @@ a thread of its own and hands its items over through a small queue; the work cal
 reader hands control back (a packet demuxed, a chunk read), and when neither a beat nor an item comes for
 ``stall_seconds`` while the caller waits, the caller gets the stage's own error (``on_stall``). PyAV releases
 the GIL inside FFmpeg's calls, so a hang there does not stop the waiting thread. The stalled thread is
-abandoned (Python cannot kill a thread): it ends if its call ever returns, and until then keeps what it holds.
+abandoned (Python cannot kill a thread): if its call ever returns, its next beat raises ``Abandoned`` and it
+unwinds; until then it keeps what it holds.
 """
 
 from __future__ import annotations
@@ -40,11 +41,21 @@ def stall_message(what: str, stall_seconds: float) -> str:
     return f"{what}: no progress for {stall_seconds:g} s; abandoned (resources.stall_seconds)"
 
 
+class Abandoned(Exception):
+    """Raised by a heartbeat once its caller has stopped waiting: the work unwinds at its next beat."""
+
+
 class _Clock:
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event) -> None:
         self.last = time.monotonic()
+        self.stop = stop
 
     def beat(self) -> None:
+        if self.stop.is_set():
+            raise Abandoned("the caller stopped waiting for this work")
+        self.last = time.monotonic()
+
+    def restart(self) -> None:
         self.last = time.monotonic()
 
     def silent_for(self) -> float:
@@ -86,7 +97,8 @@ def guarded(make: Callable[[Heartbeat], Iterator[T]], stall_seconds: float,
     if stall_seconds <= 0:
         yield from make(no_beat)
         return
-    clock, stop = _Clock(), threading.Event()
+    stop = threading.Event()
+    clock = _Clock(stop)
     handover: queue.Queue = queue.Queue(maxsize=HANDOVER_ITEMS)
     producer = threading.Thread(target=_produce, args=(make, clock, handover, stop), name="anonray-guarded",
                                 daemon=True)
@@ -103,7 +115,7 @@ def guarded(make: Callable[[Heartbeat], Iterator[T]], stall_seconds: float,
                 return
             if kind == _ERROR:
                 raise value
-            clock.beat()  # the clock runs only while the caller waits, not while the caller's own consumer is busy
+            clock.restart()  # the clock runs only while the caller waits, not while the caller's consumer is busy
             yield value
     finally:
         stop.set()

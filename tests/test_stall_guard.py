@@ -15,7 +15,7 @@ from anonray.config import Config
 from anonray.decode.segment import DecodeError, decode_segment
 from anonray.ingest.probe import IngestError, probe
 from anonray.runtime.actors import SegmentDecoder
-from anonray.stall_guard import call_guarded, guarded, stall_message
+from anonray.stall_guard import Abandoned, call_guarded, guarded, stall_message
 from anonray.testing.faults import HANG_DECODE_ENV, HANG_READ_ENV
 
 
@@ -23,25 +23,28 @@ def _stalled(what: str = "segment 7", seconds: float = 0.5) -> Callable[[], Deco
     return lambda: DecodeError("decode_stalled", stall_message(what, seconds))
 
 
-def _hangs_after(count: int, released: threading.Event) -> Callable[[Callable[[], None]], Iterator[int]]:
+def test_a_hung_decoder_fails_its_segment_within_the_limit():
+    released, unwound = threading.Event(), threading.Event()
+    received = []
+
     def make(beat: Callable[[], None]) -> Iterator[int]:
         def items() -> Iterator[int]:
-            yield from range(count)
-            released.wait(60)  # the decoder stuck (released by the test at its end)
+            yield from range(3)
+            released.wait(60)  # the decoder stuck, until the test releases it
+            try:
+                beat()  # its next packet: the caller has gone
+            except Abandoned:
+                unwound.set()
+                raise
             yield -1
         return items()
-    return make
-
-
-def test_a_hung_decoder_fails_its_segment_within_the_limit():
-    released = threading.Event()
-    received = []
     started = time.monotonic()
     with pytest.raises(DecodeError) as caught:
-        for item in guarded(_hangs_after(3, released), 0.5, _stalled()):
+        for item in guarded(make, 0.5, _stalled()):
             received.append(item)
     waited = time.monotonic() - started
     released.set()
+    assert unwound.wait(2.0)  # the abandoned work stops at its next beat, without producing anything more
     assert received == [0, 1, 2]
     assert caught.value.error_class == "decode_stalled"
     assert caught.value.message.startswith("segment 7: ") and "0.5 s" in caught.value.message
