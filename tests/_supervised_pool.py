@@ -10,6 +10,7 @@ every remaining file lost.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from collections import deque
@@ -51,7 +52,8 @@ class _Worker:
 
     def give(self, item: Any) -> None:
         self.busy, self.item, self.started = True, item, time.monotonic()
-        self.conn.send(item)
+        with contextlib.suppress(OSError):  # a worker already gone: its pipe reads as closed, the item as crashed
+            self.conn.send(item)
 
     def deadline(self, limit: float, start_grace: float) -> float:
         return self.started + limit + (start_grace if self.fresh else 0.0)
@@ -62,7 +64,7 @@ class _Worker:
         if self.conn in ready:
             try:
                 value = self.conn.recv()
-            except EOFError:  # the worker died mid-item
+            except (EOFError, OSError):  # the worker died mid-item (or before it read the item)
                 self.stop()
                 return Outcome("crashed", self.process.exitcode, seconds)
             self.busy, self.fresh = False, False
@@ -75,8 +77,9 @@ class _Worker:
     def stop(self) -> None:
         """End the process: politely when idle, by SIGKILL when it does not end within a second."""
         if self.process.is_alive() and not self.busy:
-            self.conn.send(None)
-            self.process.join(1.0)
+            with contextlib.suppress(OSError):  # it died meanwhile
+                self.conn.send(None)
+                self.process.join(1.0)
         if self.process.is_alive():
             self.process.kill()
         self.process.join()

@@ -256,7 +256,7 @@ def test_batch_with_every_kind_of_broken_file(ray_session, tmp_path):
                      hangs_decode: "decode_stalled", hangs_read: "ingest_stalled"})
     assert len(set(expected.values())) >= 14
     out = tmp_path / "out"
-    config = Config().with_overrides(**{"resources.stall_seconds": 5.0})
+    config = Config().with_overrides(**{"resources.stall_seconds": 10.0})
     summary = run(RunRequest([str(inputs)], out, config),
                   _Saboteur(inputs / "vanish.mp4", inputs / "change.mp4"))
     assert summary.exit_code == 1 and summary.ok == 2 and summary.failed == len(expected)

@@ -71,6 +71,17 @@ def test_a_slow_consumer_does_not_count_as_a_stall():
     assert out == [0, 1, 2, 3, 4]
 
 
+def test_an_item_counts_as_progress_for_work_without_beats():
+    """Items every 0.6 s, no beat at all, under a 0.9 s limit: each item restarts the clock (1.8 s in all)."""
+    def make(beat: Callable[[], None]) -> Iterator[int]:
+        def items() -> Iterator[int]:
+            for n in range(3):
+                time.sleep(0.6)
+                yield n
+        return items()
+    assert list(guarded(make, 0.9, _stalled())) == [0, 1, 2]
+
+
 def test_errors_pass_through_and_an_early_stop_ends_the_producer():
     def failing(beat: Callable[[], None]) -> Iterator[int]:
         yield 1
@@ -141,16 +152,21 @@ def test_decode_actor_fails_a_hung_segment_and_goes_on(sample_clips: dict, tmp_p
     hung, fine = _hung_and_fine(sample_clips, tmp_path, monkeypatch, HANG_DECODE_ENV)
     decoder = SegmentDecoder(Config().with_overrides(**{"resources.stall_seconds": 0.5}).canonical_json())
     for path, expected in ((hung, "decode_stalled"), (fine, "")):
-        info, segments = probe(path, path.name)
-        started = time.monotonic()
-        rows = list(decoder._decode(info, segments[0]))
-        marker = rows[-1]
-        assert int(marker.frame_index[0]) == -1 and str(marker.decode_error_class[0]) == expected
-        assert "hangs-here" not in str(marker.decode_error_message[0])
-        if expected:
-            assert time.monotonic() - started < 3.0 and int(marker.frames_decoded[0]) == 0
-        else:
-            assert int(marker.frames_decoded[0]) == segments[0].frame_count
+        info, segments = probe(path, path.name, target_seconds=0.5)
+        assert len(segments) >= 2
+        for segment in segments[:2]:
+            started = time.monotonic()
+            rows = list(decoder._decode(info, segment))
+            marker = rows[-1]
+            waited = time.monotonic() - started
+            assert int(marker.frame_index[0]) == -1 and str(marker.decode_error_class[0]) == expected
+            assert "hangs-here" not in str(marker.decode_error_message[0])
+            if not expected:
+                assert int(marker.frames_decoded[0]) == segment.frame_count
+            elif segment.index == 0:  # stalls once: 0.5 s
+                assert 0.5 <= waited < 3.0 and int(marker.frames_decoded[0]) == 0
+            else:  # the video's later segments fail at once
+                assert waited < 0.3 and "an earlier segment" in str(marker.decode_error_message[0])
 
 
 def test_probe_fails_a_hung_read_as_ingest_stalled(sample_clips: dict, tmp_path, monkeypatch):

@@ -20,11 +20,11 @@ def misbehave(item: str) -> str:
 
 
 def test_hung_and_crashed_items_are_named_and_the_rest_complete():
-    items = ["a", "hang", "b", "crash", "c", "d", "e"]
+    items = ["a", "b", "hang", "crash", "c", "d", "e"]  # "hang" reaches a worker that has run "a" or "b"
     started = time.monotonic()
     outcomes = run_supervised(misbehave, items, processes=2, item_limit=1.0, start_grace=10.0)
     assert set(outcomes) == set(items)
-    assert outcomes["hang"].status == "hung" and outcomes["hang"].seconds >= 1.0
+    assert outcomes["hang"].status == "hung" and 1.0 <= outcomes["hang"].seconds < 5.0
     assert outcomes["crash"].status == "crashed" and outcomes["crash"].value == -signal.SIGSEGV
     for item in ("a", "b", "c", "d", "e"):
         assert outcomes[item].status == "ok" and outcomes[item].value == item.upper()

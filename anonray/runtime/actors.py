@@ -110,6 +110,8 @@ class SegmentDecoder:
         self.restart_report = RestartReport(restarts, "decode")
         self._staged: tuple[tuple[str, str], contextlib.ExitStack, Path] | None = None
         """The last URI input's private local copy (store/storage.py), kept for its next segments."""
+        self._stalled: set[str] = set()
+        """Videos whose decode stalled here: their later segments fail at once instead of stalling again."""
 
     def _local_source(self, info: VideoInfo) -> Path:
         """The input to decode: a local path as is; a URI input staged once per video, then reused."""
@@ -138,6 +140,12 @@ class SegmentDecoder:
     def __del__(self):
         self._release()
 
+    def _stall(self, info: VideoInfo, segment: Segment) -> DecodeError:
+        """The error of a segment whose decoder stalled; the video's later segments will not be tried here."""
+        self._stalled.add(info.video_id)
+        what = f"segment {segment.index}: the decoder"
+        return DecodeError(STALL_CLASS, stall_message(what, self.config.resources.stall_seconds))
+
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         self.restart_report.first_batch(batch["video_id"])
         fault_point("decode")
@@ -153,15 +161,17 @@ class SegmentDecoder:
         started = time.perf_counter()
         shape = (size[1], size[0], 3)
         try:
+            if info.video_id in self._stalled:
+                raise DecodeError(STALL_CLASS, f"segment {segment.index}: not decoded, since the decoder stalled "
+                                  "on an earlier segment of this video")
             source = self._local_source(info)
 
             def frames(beat: Heartbeat) -> Iterator[tuple[int, int, np.ndarray]]:
                 fault_point("decode_source", source)
                 return decode_segment(source, info, segment, size, beat=beat)
 
-            stall = self.config.resources.stall_seconds
-            stalled = DecodeError(STALL_CLASS, stall_message(f"segment {segment.index}: the decoder", stall))
-            for frame_index, pts, image in guarded(frames, stall, lambda: stalled):
+            for frame_index, pts, image in guarded(frames, self.config.resources.stall_seconds,
+                                                   lambda: self._stall(info, segment)):
                 upright = to_display(image, info.rotation)
                 shape = upright.shape
                 chunk.append((frame_index, pts, upright))
