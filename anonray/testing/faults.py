@@ -23,10 +23,15 @@ DENY_READ_ENV = "ANONRAY_TEST_DENY_READ"
 """A marker: files whose name contains it cannot be read (unset: every file can)."""
 
 
+def is_marked(name: str, marker_env: str) -> bool:
+    """Whether a test marked this name: it contains the marker that ``$marker_env`` holds (unset: no name is)."""
+    marker = os.environ.get(marker_env)
+    return bool(marker) and marker in name
+
+
 def check_read_allowed(path: Path) -> None:
     """Raise the PermissionError a file without read permission gives, for files a test marked."""
-    marker = os.environ.get(DENY_READ_ENV)
-    if marker and marker in path.name:
+    if is_marked(path.name, DENY_READ_ENV):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
 
@@ -52,8 +57,7 @@ FAIL_UPLOAD_ENV = "ANONRAY_TEST_FAIL_UPLOAD"
 
 def check_upload_allowed(key: str) -> None:
     """Raise the OSError of a connection lost mid-upload, for keys a test marked."""
-    marker = os.environ.get(FAIL_UPLOAD_ENV)
-    if marker and marker in key.rsplit("/", 1)[-1]:
+    if is_marked(key.rsplit("/", 1)[-1], FAIL_UPLOAD_ENV):
         raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
 
 
@@ -66,8 +70,7 @@ HANG_SECONDS = 3600.0
 
 def hang_if_marked(path: Path, marker_env: str) -> None:
     """Block like a reader stuck on damaged data or a dead mount, for files a test marked (stall_guard.py's case)."""
-    marker = os.environ.get(marker_env)
-    if marker and marker in path.name:
+    if is_marked(path.name, marker_env):
         time.sleep(HANG_SECONDS)
 
 
